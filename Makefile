@@ -1,0 +1,57 @@
+# lossflow — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Telemetry is off everywhere lossflow runs.
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export ORT_DISABLE_TELEMETRY := 1
+
+TYPED := src $(wildcard pipelines)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format typecheck bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+# torch is installed first and exact, so that no dependency pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install lossflow with its dev tools
+
+run: $(STAMP) ## Main job: print the loss catalogue and benchmark every loss against its reference
+	$(BIN)/lossflow losses
+	$(BIN)/python benchmarks/losses.py --quick --json benchmarks/results/losses.json
+
+lint: $(STAMP) ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP) ## mypy (strict) on the library and the flows
+	$(BIN)/mypy $(TYPED)
+
+test: lint typecheck ## Everything CI runs: lint, types, all tests
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## Tests without the slow ones
+	$(BIN)/pytest -m "not slow"
+
+bench: $(STAMP) ## Full loss benchmark (eager and torch.compile)
+	$(BIN)/python benchmarks/losses.py --json benchmarks/results/losses.json
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,278 @@
+"""Forward+backward time of every lossflow loss beside its reference, eager and compiled.
+
+Each loss runs on a realistic batch (about 1M elements; 16,384 lists of 64 items for ranking)
+beside its reference: the torch built-in that computes the same thing where one exists, else
+built-in BCE / CE / MSE on the same shapes. Ours and the reference are timed interleaved in one
+run, so machine noise hits both alike. The table ends with the worst ratio (ours / reference).
+
+    python benchmarks/losses.py                 # eager and torch.compile, CPU
+    python benchmarks/losses.py --quick         # eager only, 256k elements
+    python benchmarks/losses.py --device cuda --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lossflow.losses import build_loss
+
+LossFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    spec: dict[str, Any]
+    make: Callable[[int, torch.device], tuple[Tensor, ...]]
+    reference_name: str
+    reference: LossFn
+
+
+def _regression(n: int, device: torch.device) -> tuple[Tensor, ...]:
+    return torch.randn(n, device=device), torch.randn(n, device=device)
+
+
+def _counts(n: int, device: torch.device) -> tuple[Tensor, ...]:
+    return torch.randn(n, device=device) * 0.5, torch.poisson(torch.full((n,), 2.0, device=device))
+
+
+def _gaussian(n: int, device: torch.device) -> tuple[Tensor, ...]:
+    return torch.randn(n // 2, 2, device=device), torch.randn(n // 2, device=device)
+
+
+def _binary(n: int, device: torch.device) -> tuple[Tensor, ...]:
+    return torch.randn(n, device=device), (torch.rand(n, device=device) < 0.2).float()
+
+
+CLASSES = 10
+
+
+def _multiclass(n: int, device: torch.device) -> tuple[Tensor, ...]:
+    rows = n // CLASSES
+    return torch.randn(rows, CLASSES, device=device), torch.randint(
+        0, CLASSES, (rows,), device=device
+    )
+
+
+def _distribution(n: int, device: torch.device) -> tuple[Tensor, ...]:
+    rows = n // CLASSES
+    return torch.randn(rows, CLASSES, device=device), torch.softmax(
+        torch.randn(rows, CLASSES, device=device), dim=1
+    )
+
+
+LIST_LENGTH = 64
+
+
+def _lists(n: int, device: torch.device) -> tuple[Tensor, ...]:
+    queries = max(n // LIST_LENGTH, 1)
+    scores = torch.randn(queries, LIST_LENGTH, device=device)
+    relevance = torch.randint(0, 5, (queries, LIST_LENGTH), device=device).float()
+    lengths = torch.randint(LIST_LENGTH // 2, LIST_LENGTH + 1, (queries, 1), device=device)
+    mask = torch.arange(LIST_LENGTH, device=device)[None, :] < lengths
+    return scores, relevance, mask
+
+
+def _pairs(relevance: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    valid = (relevance[:, :, None] > relevance[:, None, :]) & mask[:, :, None] & mask[:, None, :]
+    q, i, j = valid.nonzero(as_tuple=True)
+    return q, i, j
+
+
+def _pairwise_reference(kind: str) -> LossFn:
+    # The built-in needs its pairs listed; the listing is cached per input, so the reference's
+    # time is the loss on the pairs alone, while lossflow finds its pairs on every call.
+    cache: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def ref(scores: Tensor, relevance: Tensor, mask: Tensor) -> Tensor:
+        key = id(relevance)
+        if key not in cache:
+            cache.clear()
+            cache[key] = _pairs(relevance, mask)
+        q, i, j = cache[key]
+        hi, lo = scores[q, i], scores[q, j]
+        if kind == "margin":
+            return F.margin_ranking_loss(hi, lo, torch.ones_like(hi), margin=1.0)
+        return F.binary_cross_entropy_with_logits(hi - lo, torch.ones_like(hi))
+
+    return ref
+
+
+def _listwise_reference(scores: Tensor, relevance: Tensor, mask: Tensor) -> Tensor:
+    return F.cross_entropy(scores, torch.softmax(relevance, dim=1))
+
+
+def benches() -> list[Bench]:
+    bce = F.binary_cross_entropy_with_logits
+    return [
+        Bench("mse", {"name": "mse"}, _regression, "F.mse_loss", F.mse_loss),
+        Bench("rmse", {"name": "rmse"}, _regression, "sqrt(F.mse_loss)",
+              lambda x, y: torch.sqrt(F.mse_loss(x, y))),
+        Bench("mae", {"name": "mae"}, _regression, "F.l1_loss", F.l1_loss),
+        Bench("huber", {"name": "huber", "delta": 1.0}, _regression, "F.huber_loss",
+              F.huber_loss),
+        Bench("log_cosh", {"name": "log_cosh"}, _regression, "F.mse_loss", F.mse_loss),
+        Bench("quantile", {"name": "quantile", "quantile": 0.9}, _regression, "F.l1_loss",
+              F.l1_loss),
+        Bench("poisson_nll", {"name": "poisson_nll"}, _counts, "F.poisson_nll_loss",
+              F.poisson_nll_loss),
+        Bench("gaussian_nll", {"name": "gaussian_nll"}, _gaussian, "F.gaussian_nll_loss",
+              lambda x, y: F.gaussian_nll_loss(x[:, 0], y, x[:, 1].exp())),
+        Bench("asymmetric", {"name": "asymmetric", "under_cost": 3.0, "over_cost": 1.0},
+              _regression, "F.mse_loss", F.mse_loss),
+        Bench("bce", {"name": "bce", "pos_weight": 4.0}, _binary, "F.bce_with_logits",
+              lambda x, y: bce(x, y, pos_weight=torch.tensor(4.0, device=x.device))),
+        Bench("ce", {"name": "ce", "label_smoothing": 0.1}, _multiclass, "F.cross_entropy",
+              lambda x, y: F.cross_entropy(x, y, label_smoothing=0.1)),
+        Bench("focal (binary)", {"name": "focal"}, _binary, "F.bce_with_logits", bce),
+        Bench("focal (multiclass)", {"name": "focal", "alpha": None}, _multiclass,
+              "F.cross_entropy", F.cross_entropy),
+        Bench("class_balanced", {"name": "class_balanced", "class_counts": [8000, 2000]},
+              _binary, "F.bce_with_logits", bce),
+        Bench("logit_adjusted", {"name": "logit_adjusted", "class_counts": list(range(1, 11))},
+              _multiclass, "F.cross_entropy", F.cross_entropy),
+        Bench("cost_sensitive (binary)",
+              {"name": "cost_sensitive", "fn_cost": 5.0, "fp_cost": 1.0}, _binary,
+              "F.bce_with_logits", bce),
+        Bench("cost_sensitive (matrix)",
+              {"name": "cost_sensitive",
+               "cost_matrix": [[0.0 if i == j else 1.0 + abs(i - j) for j in range(CLASSES)]
+                               for i in range(CLASSES)]},
+              _multiclass, "F.cross_entropy", F.cross_entropy),
+        Bench("kl_div", {"name": "kl_div"}, _distribution, "F.kl_div(batchmean)",
+              lambda x, t: F.kl_div(F.log_softmax(x, 1), t, reduction="batchmean")),
+        Bench("margin_ranking", {"name": "margin_ranking"}, _lists,
+              "F.margin_ranking_loss on pairs", _pairwise_reference("margin")),
+        Bench("ranknet", {"name": "ranknet"}, _lists, "F.bce_with_logits on pairs",
+              _pairwise_reference("ranknet")),
+        Bench("listnet", {"name": "listnet"}, _lists, "F.cross_entropy (soft)",
+              _listwise_reference),
+        Bench("listmle", {"name": "listmle"}, _lists, "F.cross_entropy (soft)",
+              _listwise_reference),
+        Bench("composite (bce+focal)",
+              {"name": "composite", "terms": {"bce": {"loss": {"name": "bce"}},
+                                              "focal": {"loss": {"name": "focal"}}}},
+              _binary, "2 x F.bce_with_logits", lambda x, y: bce(x, y) + bce(x, y)),
+    ]  # fmt: skip
+
+
+def _step(fn: LossFn, pred: Tensor, rest: tuple[Tensor, ...]) -> None:
+    pred.grad = None
+    fn(pred, *rest).backward()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_pair(
+    ours: LossFn, ref: LossFn, args: tuple[Tensor, ...], repeats: int, device: torch.device
+) -> tuple[float, float]:
+    """Median seconds per forward+backward of ours and the reference, timed interleaved."""
+    pred = args[0].detach().clone().requires_grad_(True)
+    rest = args[1:]
+    for fn in (ours, ref, ours, ref):  # warm-up (and compilation)
+        _step(fn, pred, rest)
+    _sync(device)
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(repeats):
+        for k, fn in enumerate((ours, ref)):
+            _sync(device)
+            start = time.perf_counter()
+            _step(fn, pred, rest)
+            _sync(device)
+            times[k].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def run(size: int, repeats: int, compiled: bool, device: torch.device) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    modes = [("eager", False), ("compiled", True)] if compiled else [("eager", False)]
+    for bench in benches():
+        torch.manual_seed(0)
+        args = bench.make(size, device)
+        row: dict[str, Any] = {"loss": bench.name, "reference": bench.reference_name}
+        for mode, use_compile in modes:
+            ours: LossFn = build_loss(bench.spec).to(device)
+            ref: LossFn = bench.reference
+            if use_compile:
+                torch._dynamo.reset()
+                ours, ref = torch.compile(ours), torch.compile(ref)
+            t_ours, t_ref = time_pair(ours, ref, args, repeats, device)
+            row[f"{mode}_ms"] = round(t_ours * 1e3, 3)
+            row[f"{mode}_reference_ms"] = round(t_ref * 1e3, 3)
+            row[f"{mode}_ratio"] = round(t_ours / t_ref, 3)
+        rows.append(row)
+        print(_format_row(row, modes), flush=True)
+    return rows
+
+
+def _format_row(row: dict[str, Any], modes: list[tuple[str, bool]]) -> str:
+    parts = [f"{row['loss']:<24} {row['reference']:<30}"]
+    for mode, _ in modes:
+        parts.append(
+            f"{row[f'{mode}_ms']:>9.2f} {row[f'{mode}_reference_ms']:>9.2f} "
+            f"{row[f'{mode}_ratio']:>6.2f}x"
+        )
+    return " ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1 << 20, help="elements per batch")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--no-compile", action="store_true", help="eager mode only")
+    parser.add_argument("--quick", action="store_true", help="256k elements, eager, 7 repeats")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+    if args.quick:
+        args.size, args.repeats, args.no_compile = 1 << 18, 7, True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    compiled = not args.no_compile
+
+    header = f"{'loss':<24} {'reference':<30}"
+    for mode in ["eager", "compiled"] if compiled else ["eager"]:
+        header += f" {mode + ' ms':>9} {'ref ms':>9} {'ratio':>7}"
+    print(f"forward+backward, {args.size:,} elements, {device}, {torch.get_num_threads()} threads")
+    print(header)
+    rows = run(args.size, args.repeats, compiled, device)
+
+    worst = max(rows, key=lambda r: r["eager_ratio"])
+    summary: dict[str, Any] = {
+        "device": str(device),
+        "size": args.size,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "results": rows,
+        "worst_eager_loss": worst["loss"],
+        "ratio": worst["eager_ratio"],
+    }
+    if compiled:
+        worst_c = max(rows, key=lambda r: r["compiled_ratio"])
+        summary["worst_compiled_loss"] = worst_c["loss"]
+        summary["ratio_compiled"] = worst_c["compiled_ratio"]
+        print(f"worst compiled ratio: {worst_c['compiled_ratio']:.2f}x ({worst_c['loss']})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2))
+    print(f"worst eager ratio: {worst['eager_ratio']:.2f}x ({worst['loss']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Prefect flows: the composition roots of lossflow's pipelines."""

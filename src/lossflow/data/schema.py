@@ -1,0 +1,327 @@
+"""Typed schema of the ``data:`` config section: sources, columns, splits and augmentation.
+
+These models are what the config loader produces; every library function in ``lossflow.data``
+takes them (or plain arguments) so a unit test needs no YAML.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lossflow.data.augment import AugmentConfig
+from lossflow.losses import TaskType
+
+SourceName = Literal["flights", "digits", "csv", "parquet"]
+SplitKind = Literal["time", "stratified", "random"]
+ImputeStrategy = Literal["median", "mean", "zero"]
+ParamValue = str | int | float | bool
+
+BUILTIN_SOURCES: frozenset[str] = frozenset({"flights", "digits"})
+FILE_SOURCES: frozenset[str] = frozenset({"csv", "parquet"})
+BUILTIN_TASKS: dict[str, tuple[TaskType, ...]] = {
+    "flights": ("binary", "regression"),
+    "digits": ("multiclass",),
+}
+DEFAULT_TASKS: dict[str, TaskType] = {"flights": "binary", "digits": "multiclass"}
+DEFAULT_VAL_FRACTION = 0.15
+DEFAULT_TEST_FRACTION = 0.15
+
+
+class ColumnSchema(BaseModel):
+    """Which columns of a frame are features, the target, the time axis and the query group.
+
+    Attributes:
+        numeric: Numeric feature columns, in the order the network sees them.
+        categorical: String-valued feature columns, in the order the network sees them.
+        target: The label column.
+        time: Timestamp column used by the time split; not a feature.
+        group: Query/group id column for ranking; not a feature.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    numeric: list[str]
+    categorical: list[str]
+    target: str
+    time: str | None = None
+    group: str | None = None
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> Self:
+        if not self.numeric and not self.categorical:
+            raise ValueError(
+                "columns: no feature columns; list at least one column under numeric or categorical"
+            )
+        names = self.all_columns()
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(
+                f"columns: {', '.join(map(repr, duplicates))} listed more than once; each column "
+                "must have exactly one role (numeric, categorical, target, time or group)"
+            )
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        """Numeric then categorical feature columns."""
+        return [*self.numeric, *self.categorical]
+
+    def all_columns(self) -> list[str]:
+        """Every column the schema names: features, target, then time and group when set."""
+        extra = [name for name in (self.time, self.group) if name is not None]
+        return [*self.numeric, *self.categorical, self.target, *extra]
+
+
+class SplitConfig(BaseModel):
+    """How a frame is cut into train, validation, test and production parts.
+
+    ``kind="time"`` uses date boundaries: train is ``time < train_end``, validation
+    ``[train_end, val_end)``, test ``[val_end, test_end)`` and production ``time >= test_end``.
+    ``kind="stratified"``/``"random"`` draw seeded fractions of the rows (stratified on the
+    target); each fraction is a share of all rows, training gets the rest, and production may be 0.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: SplitKind
+    train_end: date | None = None
+    val_end: date | None = None
+    test_end: date | None = None
+    val_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
+    test_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
+    production_fraction: float | None = Field(default=None, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> Self:
+        dates = {"train_end": self.train_end, "val_end": self.val_end, "test_end": self.test_end}
+        fractions = {
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "production_fraction": self.production_fraction,
+        }
+        if self.kind == "time":
+            given = [name for name, value in fractions.items() if value is not None]
+            if given:
+                raise ValueError(
+                    f"split: {', '.join(given)} only apply to stratified/random splits; a time "
+                    "split is set by train_end, val_end and test_end"
+                )
+            missing = [name for name, value in dates.items() if value is None]
+            if missing:
+                raise ValueError(f"split: a time split needs {', '.join(missing)} (dates)")
+            train_end, val_end, test_end = self.boundaries()
+            if not train_end < val_end < test_end:
+                raise ValueError(
+                    "split: boundaries must increase: train_end < val_end < test_end; got "
+                    f"train_end={train_end}, val_end={val_end}, test_end={test_end}"
+                )
+            return self
+        given = [name for name, value in dates.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"split: {', '.join(given)} only apply to time splits; a {self.kind} split is set "
+                "by val_fraction, test_fraction and production_fraction"
+            )
+        if self.val_fraction is None:
+            self.val_fraction = DEFAULT_VAL_FRACTION
+        if self.test_fraction is None:
+            self.test_fraction = DEFAULT_TEST_FRACTION
+        if self.production_fraction is None:
+            self.production_fraction = 0.0
+        total = self.val_fraction + self.test_fraction + self.production_fraction
+        if total >= 1.0:
+            raise ValueError(
+                "split: val_fraction + test_fraction + production_fraction must be below 1 so "
+                f"training keeps some rows; got {total:g}"
+            )
+        return self
+
+    def boundaries(self) -> tuple[date, date, date]:
+        """``(train_end, val_end, test_end)`` of a time split.
+
+        Raises:
+            ValueError: The split is not a time split.
+        """
+        if self.train_end is None or self.val_end is None or self.test_end is None:
+            raise ValueError(f"split: a {self.kind} split has no date boundaries")
+        return self.train_end, self.val_end, self.test_end
+
+    def fractions(self) -> tuple[float, float, float]:
+        """``(val_fraction, test_fraction, production_fraction)`` of a stratified/random split.
+
+        Raises:
+            ValueError: The split is a time split.
+        """
+        if (
+            self.val_fraction is None
+            or self.test_fraction is None
+            or self.production_fraction is None
+        ):
+            raise ValueError(f"split: a {self.kind} split has no fractions")
+        return self.val_fraction, self.test_fraction, self.production_fraction
+
+    def n_parts(self) -> int:
+        """How many non-empty parts the split is required to produce (production counts if > 0)."""
+        if self.kind == "time":
+            return 3
+        return 3 + (1 if self.fractions()[2] > 0 else 0)
+
+    def to_params(self, prefix: str = "data.split") -> dict[str, ParamValue]:
+        """Flat ``{name: value}`` parameters for experiment tracking."""
+        params: dict[str, ParamValue] = {f"{prefix}.kind": self.kind}
+        if self.kind == "time":
+            for name, value in zip(
+                ("train_end", "val_end", "test_end"), self.boundaries(), strict=True
+            ):
+                params[f"{prefix}.{name}"] = value.isoformat()
+        else:
+            for name, fraction in zip(
+                ("val_fraction", "test_fraction", "production_fraction"),
+                self.fractions(),
+                strict=True,
+            ):
+                params[f"{prefix}.{name}"] = fraction
+        return params
+
+
+class DataConfig(BaseModel):
+    """The ``data:`` section of a run config.
+
+    Attributes:
+        source: ``flights`` and ``digits`` are bundled datasets with fixed columns; ``csv`` and
+            ``parquet`` read ``path`` with the schema given in ``columns``.
+        task: Learning task; flights supports ``binary`` (arrival delayed > 15 min, the
+            default) and ``regression`` (arrival delay in minutes), digits ``multiclass`` (the
+            default); csv/parquet sources must state it.
+        path: File to read for csv/parquet sources.
+        columns: Column roles for csv/parquet; builtin sources define their own.
+        split: How rows are divided into train/val/test/production.
+        subsample: If set, a seeded random sample of at most this many rows of EACH split part,
+            taken after splitting (for fast runs and tests).
+        impute_numeric: Fill value for missing numeric features, computed on the training split.
+        augment: Training-split augmentation.
+        seed: Seed of the split, the subsample and dataset-level augmentation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: SourceName
+    task: TaskType = "binary"
+    path: Path | None = None
+    columns: ColumnSchema | None = None
+    split: SplitConfig
+    subsample: int | None = Field(default=None, gt=0)
+    impute_numeric: ImputeStrategy = "median"
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_task(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "task" in data:
+            return data
+        source = data.get("source")
+        if source in DEFAULT_TASKS:
+            return {**data, "task": DEFAULT_TASKS[str(source)]}
+        if source in FILE_SOURCES:
+            raise ValueError(
+                f"data.task: a {source} source must state its task "
+                "(regression, binary, multiclass, multilabel or ranking)"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _check_source(self) -> Self:
+        if self.source in BUILTIN_SOURCES:
+            self._check_builtin()
+        else:
+            self._check_file_source()
+        self._check_split()
+        self._check_augment()
+        return self
+
+    def _check_builtin(self) -> None:
+        tasks = BUILTIN_TASKS[self.source]
+        if self.task not in tasks:
+            raise ValueError(
+                f"data.task: source {self.source!r} supports task {' or '.join(tasks)}; "
+                f"got {self.task!r}"
+            )
+        if self.columns is not None:
+            raise ValueError(
+                f"data.columns: source {self.source!r} has fixed columns; remove data.columns "
+                "(it is only for csv/parquet sources)"
+            )
+        if self.path is not None:
+            raise ValueError(
+                f"data.path: source {self.source!r} is bundled with lossflow; remove data.path "
+                "(it is only for csv/parquet sources)"
+            )
+
+    def _check_file_source(self) -> None:
+        if self.path is None:
+            raise ValueError(f"data.path: a {self.source} source needs the path of the file")
+        if self.columns is None:
+            raise ValueError(
+                f"data.columns: a {self.source} source needs a column schema "
+                "(numeric, categorical, target, and optionally time and group)"
+            )
+        if self.task == "ranking" and self.columns.group is None:
+            raise ValueError(
+                "data.columns.group: a ranking task needs the query/group id column; set "
+                "data.columns.group"
+            )
+
+    def _check_split(self) -> None:
+        if self.split.kind == "time":
+            if self.source == "digits":
+                raise ValueError(
+                    "data.split.kind: digits has no time column; use a stratified split"
+                )
+            if self.columns is not None and self.columns.time is None:
+                raise ValueError(
+                    "data.split.kind: a time split needs a time column; set data.columns.time "
+                    "or use a stratified/random split"
+                )
+        if self.split.kind == "stratified":
+            if self.task not in ("binary", "multiclass"):
+                raise ValueError(
+                    f"data.split.kind: stratification needs class labels but task is "
+                    f"{self.task!r}; use a random or time split"
+                )
+            if self.columns is not None and self.columns.group is not None:
+                raise ValueError(
+                    "data.split.kind: with a group column use a random split, which keeps each "
+                    "group in one part"
+                )
+
+    def _check_augment(self) -> None:
+        if self.augment.image is not None and self.source != "digits":
+            raise ValueError(
+                f"data.augment.image: image augmentation needs image data (source digits); "
+                f"source is {self.source!r}"
+            )
+        if self.augment.oversample != "none" and self.task not in ("binary", "multiclass"):
+            raise ValueError(
+                f"data.augment.oversample: oversampling needs class labels but task is "
+                f"{self.task!r}; set oversample to 'none'"
+            )
+
+    def to_params(self) -> dict[str, ParamValue]:
+        """Flat ``{name: value}`` parameters of the whole data section for experiment tracking."""
+        params: dict[str, ParamValue] = {
+            "data.source": self.source,
+            "data.task": self.task,
+            "data.subsample": "none" if self.subsample is None else self.subsample,
+            "data.impute_numeric": self.impute_numeric,
+            "data.seed": self.seed,
+        }
+        if self.path is not None:
+            params["data.path"] = str(self.path)
+        params.update(self.split.to_params())
+        params.update(self.augment.to_params())
+        return params

@@ -1,0 +1,377 @@
+"""ONNX export with a dynamic batch axis and a pinned opset, model metadata, and the parity gate.
+
+This module and ``lossflow.serving.predictor`` are the only places that touch ``onnx`` and
+``onnxruntime``. Models are exported with the ``torch.export``-based exporter
+(``torch.onnx.export(..., dynamo=True)``, backed by onnxscript), which is PyTorch's supported
+path; the legacy TorchScript exporter is deprecated.
+
+The exported graph has one input per entry of ``example_inputs`` (same names, same order, passed
+positionally to ``forward``), a single output named ``"output"``, and a symbolic batch dimension
+``"batch"`` on axis 0 of every input and of the output. Whatever the caller needs to serve the
+model (loss id, feature schema, preprocessing parameters) goes into the ``ModelProto``'s
+``metadata_props`` as strings; structured values are JSON-encoded by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import onnx
+import onnxruntime as ort  # type: ignore[import-untyped]
+import torch
+from torch import Tensor, nn
+
+OPSET: Final[int] = 18
+"""ONNX opset of every exported model: torch's ONNX function library (torchlib) is written for
+opset 18, so no version conversion runs, and onnxruntime 1.32 implements it fully."""
+
+OUTPUT_NAME: Final[str] = "output"
+BATCH_DIM: Final[str] = "batch"
+
+_ORT_TO_NUMPY: Final[dict[str, type[np.generic]]] = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported to the graph contract described in this module."""
+
+
+class ParityError(RuntimeError):
+    """onnxruntime's outputs differ from the torch model's by more than the tolerance."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Outcome of a passed parity check.
+
+    Attributes:
+        max_abs_diff: Largest absolute difference between torch and onnxruntime outputs.
+        rows: Number of input rows compared.
+        atol: Absolute tolerance the check was run with.
+    """
+
+    max_abs_diff: float
+    rows: int
+    atol: float
+
+
+def export_onnx(
+    model: nn.Module,
+    example_inputs: Mapping[str, Tensor],
+    path: Path,
+    metadata: Mapping[str, str],
+    opset: int = OPSET,
+) -> Path:
+    """Export ``model`` to an ONNX file with a dynamic batch axis and metadata.
+
+    The model is traced in eval mode; its previous train/eval mode is restored afterwards.
+
+    Args:
+        model: Network whose ``forward`` takes the example inputs positionally, in mapping order,
+            and returns one tensor whose dim 0 is the batch.
+        example_inputs: Graph input name -> example tensor with the batch on dim 0. Values are
+            only used for tracing; any batch size works, 2 or more is the safest.
+        path: Destination ``.onnx`` file; parent directories are created.
+        metadata: String key/values written to the model's ``metadata_props``.
+        opset: ONNX opset version.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: If ``example_inputs`` is empty or its tensors disagree on the batch size.
+        TypeError: If a metadata key or value is not a string.
+        ExportError: If export fails, or the graph lacks the single ``output`` or the dynamic
+            batch axis.
+    """
+    names = list(example_inputs)
+    _check_example_inputs(example_inputs)
+    _check_metadata(metadata)
+    was_training = model.training
+    model.eval()
+    batch = torch.export.Dim(BATCH_DIM)
+    dynamic_shapes = tuple({0: batch} for _ in names)
+    try:
+        program = torch.onnx.export(
+            model,
+            tuple(example_inputs.values()),
+            input_names=names,
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+        )
+    except Exception as exc:
+        raise ExportError(
+            f"exporting {type(model).__name__} to ONNX (opset {opset}) failed: {exc}. "
+            f"Check that forward takes ({', '.join(names)}) positionally with the batch on dim 0 "
+            "and returns a single tensor."
+        ) from exc
+    finally:
+        model.train(was_training)
+    if program is None:
+        raise ExportError("torch.onnx.export returned no program; the dynamo exporter is required")
+    proto = program.model_proto
+    _check_graph(proto, names, type(model).__name__)
+    onnx.helper.set_model_props(proto, dict(metadata))
+    onnx.checker.check_model(proto)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, path)
+    return path
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """Return the ``metadata_props`` of the ONNX model at ``path``.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+    """
+    _require_file(path)
+    proto = onnx.load_model(path, load_external_data=False)
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
+class OnnxRunner:
+    """An onnxruntime CPU session over one exported model.
+
+    Args:
+        path: The ``.onnx`` file.
+        intra_op_threads: Threads for one operator; 0 lets onnxruntime choose.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If ``intra_op_threads`` is negative.
+    """
+
+    def __init__(self, path: Path, intra_op_threads: int = 0) -> None:
+        _require_file(path)
+        if intra_op_threads < 0:
+            raise ValueError(f"intra_op_threads must be >= 0 (0 = default); got {intra_op_threads}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        self.path = path
+        self._session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._input_types: dict[str, str] = {
+            node.name: str(node.type) for node in self._session.get_inputs()
+        }
+        self._output_name = str(self._session.get_outputs()[0].name)
+
+    @property
+    def input_names(self) -> list[str]:
+        """Graph input names, in the order ``forward`` takes them."""
+        return list(self._input_types)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model's ``metadata_props``."""
+        meta = self._session.get_modelmeta().custom_metadata_map
+        return {str(key): str(value) for key, value in meta.items()}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Run the model on one batch and return its output.
+
+        Arrays are cast to the graph's dtype when that cast stays within the same kind
+        (float64 -> float32, int32 -> int64).
+
+        Raises:
+            ValueError: If input names are missing or unexpected, or the batch sizes disagree.
+            TypeError: If an array's dtype cannot be safely cast to the graph input's.
+        """
+        missing = [name for name in self._input_types if name not in inputs]
+        extra = [name for name in inputs if name not in self._input_types]
+        if missing or extra:
+            raise ValueError(
+                f"model inputs are {self.input_names}; missing {missing}, unexpected {extra}"
+            )
+        feeds = {name: self._cast(name, inputs[name]) for name in self._input_types}
+        sizes = {name: array.shape[0] if array.ndim else None for name, array in feeds.items()}
+        if len(set(sizes.values())) != 1 or None in sizes.values():
+            raise ValueError(f"every input needs the same batch size on dim 0; got {sizes}")
+        (output,) = self._session.run([self._output_name], feeds)
+        result: np.ndarray = np.asarray(output)
+        return result
+
+    def _cast(self, name: str, array: np.ndarray) -> np.ndarray:
+        array = np.asarray(array)
+        onnx_type = self._input_types[name]
+        expected = _ORT_TO_NUMPY.get(onnx_type)
+        if expected is None:
+            raise TypeError(f"input {name!r} has unsupported ONNX type {onnx_type}")
+        if array.dtype == expected:
+            return np.ascontiguousarray(array)
+        if not np.can_cast(array.dtype, expected, casting="same_kind"):
+            raise TypeError(
+                f"input {name!r} must be {np.dtype(expected).name} ({onnx_type}); "
+                f"got {array.dtype}, which does not cast to it safely"
+            )
+        return np.ascontiguousarray(array, dtype=expected)
+
+
+def check_parity(
+    model: nn.Module,
+    onnx_path: Path,
+    inputs: Mapping[str, np.ndarray],
+    atol: float = 1e-5,
+    batch_size: int = 8192,
+) -> ParityReport:
+    """Compare the torch model with its ONNX export on every given row.
+
+    Both run in float32 on the same arrays, in batches of ``batch_size``; torch runs in eval mode
+    under ``no_grad`` (the model's previous mode is restored). NaN in both outputs at the same
+    place counts as equal; NaN in only one counts as an infinite difference.
+
+    Args:
+        model: The float32 network that was exported.
+        onnx_path: Its exported ``.onnx`` file.
+        inputs: Graph input name -> array with rows on dim 0 (floating arrays are cast to
+            float32).
+        atol: Largest accepted absolute difference.
+        batch_size: Rows per forward pass.
+
+    Returns:
+        The largest difference found, the number of rows and ``atol``.
+
+    Raises:
+        ParityError: If any difference exceeds ``atol`` or the output shapes differ.
+        ValueError: If arguments are invalid or the inputs do not match the graph's.
+    """
+    if atol < 0 or not math.isfinite(atol):
+        raise ValueError(f"atol must be finite and >= 0; got {atol}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    _check_float32(model)
+    runner = OnnxRunner(onnx_path)
+    names = runner.input_names
+    if set(inputs) != set(names):
+        raise ValueError(f"inputs must be exactly the graph inputs {names}; got {sorted(inputs)}")
+    arrays = {name: _as_float32(np.asarray(inputs[name])) for name in names}
+    rows = _batch_size(arrays)
+    if rows == 0:
+        raise ValueError("check_parity needs at least one row")
+    was_training = model.training
+    model.eval()
+    worst, worst_row = 0.0, 0
+    try:
+        with torch.no_grad():
+            for start in range(0, rows, batch_size):
+                batch = {name: array[start : start + batch_size] for name, array in arrays.items()}
+                expected = model(*(torch.from_numpy(batch[name]) for name in names))
+                if not isinstance(expected, Tensor):
+                    raise ParityError(
+                        f"the torch model returned {type(expected).__name__}, not one tensor"
+                    )
+                reference = expected.detach().cpu().float().numpy()
+                actual = runner.run(batch)
+                if reference.shape != actual.shape:
+                    raise ParityError(
+                        f"output shapes differ for rows {start}..: torch {reference.shape}, "
+                        f"onnxruntime {actual.shape}"
+                    )
+                per_row = _row_max_abs_diff(reference, actual)
+                if per_row.size and float(per_row.max()) > worst:
+                    worst = float(per_row.max())
+                    worst_row = start + int(per_row.argmax())
+    finally:
+        model.train(was_training)
+    if worst > atol:
+        raise ParityError(
+            f"onnxruntime output differs from torch by {worst:.6g} at row {worst_row} "
+            f"(atol {atol:g}, {rows} rows): the ONNX file does not reproduce this model; "
+            "re-export it from the same weights and check for unsupported ops"
+        )
+    return ParityReport(max_abs_diff=worst, rows=rows, atol=atol)
+
+
+def _row_max_abs_diff(reference: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Per-row max |reference - actual|, with equal NaN/inf as 0 and a lone NaN as inf."""
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(reference.astype(np.float64) - actual.astype(np.float64))
+    same = (reference == actual) | (np.isnan(reference) & np.isnan(actual))
+    diff = np.where(same, 0.0, diff)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    if diff.ndim == 0:
+        diff = diff.reshape(1)
+    per_row: np.ndarray = diff.reshape(diff.shape[0], -1).max(axis=1, initial=0.0)
+    return per_row
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.floating) and array.dtype != np.float32:
+        return np.ascontiguousarray(array, dtype=np.float32)
+    return np.ascontiguousarray(array)
+
+
+def _batch_size(arrays: Mapping[str, np.ndarray]) -> int:
+    sizes = {name: int(array.shape[0]) if array.ndim else -1 for name, array in arrays.items()}
+    if len(set(sizes.values())) != 1 or -1 in sizes.values():
+        raise ValueError(f"every input needs the same number of rows on dim 0; got {sizes}")
+    return next(iter(sizes.values()))
+
+
+def _check_float32(model: nn.Module) -> None:
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            raise ValueError(
+                f"check_parity compares in float32 but {name} is {tensor.dtype}; "
+                "call model.float() before exporting and checking"
+            )
+
+
+def _check_example_inputs(example_inputs: Mapping[str, Tensor]) -> None:
+    if not example_inputs:
+        raise ValueError("example_inputs is empty; give one named tensor per forward argument")
+    sizes = {name: int(t.shape[0]) if t.dim() else -1 for name, t in example_inputs.items()}
+    if len(set(sizes.values())) != 1 or -1 in sizes.values():
+        raise ValueError(f"example inputs need the same batch size on dim 0; got {sizes}")
+
+
+def _check_metadata(metadata: Mapping[str, str]) -> None:
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(
+                f"metadata must map str to str (JSON-encode structures); "
+                f"got {key!r}: {type(value).__name__}"
+            )
+
+
+def _check_graph(proto: onnx.ModelProto, names: list[str], model_name: str) -> None:
+    graph_inputs = [value.name for value in proto.graph.input]
+    if graph_inputs != names:
+        raise ExportError(
+            f"exported {model_name} has inputs {graph_inputs}, expected {names}; "
+            "every example input must be used by forward"
+        )
+    outputs = [value.name for value in proto.graph.output]
+    if outputs != [OUTPUT_NAME]:
+        raise ExportError(
+            f"exported {model_name} has outputs {outputs}; forward must return exactly one tensor"
+        )
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if not dims or not dims[0].dim_param:
+            raise ExportError(
+                f"{value.name!r} of exported {model_name} has a fixed dim 0; the batch axis must "
+                "stay dynamic (avoid reshapes or loops that hard-code the batch size)"
+            )
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found at {path}; export it with export_onnx")

@@ -1,0 +1,574 @@
+"""Learning-to-rank losses: pairwise (margin ranking, RankNet) and listwise (ListNet, ListMLE).
+
+Every functional takes ``scores`` ``(Q, L)`` (raw model scores of ``L`` items in each of ``Q``
+lists), ``relevance`` ``(Q, L)`` (graded relevance, finite and ``>= 0``) and an optional ``mask``
+``(Q, L)`` (bool, ``True`` = real item, ``False`` = padding). Padded items contribute nothing: their
+scores and relevances, whatever they hold, change neither the loss nor any gradient.
+
+Each loss is first a per-query value; ``reduction="none"`` returns it as ``(Q,)``, ``"sum"`` sums
+it over queries and ``"mean"`` averages it over the queries that *count*: for the pairwise losses
+a query counts when it has at least one valid pair, for the listwise losses when it has at least
+one real item and positive total relevance. Queries that do not count give ``0`` in ``"none"`` and
+are left out of the ``"mean"`` denominator (a batch where no query counts gives ``0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, ClassVar, Literal, cast
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from lossflow.losses._base import (
+    Reduction,
+    as_float,
+    check_floating,
+    check_nonempty,
+    check_positive,
+    check_reduction,
+    check_values,
+    reduce,
+)
+from lossflow.losses.spec import LossSpecBase, TaskType, register_loss
+
+_RANKING: frozenset[TaskType] = frozenset({"ranking"})
+
+_PairKind = Literal["softplus", "hinge"]
+
+# Smallest first cumulative weight exp(y_first - max) for which one shift per list is exact:
+# well above the smallest normal number, so 1 / C_p and its cumulative sums stay finite and exact.
+_SHIFT_SAFE: dict[torch.dtype, float] = {torch.float32: 1e-25, torch.float64: 1e-250}
+
+
+def _check_lists(
+    scores: Tensor, relevance: Tensor, mask: Tensor | None, reduction: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate a ranking batch.
+
+    Returns ``scores`` in at least float32, ``relevance`` in the same dtype, and the largest
+    relevance of a real item in each query (``0`` for a query without real items), ``(Q,)``.
+    """
+    check_reduction(reduction)
+    check_floating("scores", scores)
+    check_floating("relevance", relevance)
+    if scores.dim() != 2:
+        raise ValueError(
+            f"scores must have shape (Q, L): Q lists of L items; got {tuple(scores.shape)}"
+        )
+    if relevance.shape != scores.shape:
+        raise ValueError(
+            f"relevance must have the shape of scores {tuple(scores.shape)}; "
+            f"got {tuple(relevance.shape)}"
+        )
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask must be a bool tensor (True = real item, False = padding); "
+                f"got dtype {mask.dtype}"
+            )
+        if mask.shape != scores.shape:
+            raise ValueError(
+                f"mask must have the shape of scores {tuple(scores.shape)}; got {tuple(mask.shape)}"
+            )
+    check_nonempty("scores", scores)
+    scores = as_float(scores)
+    relevance = relevance.to(scores.dtype)
+    # Padding counts as relevance 0; the per-query maximum also says which queries count.
+    real = relevance if mask is None else relevance.where(mask, 0.0)
+    high = real.amax(1)
+    check_values(
+        (real.amin(1) >= 0) & (high < float("inf")),
+        "relevance must be finite and >= 0 (graded relevance) at every real item",
+    )
+    return scores, relevance, high
+
+
+def _reduce_queries(per_query: Tensor, counts: Tensor, reduction: str) -> Tensor:
+    """Reduce per-query losses; ``mean`` divides by the number of queries that count."""
+    if reduction == "mean":
+        return per_query.sum() / counts.sum().clamp_min(1)
+    return reduce(per_query, reduction)
+
+
+# compute(scores, with_grad) -> (per-query value (Q,), d value_q / d scores (Q, L) if with_grad).
+_ValueAndGrad = Callable[[Tensor, bool], tuple[Tensor, Tensor | None]]
+
+
+class _HandGradient(torch.autograd.Function):
+    """Per-query losses whose gradient with respect to ``scores`` is computed in the forward pass.
+
+    ``compute(scores, True)`` returns the ``(Q,)`` losses and their ``(Q, L)`` gradient; only that
+    gradient is kept for the backward pass, so no large intermediate outlives the call.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, scores: Tensor, compute: _ValueAndGrad) -> Tensor:
+        value, grad = compute(scores, True)
+        ctx.save_for_backward(cast(Tensor, grad))  # with_grad=True always returns it
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_value: Tensor) -> tuple[Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        return grad_value.unsqueeze(1) * grad, None
+
+
+def _with_hand_gradient(scores: Tensor, compute: _ValueAndGrad) -> Tensor:
+    """``compute``'s per-query losses, differentiable in ``scores`` when autograd needs it."""
+    if torch.is_grad_enabled() and scores.requires_grad:
+        value: Tensor = _HandGradient.apply(scores, compute)  # type: ignore[no-untyped-call]
+        return value
+    return compute(scores, False)[0]
+
+
+def _pair_sums(
+    scores: Tensor,
+    with_grad: bool,
+    *,
+    above: Tensor,
+    below: Tensor,
+    kind: _PairKind,
+    margin: float,
+) -> tuple[Tensor, Tensor | None]:
+    """Per-query sum of ``f(s_j - s_i)`` over the pairs ``above_i > below_j``, and its gradient.
+
+    ``f`` is ``softplus`` or the hinge ``x -> max(0, x + margin)``. The pair structure is written
+    into one ``(Q, L, L)`` buffer as a bias (``0`` on pairs, the most negative finite number
+    elsewhere, where ``f`` is then exactly ``0``) and the score gaps are added in place: the hinge
+    allocates one ``(Q, L, L)`` tensor, ``softplus`` two, and no pair mask is applied afterwards.
+    """
+    q, n = scores.shape
+    # x[q, i, j] = s_j - s_i (+ margin) on pairs, about -max elsewhere.
+    x = torch.empty((q, n, n), dtype=scores.dtype, device=scores.device)
+    torch.le(above.unsqueeze(2), below.unsqueeze(1), out=x)
+    x.mul_(-torch.finfo(scores.dtype).max)
+    x.add_((scores + margin if margin else scores).unsqueeze(1)).sub_(scores.unsqueeze(2))
+    if kind == "softplus":
+        per_pair = F.softplus(x)
+        del x
+    else:
+        per_pair = x.clamp_min_(0.0)
+    total = per_pair.sum((1, 2))
+    if not with_grad:
+        return total, None
+    # d/ds_k sum_ij f(x_ij) = sum_i f'(x_ik) - sum_j f'(x_kj), and f' = 0 off the pairs.
+    if kind == "softplus":
+        # -f'(x) = -sigmoid(x) = expm1(-softplus(x)), in place.
+        neg_slope = per_pair.neg_().expm1_()
+        return total, neg_slope.sum(2) - neg_slope.sum(1)
+    # The hinge's derivative is the sign of its (non-negative) value.
+    slope = per_pair.sign_()
+    return total, slope.sum(1) - slope.sum(2)
+
+
+def _plackett_luce_exact(y: Tensor, real: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Per-list loss and gradient of :func:`_plackett_luce` for any spread of scores."""
+    cum = torch.logcumsumexp(y, dim=1)
+    terms = cum - y
+    # d/dy_k = sum_{p >= k} exp(y_k - t_p) - 1 = expm1(y_k + log sum_{p >= k} exp(-t_p)).
+    grad = torch.logcumsumexp(cum.neg_().flip(1), dim=1).flip(1).add_(y).expm1_()
+    if real is not None:
+        terms, grad = terms.where(real, 0.0), grad.where(real, 0.0)
+    return terms.sum(1), grad
+
+
+def _plackett_luce_shifted(y: Tensor, real: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-list loss and gradient with one shift per list, and the lists where that is exact.
+
+    ``t_p = M + log C_p`` with ``M`` the list's maximum and ``C_p = sum_{q <= p} exp(y_q - M)``
+    (a plain cumulative sum, an order of magnitude faster than ``logcumsumexp`` on CPU). It is
+    exact while ``C_p`` stays well inside the normal range; ``C_p`` grows with ``p``, so checking
+    it at the first real item suffices.
+    """
+    shifted = y - y.amax(1, keepdim=True)
+    weights = shifted.exp()
+    cum = weights.cumsum(1)
+    terms = cum.log().sub_(shifted)
+    # d/dy_k = sum_{p >= k} exp(y_k - t_p) - 1 = exp(y_k - M) * sum_{p >= k} 1 / C_p - 1.
+    inverse = cum.reciprocal()
+    if real is not None:
+        terms, inverse = terms.where(real, 0.0), inverse.where(real, 0.0)
+    grad = inverse.flip(1).cumsum(1).flip(1).mul_(weights).sub_(1.0)
+    if real is None:
+        first = cum[:, 0]
+    else:
+        grad = grad.where(real, 0.0)
+        # Padding comes first, so the first real item sits at L - (number of real items).
+        n = real.shape[1]
+        n_real = real.sum(1, keepdim=True)
+        # A list without real items has nothing to get wrong: give it the first weight 1.
+        first = cum.gather(1, (n - n_real).clamp_max_(n - 1)).where(n_real > 0, 1.0).squeeze(1)
+    return terms.sum(1), grad, first >= _SHIFT_SAFE[y.dtype]
+
+
+def _plackett_luce(
+    backwards_scores: Tensor, with_grad: bool, *, real: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Per-list Plackett-Luce NLL of scores given from the last-ranked item to the first.
+
+    With ``y`` the scores from the bottom of the ranking up and ``t_p = log sum_{q <= p} exp(y_q)``
+    the loss is ``sum_p (t_p - y_p)``; ``real`` marks the real items (padding comes first). The
+    gradient comes with it: autograd through ``logcumsumexp`` would run it three times, with flips
+    and masks around each.
+    """
+    loss, grad, exact = _plackett_luce_shifted(backwards_scores, real)
+    if not bool(exact.all()):
+        # Lists whose scores span too wide a range for one shift: recompute them exactly.
+        rows = (~exact).nonzero().squeeze(1)
+        exact_loss, exact_grad = _plackett_luce_exact(
+            backwards_scores[rows], None if real is None else real[rows]
+        )
+        loss[rows], grad[rows] = exact_loss, exact_grad
+    return loss, grad if with_grad else None
+
+
+def _pairwise(
+    scores: Tensor,
+    relevance: Tensor,
+    mask: Tensor | None,
+    kind: _PairKind,
+    margin: float,
+    reduction: str,
+) -> Tensor:
+    """Mean of ``f(s_j - s_i)`` over each query's pairs ``rel_i > rel_j``, reduced over queries."""
+    if mask is None:
+        above = below = relevance
+    else:
+        # Padding never wins (-inf) and never loses (+inf) a comparison, so it forms no pair;
+        # its scores are zeroed so that whatever they hold cannot reach the sums.
+        above = relevance.where(mask, float("-inf"))
+        below = relevance.where(mask, float("inf"))
+        scores = scores.where(mask, 0.0)
+    # Pairs per query without a (Q, L, L) pass: item i beats the items ranked strictly below it.
+    beaten = torch.searchsorted(below.sort(dim=1).values, above.contiguous(), side="left")
+    n_pairs = beaten.sum(1)
+    total = _with_hand_gradient(
+        scores, partial(_pair_sums, above=above, below=below, kind=kind, margin=margin)
+    )
+    per_query = total / n_pairs.clamp_min(1).to(total.dtype)
+    return _reduce_queries(per_query, n_pairs > 0, reduction)
+
+
+def margin_ranking_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    mask: Tensor | None = None,
+    margin: float = 1.0,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Pairwise hinge loss: a more relevant item should outscore a less relevant one by ``margin``.
+
+    For query :math:`q` with pairs :math:`P_q = \{(i, j) : r_i > r_j\}` of real items,
+
+    .. math::
+        \ell_q = \frac{1}{|P_q|} \sum_{(i, j) \in P_q} \max(0,\ m - (s_i - s_j)),
+
+    and :math:`\ell_q = 0` when :math:`P_q` is empty. Items of equal relevance form no pair.
+
+    Reference: ``torch.nn.functional.margin_ranking_loss(s_i, s_j, 1, margin)`` on the enumerated
+    pairs; Herbrich et al., "Large margin rank boundaries for ordinal regression", 2000.
+
+    Args:
+        scores: raw scores :math:`s` of the items of each list.
+        relevance: graded relevance :math:`r \ge 0`; only its order within a list matters.
+        mask: ``True`` for real items, ``False`` for padding (ignored entirely); ``None``: all real.
+        margin: :math:`m \ge 0`, the score gap below which a correctly ordered pair still costs;
+            ``0`` penalises only mis-ordered pairs.
+        reduction: ``mean`` over queries with at least one pair, ``sum`` over queries, or
+            ``none``.
+
+    Shape:
+        scores, relevance, mask: ``(Q, L)``; output: scalar, or ``(Q,)`` for ``none``.
+
+    Example:
+        >>> scores = torch.tensor([[2.0, 0.5, 0.0], [0.0, 1.0, 3.0]])
+        >>> relevance = torch.tensor([[2.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+        >>> margin_ranking_loss(scores, relevance, reduction="none")
+        tensor([0.1667, 3.5000])
+    """
+    check_positive("margin", margin, allow_zero=True)
+    scores, relevance, _ = _check_lists(scores, relevance, mask, reduction)
+    return _pairwise(scores, relevance, mask, "hinge", float(margin), reduction)
+
+
+def ranknet_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    mask: Tensor | None = None,
+    sigma: float = 1.0,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""RankNet: logistic loss on the score difference of every ordered pair.
+
+    For query :math:`q` with pairs :math:`P_q = \{(i, j) : r_i > r_j\}` of real items,
+
+    .. math::
+        \ell_q = \frac{1}{|P_q|} \sum_{(i, j) \in P_q} \log\bigl(1 + e^{-\sigma (s_i - s_j)}\bigr)
+        = \frac{1}{|P_q|} \sum_{(i, j) \in P_q} \operatorname{softplus}(-\sigma (s_i - s_j)),
+
+    the cross-entropy of the modelled :math:`P(i \succ j) = \operatorname{sigmoid}(\sigma (s_i -
+    s_j))` against the target 1, and :math:`\ell_q = 0` when :math:`P_q` is empty. Ties in
+    relevance form no pair (the paper's target 1/2 for ties is not used).
+
+    Reference: Burges et al., "Learning to rank using gradient descent", ICML 2005;
+    ``torch.nn.functional.binary_cross_entropy_with_logits(sigma * (s_i - s_j), 1)`` on the
+    enumerated pairs.
+
+    Args:
+        scores: raw scores :math:`s` of the items of each list.
+        relevance: graded relevance :math:`r \ge 0`; only its order within a list matters.
+        mask: ``True`` for real items, ``False`` for padding (ignored entirely); ``None``: all real.
+        sigma: :math:`\sigma > 0`, the steepness of the sigmoid (RankNet's shape parameter);
+            larger values demand larger score gaps for the same loss.
+        reduction: ``mean`` over queries with at least one pair, ``sum`` over queries, or
+            ``none``.
+
+    Shape:
+        scores, relevance, mask: ``(Q, L)``; output: scalar, or ``(Q,)`` for ``none``.
+
+    Example:
+        >>> scores = torch.tensor([[2.0, 0.5, 0.0], [0.0, 1.0, 3.0]])
+        >>> relevance = torch.tensor([[2.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+        >>> ranknet_loss(scores, relevance, reduction="none")
+        tensor([0.2675, 2.5878])
+        >>> mask = torch.tensor([[True, True, False], [True, True, True]])  # drop item 3 of list 1
+        >>> ranknet_loss(scores, relevance, mask, reduction="none")
+        tensor([0.2014, 2.5878])
+    """
+    check_positive("sigma", sigma)
+    scores, relevance, _ = _check_lists(scores, relevance, mask, reduction)
+    return _pairwise(scores * sigma, relevance, mask, "softplus", 0.0, reduction)
+
+
+def listnet_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    mask: Tensor | None = None,
+    temperature: float = 1.0,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""ListNet (top-one approximation): cross-entropy between relevance and score softmaxes.
+
+    Over the real items :math:`V_q` of query :math:`q`,
+
+    .. math::
+        \ell_q = -\sum_{i \in V_q} \operatorname{softmax}(r / T)_i \,
+        \log \operatorname{softmax}(s)_i,
+
+    both softmaxes taken over :math:`V_q` only. A query counts when it has a real item of
+    positive relevance; otherwise (all-zero relevance, or no real item) :math:`\ell_q = 0`.
+
+    Reference: Cao et al., "Learning to rank: from pairwise approach to listwise approach",
+    ICML 2007; ``torch.nn.functional.cross_entropy(s, softmax(r / T))`` (probability targets).
+
+    Args:
+        scores: raw scores :math:`s` of the items of each list.
+        relevance: graded relevance :math:`r \ge 0`.
+        mask: ``True`` for real items, ``False`` for padding (ignored entirely); ``None``: all real.
+        temperature: :math:`T > 0` divides the relevance before its softmax: small values
+            concentrate the target on the most relevant items, large ones flatten it.
+        reduction: ``mean`` over queries that count, ``sum`` over queries, or ``none``.
+
+    Shape:
+        scores, relevance, mask: ``(Q, L)``; output: scalar, or ``(Q,)`` for ``none``.
+
+    Example:
+        >>> scores = torch.tensor([[2.0, 0.5, 0.0], [0.0, 1.0, 3.0]])
+        >>> relevance = torch.tensor([[2.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+        >>> listnet_loss(scores, relevance, reduction="none")
+        tensor([0.8535, 2.2814])
+    """
+    check_positive("temperature", temperature)
+    scores, relevance, top = _check_lists(scores, relevance, mask, reduction)
+    counts = top > 0
+    # Shifted by the top relevance first, so that dividing by a small temperature cannot overflow.
+    target_logits = relevance if temperature == 1.0 else (relevance - top[:, None]) / temperature
+    if mask is not None:
+        # The most negative finite number: padding gets probability 0 and a finite
+        # log-probability, so 0 * log p stays 0 and no gradient reaches it.
+        low = torch.finfo(scores.dtype).min
+        scores = scores.where(mask, low)
+        target_logits = target_logits.where(mask, low)
+    target = torch.softmax(target_logits, dim=1)
+    per_query = F.cross_entropy(scores, target, reduction="none")
+    return _reduce_queries(per_query.where(counts, 0.0), counts, reduction)
+
+
+def listmle_loss(
+    scores: Tensor,
+    relevance: Tensor,
+    mask: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""ListMLE: Plackett-Luce negative log-likelihood of the list sorted by relevance.
+
+    With :math:`\pi` the order of the :math:`n_q` real items of query :math:`q` by relevance,
+    descending,
+
+    .. math::
+        \ell_q = \sum_{i=1}^{n_q} \Bigl[\log \sum_{k=i}^{n_q} e^{s_{\pi_k}} - s_{\pi_i}\Bigr].
+
+    Ties in relevance are broken by the items' position in the list (a stable sort: the earlier
+    item is ranked first), so the loss is deterministic. A query counts when it has a real item of
+    positive relevance; otherwise :math:`\ell_q = 0`.
+
+    Reference: Xia et al., "Listwise approach to learning to rank: theory and algorithm",
+    ICML 2008.
+
+    Args:
+        scores: raw scores :math:`s` of the items of each list.
+        relevance: graded relevance :math:`r \ge 0`; only its order within a list matters.
+        mask: ``True`` for real items, ``False`` for padding (ignored entirely); ``None``: all real.
+        reduction: ``mean`` over queries that count, ``sum`` over queries, or ``none``.
+
+    Shape:
+        scores, relevance, mask: ``(Q, L)``; output: scalar, or ``(Q,)`` for ``none``.
+
+    Example:
+        >>> scores = torch.tensor([[2.0, 0.5, 0.0], [0.0, 1.0, 3.0]])
+        >>> relevance = torch.tensor([[2.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+        >>> listmle_loss(scores, relevance, reduction="none")
+        tensor([0.7804, 5.2968])
+    """
+    scores, relevance, top = _check_lists(scores, relevance, mask, reduction)
+    counts = top > 0
+    # Relevance is >= 0, so a key of -1 sorts padding after every real item.
+    key = relevance if mask is None else relevance.where(mask, -1.0)
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices
+    # Walk the ranking from its last item: the suffix sums of the formula become prefix sums.
+    backwards = order.flip(1)
+    if mask is not None:
+        # Finite fill: exp(fill - s) is 0, and logcumsumexp keeps finite values and gradients.
+        scores = scores.where(mask, torch.finfo(scores.dtype).min)
+    ranked = scores.gather(1, backwards)
+    real = None if mask is None else mask.gather(1, backwards)
+    per_query = _with_hand_gradient(ranked, partial(_plackett_luce, real=real))
+    return _reduce_queries(per_query.where(counts, 0.0), counts, reduction)
+
+
+class MarginRankingLoss(nn.Module):
+    """Module form of :func:`margin_ranking_loss`."""
+
+    def __init__(self, margin: float = 1.0, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        check_positive("margin", margin, allow_zero=True)
+        check_reduction(reduction)
+        self.margin = float(margin)
+        self.reduction = reduction
+
+    def forward(self, scores: Tensor, relevance: Tensor, mask: Tensor | None = None) -> Tensor:
+        return margin_ranking_loss(scores, relevance, mask, self.margin, self.reduction)
+
+
+class RankNetLoss(nn.Module):
+    """Module form of :func:`ranknet_loss`."""
+
+    def __init__(self, sigma: float = 1.0, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        check_positive("sigma", sigma)
+        check_reduction(reduction)
+        self.sigma = float(sigma)
+        self.reduction = reduction
+
+    def forward(self, scores: Tensor, relevance: Tensor, mask: Tensor | None = None) -> Tensor:
+        return ranknet_loss(scores, relevance, mask, self.sigma, self.reduction)
+
+
+class ListNetLoss(nn.Module):
+    """Module form of :func:`listnet_loss`."""
+
+    def __init__(self, temperature: float = 1.0, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        check_positive("temperature", temperature)
+        check_reduction(reduction)
+        self.temperature = float(temperature)
+        self.reduction = reduction
+
+    def forward(self, scores: Tensor, relevance: Tensor, mask: Tensor | None = None) -> Tensor:
+        return listnet_loss(scores, relevance, mask, self.temperature, self.reduction)
+
+
+class ListMLELoss(nn.Module):
+    """Module form of :func:`listmle_loss`."""
+
+    def __init__(self, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        check_reduction(reduction)
+        self.reduction = reduction
+
+    def forward(self, scores: Tensor, relevance: Tensor, mask: Tensor | None = None) -> Tensor:
+        return listmle_loss(scores, relevance, mask, self.reduction)
+
+
+@register_loss
+class MarginRankingSpec(LossSpecBase):
+    """Pairwise hinge: a more relevant item must outscore a less relevant one by a margin."""
+
+    tasks: ClassVar[frozenset[TaskType]] = _RANKING
+    reference: ClassVar[str] = "torch.nn.functional.margin_ranking_loss on enumerated pairs"
+    name: Literal["margin_ranking"] = "margin_ranking"
+    margin: float = Field(
+        1.0,
+        description="score gap (>= 0) below which a correctly ordered pair still costs; "
+        "0 penalises only mis-ordered pairs",
+    )
+
+    def build(self) -> nn.Module:
+        return MarginRankingLoss(margin=self.margin, reduction=self.reduction)
+
+
+@register_loss
+class RankNetSpec(LossSpecBase):
+    """RankNet: logistic loss on the score gap of every pair of differently relevant items."""
+
+    tasks: ClassVar[frozenset[TaskType]] = _RANKING
+    reference: ClassVar[str] = (
+        "torch.nn.functional.binary_cross_entropy_with_logits(sigma * (s_i - s_j), 1) "
+        "on enumerated pairs"
+    )
+    name: Literal["ranknet"] = "ranknet"
+    sigma: float = Field(
+        1.0,
+        description="steepness (> 0) of the sigmoid on the score gap: P(i > j) = "
+        "sigmoid(sigma * (s_i - s_j))",
+    )
+
+    def build(self) -> nn.Module:
+        return RankNetLoss(sigma=self.sigma, reduction=self.reduction)
+
+
+@register_loss
+class ListNetSpec(LossSpecBase):
+    """ListNet: cross-entropy between the softmax of the relevance and of the scores."""
+
+    tasks: ClassVar[frozenset[TaskType]] = _RANKING
+    reference: ClassVar[str] = (
+        "torch.nn.functional.cross_entropy with probability targets (unmasked); numpy (masked)"
+    )
+    name: Literal["listnet"] = "listnet"
+    temperature: float = Field(
+        1.0,
+        description="divides the relevance (> 0) before its softmax; small values concentrate "
+        "the target on the most relevant items",
+    )
+
+    def build(self) -> nn.Module:
+        return ListNetLoss(temperature=self.temperature, reduction=self.reduction)
+
+
+@register_loss
+class ListMLESpec(LossSpecBase):
+    """ListMLE: Plackett-Luce likelihood of the order by relevance (ties: list position)."""
+
+    tasks: ClassVar[frozenset[TaskType]] = _RANKING
+    reference: ClassVar[str] = "plain-Python Plackett-Luce negative log-likelihood"
+    name: Literal["listmle"] = "listmle"
+
+    def build(self) -> nn.Module:
+        return ListMLELoss(reduction=self.reduction)

@@ -1,0 +1,139 @@
+"""Plain ``nn.Module`` networks. They take raw numeric features (NaN allowed) and categorical
+codes; the fitted preprocessing layer is their first layer, so it is exported with them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+def embedding_width(cardinality: int, configured: int | None) -> int:
+    """Embedding width of a categorical column: configured, else ``min(16, (n + 1) // 2)``."""
+    return configured if configured is not None else max(1, min(16, (cardinality + 1) // 2))
+
+
+def _mlp(widths: Sequence[int], out_dim: int, activation: str, dropout: float) -> nn.Sequential:
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}; got {activation!r}")
+    layers: list[nn.Module] = []
+    for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+        layers += [nn.Linear(w_in, w_out), _ACTIVATIONS[activation]()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(widths[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+class TabularMLP(nn.Module):
+    """MLP over standardised numeric features and one embedding per categorical column.
+
+    Args:
+        preprocess: maps raw numeric features ``(N, F)`` (NaN allowed) to standardised ones.
+        n_numeric: ``F``.
+        cardinalities: per categorical column, the number of codes (code 0 = unknown).
+        hidden: hidden layer widths.
+        out_dim: output width (1 for binary/regression, C for multiclass, 2 for mean+log-variance).
+        embedding_dim: width of every embedding; None: ``min(16, (n + 1) // 2)`` per column.
+    """
+
+    def __init__(
+        self,
+        preprocess: nn.Module,
+        n_numeric: int,
+        cardinalities: Sequence[int],
+        hidden: Sequence[int],
+        out_dim: int,
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        embedding_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(n, embedding_width(n, embedding_dim)) for n in cardinalities
+        )
+        width = n_numeric + sum(int(e.embedding_dim) for e in self.embeddings)
+        if width == 0:
+            raise ValueError("the network has no input features")
+        self.body = _mlp([width, *hidden], out_dim, activation, dropout)
+
+    def forward(self, numeric: Tensor, categorical: Tensor | None = None) -> Tensor:
+        parts = [self.preprocess(numeric)]
+        if categorical is not None:
+            parts += [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.body(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+
+
+class SmallCNN(nn.Module):
+    """Convolutional net for square single-channel images given as flat pixel rows.
+
+    Args:
+        preprocess: maps raw pixels ``(N, side*side)`` to standardised pixels.
+        side: image side (8 for scikit-learn's digits).
+        channels: output channels of each conv block (conv 3x3, ReLU, 2x2 max-pool).
+        out_dim: number of classes.
+    """
+
+    def __init__(
+        self,
+        preprocess: nn.Module,
+        side: int,
+        channels: Sequence[int],
+        out_dim: int,
+        *,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.side = side
+        blocks: list[nn.Module] = []
+        c_in, size = 1, side
+        for c_out in channels:
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+            if size >= 4:
+                blocks.append(nn.MaxPool2d(2))
+                size //= 2
+            c_in = c_out
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * size * size, out_dim)
+        )
+
+    def forward(self, numeric: Tensor) -> Tensor:
+        x = self.preprocess(numeric).reshape(-1, 1, self.side, self.side)
+        return self.head(self.features(x))
+
+
+class InferenceModel(nn.Module):
+    """What is exported and served: the network followed by its output transform.
+
+    ``output``: ``sigmoid`` (binary probability, shape ``(N,)``), ``softmax`` (class
+    probabilities), ``exp`` (Poisson rate from a log-rate), ``first`` (the mean column of a
+    mean/log-variance output) or ``identity``.
+    """
+
+    OUTPUTS = ("sigmoid", "softmax", "exp", "first", "identity")
+
+    def __init__(self, net: nn.Module, output: str) -> None:
+        super().__init__()
+        if output not in self.OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(self.OUTPUTS)}; got {output!r}")
+        self.net = net
+        self.output = output
+
+    def forward(self, numeric: Tensor, categorical: Tensor | None = None) -> Tensor:
+        out = self.net(numeric) if categorical is None else self.net(numeric, categorical)
+        if self.output == "sigmoid":
+            return torch.sigmoid(out.squeeze(-1))
+        if self.output == "softmax":
+            return torch.softmax(out, dim=-1)
+        if self.output == "exp":
+            return torch.exp(out.squeeze(-1))
+        if self.output == "first":
+            return out[..., 0]
+        return out.squeeze(-1) if out.shape[-1] == 1 else out

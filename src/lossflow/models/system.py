@@ -1,0 +1,208 @@
+"""The one LightningModule: a network, a loss and regularisers injected, one shared step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import grad_norm
+from torch import Tensor, nn
+
+from lossflow.config import OptimizerConfig, SchedulerConfig
+from lossflow.losses import TaskType
+from lossflow.losses.composite import CompositeLoss
+from lossflow.losses.regularizers import WeightPenalty
+
+Batch = tuple[tuple[Tensor, ...], Tensor]
+EpochMetrics = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the message names the step and the term."""
+
+
+# (inputs, target) -> (augmented inputs, mixup permutation or None, mixup weight lam): with
+# mixup, row i was mixed as lam * x[i] + (1 - lam) * x[perm[i]].
+BatchTransform = Callable[
+    [tuple[Tensor, ...], Tensor], tuple[tuple[Tensor, ...], Tensor | None, float]
+]
+
+
+def build_optimizer(
+    cfg: OptimizerConfig, net: nn.Module, extra: list[nn.Parameter]
+) -> torch.optim.Optimizer:
+    """Optimizer by name; ``weight_decay`` applies to the network, never to loss parameters."""
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in net.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}
+    ]
+    if extra:
+        groups.append({"params": extra, "weight_decay": 0.0})
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.name!r}; known: sgd, adam, adamw, rmsprop, adagrad")
+
+
+class LossflowSystem(L.LightningModule):
+    """Trains ``net`` with ``loss`` (+ ``regularizers``) and logs every part of the objective.
+
+    Logged per epoch: ``train/loss`` (the full objective), ``train/data_loss``,
+    ``train/term/<name>`` for each composite term, ``train/reg/<name>`` for each penalty,
+    ``val/loss``, the task's validation metrics (``val/auc``…) and gradient norms
+    (``grad/total``, ``grad/<parameter>``) averaged over the epoch.
+
+    Args:
+        net: the network; takes the batch's input tensors positionally.
+        loss: a loss module from ``build_loss``; called as ``loss(output, target)``.
+        regularizers: name -> weight penalty on ``net``.
+        task: decides how the network output is shaped for the loss.
+        optimizer: optimizer settings.
+        scheduler: learning-rate schedule settings.
+        max_epochs: horizon of the cosine schedule.
+        epoch_metrics: ``(y_true, prediction) -> metrics`` computed on the validation split.
+        predict: maps raw network output to the prediction ``epoch_metrics`` expects.
+        batch_transform: training-only augmentation of a batch (noise, mixup, image transforms).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        regularizers: Mapping[str, WeightPenalty],
+        task: TaskType,
+        optimizer: OptimizerConfig,
+        scheduler: SchedulerConfig,
+        max_epochs: int,
+        epoch_metrics: EpochMetrics | None = None,
+        predict: Callable[[Tensor], Tensor] | None = None,
+        batch_transform: BatchTransform | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.loss = loss
+        self.regularizers = nn.ModuleDict(dict(regularizers))
+        self.task = task
+        self.optimizer_cfg = optimizer
+        self.scheduler_cfg = scheduler
+        self.max_epochs = max_epochs
+        self.epoch_metrics = epoch_metrics
+        self.predict_fn = predict
+        self.batch_transform = batch_transform
+        self._val_outputs: list[Tensor] = []
+        self._val_targets: list[Tensor] = []
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        out: Tensor = self.net(*inputs)
+        if self.task in ("binary", "regression") and out.dim() == 2 and out.shape[1] == 1:
+            return out.squeeze(1)
+        return out
+
+    def _data_loss(self, out: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if isinstance(self.loss, CompositeLoss):
+            return self.loss.forward_with_terms(out, target)
+        value: Tensor = self.loss(out, target)
+        return value, {}
+
+    def model_step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
+        """One forward pass and the full objective; shared by training and validation."""
+        inputs, target = batch
+        perm: Tensor | None = None
+        lam = 1.0
+        if stage == "train" and self.batch_transform is not None:
+            inputs, perm, lam = self.batch_transform(inputs, target)
+        out = self(*inputs)
+        data_loss, terms = self._data_loss(out, target)
+        if perm is not None:
+            other, other_terms = self._data_loss(out, target[perm])
+            data_loss = lam * data_loss + (1.0 - lam) * other
+            terms = {k: lam * v + (1.0 - lam) * other_terms[k] for k, v in terms.items()}
+        penalties = {name: reg(self.net) for name, reg in self.regularizers.items()}
+        total = data_loss + sum(penalties.values()) if penalties else data_loss
+        if stage == "train":
+            self._check_finite(total, data_loss, terms, penalties)
+        batch_size = target.shape[0]
+        log = {f"{stage}/loss": total, f"{stage}/data_loss": data_loss}
+        log.update({f"{stage}/term/{k}": v for k, v in terms.items()})
+        log.update({f"{stage}/reg/{k}": v.detach() for k, v in penalties.items()})
+        self.log_dict(log, on_step=False, on_epoch=True, batch_size=batch_size)
+        return total, out
+
+    def _check_finite(
+        self,
+        total: Tensor,
+        data_loss: Tensor,
+        terms: Mapping[str, Tensor],
+        penalties: Mapping[str, Tensor],
+    ) -> None:
+        if bool(torch.isfinite(total)):
+            return
+        parts = {"data_loss": data_loss, **{f"term/{k}": v for k, v in terms.items()}}
+        parts.update({f"reg/{k}": v for k, v in penalties.items()})
+        bad = [f"{k}={float(v)}" for k, v in parts.items() if not bool(torch.isfinite(v))]
+        raise NonFiniteLossError(
+            f"non-finite training loss at step {self.global_step} (epoch {self.current_epoch}): "
+            f"{', '.join(bad) or f'total={float(total)}'}; lower the learning rate, clip "
+            "gradients (trainer.gradient_clip_val) or check the loss options"
+        )
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self.model_step(batch, "train")[0]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        _, out = self.model_step(batch, "val")
+        if self.epoch_metrics is not None:
+            pred = self.predict_fn(out) if self.predict_fn is not None else out
+            self._val_outputs.append(pred.detach().float().cpu())
+            self._val_targets.append(batch[1].detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.epoch_metrics is None or not self._val_outputs:
+            return
+        y = torch.cat(self._val_targets).numpy()
+        pred = torch.cat(self._val_outputs).numpy()
+        self._val_outputs.clear()
+        self._val_targets.clear()
+        metrics = self.epoch_metrics(y, pred)
+        self.log_dict({f"val/{k}": float(v) for k, v in metrics.items()})
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = grad_norm(self.net, norm_type=2)
+        renamed = {
+            "grad/" + k.removeprefix("grad_2.0_norm/").removeprefix("grad_2.0_norm_"): v
+            for k, v in norms.items()
+        }
+        self.log_dict(renamed, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> Any:
+        extra = [p for p in self.loss.parameters() if p.requires_grad]
+        optimizer = build_optimizer(self.optimizer_cfg, self.net, extra)
+        cfg = self.scheduler_cfg
+        if cfg.name == "none":
+            return optimizer
+        if cfg.name == "cosine":
+            scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=self.max_epochs
+            )
+        elif cfg.name == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(
+                optimizer, step_size=cfg.step_size, gamma=cfg.gamma
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.gamma, patience=cfg.patience
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
+            }
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
