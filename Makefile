@@ -14,7 +14,7 @@ export ORT_DISABLE_TELEMETRY := 1
 TYPED := src $(wildcard pipelines)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format typecheck bench clean
+.PHONY: help install run losses ui test test-fast lint format typecheck bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -29,9 +29,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install lossflow with its dev tools
 
-run: $(STAMP) ## Main job: print the loss catalogue and benchmark every loss against its reference
+run: $(STAMP) ## Main job: train the flights model with the default loss, register it in MLflow
+	$(BIN)/lossflow train
+
+losses: $(STAMP) ## Print the loss catalogue
 	$(BIN)/lossflow losses
-	$(BIN)/python benchmarks/losses.py --quick --json benchmarks/results/losses.json
+
+ui: $(STAMP) ## Open the MLflow UI on the embedded store (http://127.0.0.1:5000)
+	$(BIN)/lossflow ui
 
 lint: $(STAMP) ## ruff lint + format check
 	$(BIN)/ruff check .
@@ -50,8 +55,9 @@ test: lint typecheck ## Everything CI runs: lint, types, all tests
 test-fast: $(STAMP) ## Tests without the slow ones
 	$(BIN)/pytest -m "not slow"
 
-bench: $(STAMP) ## Full loss benchmark (eager and torch.compile)
+bench: $(STAMP) ## Benchmarks: every loss vs its reference (eager + compiled); training throughput
 	$(BIN)/python benchmarks/losses.py --json benchmarks/results/losses.json
+	$(BIN)/python benchmarks/training_throughput.py --json benchmarks/results/training_throughput.json
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

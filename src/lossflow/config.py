@@ -300,6 +300,7 @@ def resolve_config_dict(
         if group in defaults:
             path = _group_file(config_dir, group, str(defaults[group]))
             cfg[group] = {}
+            prov[(group,)] = str(path)
             _merge(cfg[group], _read_yaml(path), str(path), prov, (group,))
     if experiment_path is not None:
         _merge(cfg, experiment, str(experiment_path), prov, ())

@@ -176,11 +176,13 @@ def model_inputs(pre: Preprocessor, encoded: EncodedFeatures) -> dict[str, np.nd
     return inputs
 
 
-def _tensors(pre: Preprocessor, encoded: EncodedFeatures) -> tuple[Tensor, ...]:
+def input_tensors(pre: Preprocessor, encoded: EncodedFeatures) -> tuple[Tensor, ...]:
+    """The network's input tensors (zero-copy views of the arrays)."""
     return tuple(torch.from_numpy(a) for a in model_inputs(pre, encoded).values())
 
 
-def _target_tensor(target: np.ndarray) -> Tensor:
+def target_tensor(target: np.ndarray) -> Tensor:
+    """Targets as the losses take them: int64 class indices or float32 values."""
     tensor = torch.from_numpy(target)
     return tensor.long() if tensor.dtype in (torch.int32, torch.int64) else tensor.float()
 
@@ -306,15 +308,15 @@ def train_model(
     val_x, val_y = prepared.arrays("val")
     device = "cuda" if cfg.trainer.accelerator == "gpu" and torch.cuda.is_available() else None
     train = TensorBatches(
-        _tensors(pre, train_x),
-        _target_tensor(train_y),
+        input_tensors(pre, train_x),
+        target_tensor(train_y),
         cfg.trainer.batch_size,
         shuffle=True,
         seed=cfg.trainer.seed,
         device=device,
     )
     val = TensorBatches(
-        _tensors(pre, val_x), _target_tensor(val_y), max(cfg.trainer.batch_size, 8192), device=device
+        input_tensors(pre, val_x), target_tensor(val_y), max(cfg.trainer.batch_size, 8192), device=device
     )
     sink = None
     if run_id is not None:

@@ -122,7 +122,7 @@ def _check_half_open(name: str, value: float) -> None:
 
 
 def _softplus(x: Tensor) -> Tensor:
-    """``log(1 + e^x)``; the threshold above which it returns ``x`` is below the dtype's eps."""
+    """``log(1 + e^x)``, returning ``x`` only where ``log1p(e^-x)`` is below the dtype's eps."""
     return F.softplus(x, threshold=40.0 if x.dtype == torch.float64 else 20.0)
 
 
@@ -564,8 +564,9 @@ def focal_loss(
     (kornia's float ``alpha=a`` is our ``[1 - a, a, ..., a]``).
 
     With ``gamma=0`` and ``alpha=None`` it equals :func:`bce_loss` / :func:`ce_loss` in value
-    and gradient. :math:`(1 - p_t)^\gamma` is computed in log space; ``gamma < 1`` keeps finite
-    gradients at saturated logits.
+    and gradient. :math:`1 - p_t` is a sigmoid of the logit (or ``-expm1(log p_t)``), never
+    ``1 - p_t`` by subtraction, and no :math:`(1 - p_t)^{\gamma - 1}` appears in the gradient,
+    so ``gamma < 1`` keeps finite gradients at saturated logits.
 
     Reference: ``torchvision.ops.sigmoid_focal_loss`` (numpy re-implementation),
     ``kornia.losses.binary_focal_loss_with_logits`` and ``kornia.losses.focal_loss``.

@@ -47,12 +47,8 @@ _SHIFT_SAFE: dict[torch.dtype, float] = {torch.float32: 1e-25, torch.float64: 1e
 
 def _check_lists(
     scores: Tensor, relevance: Tensor, mask: Tensor | None, reduction: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Validate a ranking batch.
-
-    Returns ``scores`` in at least float32, ``relevance`` in the same dtype, and the largest
-    relevance of a real item in each query (``0`` for a query without real items), ``(Q,)``.
-    """
+) -> tuple[Tensor, Tensor]:
+    """Validate a ranking batch; return ``scores`` in at least float32 and ``relevance`` alike."""
     check_reduction(reduction)
     check_floating("scores", scores)
     check_floating("relevance", relevance)
@@ -78,14 +74,14 @@ def _check_lists(
     check_nonempty("scores", scores)
     scores = as_float(scores)
     relevance = relevance.to(scores.dtype)
-    # Padding counts as relevance 0; the per-query maximum also says which queries count.
-    real = relevance if mask is None else relevance.where(mask, 0.0)
-    high = real.amax(1)
-    check_values(
-        (real.amin(1) >= 0) & (high < float("inf")),
-        "relevance must be finite and >= 0 (graded relevance) at every real item",
-    )
-    return scores, relevance, high
+    # Checked over every entry first (one pass); only when that fails is padding, which may
+    # hold anything (e.g. -1), taken out.
+    ok = (relevance.amin() >= 0) & (relevance.amax() < float("inf"))
+    if mask is not None and not bool(ok):
+        real = relevance.where(mask, 0.0)
+        ok = (real.amin() >= 0) & (real.amax() < float("inf"))
+    check_values(ok, "relevance must be finite and >= 0 (graded relevance) at every real item")
+    return scores, relevance
 
 
 def _reduce_queries(per_query: Tensor, counts: Tensor, reduction: str) -> Tensor:
@@ -293,7 +289,7 @@ def margin_ranking_loss(
         tensor([0.1667, 3.5000])
     """
     check_positive("margin", margin, allow_zero=True)
-    scores, relevance, _ = _check_lists(scores, relevance, mask, reduction)
+    scores, relevance = _check_lists(scores, relevance, mask, reduction)
     return _pairwise(scores, relevance, mask, "hinge", float(margin), reduction)
 
 
@@ -342,7 +338,7 @@ def ranknet_loss(
         tensor([0.2014, 2.5878])
     """
     check_positive("sigma", sigma)
-    scores, relevance, _ = _check_lists(scores, relevance, mask, reduction)
+    scores, relevance = _check_lists(scores, relevance, mask, reduction)
     return _pairwise(scores * sigma, relevance, mask, "softplus", 0.0, reduction)
 
 
@@ -369,7 +365,8 @@ def listnet_loss(
 
     Args:
         scores: raw scores :math:`s` of the items of each list.
-        relevance: graded relevance :math:`r \ge 0`.
+        relevance: graded relevance :math:`r \ge 0`; its values, not only their order, shape the
+            target distribution.
         mask: ``True`` for real items, ``False`` for padding (ignored entirely); ``None``: all real.
         temperature: :math:`T > 0` divides the relevance before its softmax: small values
             concentrate the target on the most relevant items, large ones flatten it.
@@ -385,17 +382,19 @@ def listnet_loss(
         tensor([0.8535, 2.2814])
     """
     check_positive("temperature", temperature)
-    scores, relevance, top = _check_lists(scores, relevance, mask, reduction)
-    counts = top > 0
-    # Shifted by the top relevance first, so that dividing by a small temperature cannot overflow.
-    target_logits = relevance if temperature == 1.0 else (relevance - top[:, None]) / temperature
+    scores, relevance = _check_lists(scores, relevance, mask, reduction)
     if mask is not None:
         # The most negative finite number: padding gets probability 0 and a finite
         # log-probability, so 0 * log p stays 0 and no gradient reaches it.
         low = torch.finfo(scores.dtype).min
         scores = scores.where(mask, low)
-        target_logits = target_logits.where(mask, low)
-    target = torch.softmax(target_logits, dim=1)
+        relevance = relevance.where(mask, low)
+    top = relevance.amax(1, keepdim=True)
+    counts = top.squeeze(1) > 0
+    if temperature != 1.0:
+        # Shifted by the top relevance first, so that a small temperature cannot overflow.
+        relevance = (relevance - top) / temperature
+    target = torch.softmax(relevance, dim=1)
     per_query = F.cross_entropy(scores, target, reduction="none")
     return _reduce_queries(per_query.where(counts, 0.0), counts, reduction)
 
@@ -416,7 +415,7 @@ def listmle_loss(
 
     Ties in relevance are broken by the items' position in the list (a stable sort: the earlier
     item is ranked first), so the loss is deterministic. A query counts when it has a real item of
-    positive relevance; otherwise :math:`\ell_q = 0`.
+    positive relevance; otherwise :math:`\ell_q = 0`. A list with one real item costs 0.
 
     Reference: Xia et al., "Listwise approach to learning to rank: theory and algorithm",
     ICML 2008.
@@ -436,15 +435,15 @@ def listmle_loss(
         >>> listmle_loss(scores, relevance, reduction="none")
         tensor([0.7804, 5.2968])
     """
-    scores, relevance, top = _check_lists(scores, relevance, mask, reduction)
-    counts = top > 0
+    scores, relevance = _check_lists(scores, relevance, mask, reduction)
     # Relevance is >= 0, so a key of -1 sorts padding after every real item.
     key = relevance if mask is None else relevance.where(mask, -1.0)
+    counts = key.amax(1) > 0
     order = torch.sort(key, dim=1, descending=True, stable=True).indices
     # Walk the ranking from its last item: the suffix sums of the formula become prefix sums.
     backwards = order.flip(1)
     if mask is not None:
-        # Finite fill: exp(fill - s) is 0, and logcumsumexp keeps finite values and gradients.
+        # Finite fill: its weight exp(fill - s) is 0 and every cumulative sum stays finite.
         scores = scores.where(mask, torch.finfo(scores.dtype).min)
     ranked = scores.gather(1, backwards)
     real = None if mask is None else mask.gather(1, backwards)

@@ -1,0 +1,56 @@
+"""The training-throughput benchmark runs end to end at tiny sizes and reports what it claims."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "training_throughput.py"
+
+
+@pytest.mark.slow
+def test_training_throughput_tiny_run(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    env = {
+        **os.environ,
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "ORT_DISABLE_TELEMETRY": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--rows", "512", "--batch-size", "128",
+         "--epochs", "2", "--threads", "1", "--profile", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("lossflow / raw loop samples/s: ")
+
+    figures = json.loads(out.read_text())
+    results = {r["variant"]: r for r in figures["results"]}
+    assert set(results) == {"raw loop", "lossflow", "plain Lightning"}
+    for r in results.values():
+        assert r["samples_per_s"] > 0
+        assert len(r["epoch_seconds"]) == 2
+    raw, ours = results["raw loop"], results["lossflow"]
+    assert figures["ratio"] == ours["ratio_to_raw"]
+    assert figures["ratio"] == pytest.approx(ours["samples_per_s"] / raw["samples_per_s"], rel=1e-2)
+    assert f"{figures['ratio']:.3f}x" in lines[-1]
+    # Same init, data, order, loss and optimizer: in fp32 both end with the same weights.
+    assert figures["max_weight_diff_lossflow_vs_raw"] < 1e-5
+    assert ours["final_train_loss"] == pytest.approx(raw["final_train_loss"], rel=1e-4)
+    parts = figures["profile"]["parts_cumulative_s"]
+    assert parts["fit (total)"] > 0
+    assert parts["backward"] > 0
