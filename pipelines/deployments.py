@@ -15,9 +15,12 @@ def training_deployment(
     cfg: LossflowConfig, overrides: list[str], config_dir: Path
 ) -> RunnerDeployment:
     """The ``training`` flow as a deployment on ``cfg.schedule``'s cron, with these overrides."""
-    return training.to_deployment(
+    deployment = training.to_deployment(
         name=f"training-{cfg.loss.name}",
         schedule=Cron(cfg.schedule.cron, timezone=cfg.schedule.timezone),
         parameters={"overrides": list(overrides), "config_dir": str(config_dir)},
         tags=["lossflow", f"loss:{cfg.loss.name}"],
     )
+    if not isinstance(deployment, RunnerDeployment):
+        raise TypeError("training_deployment is synchronous: call it outside an event loop")
+    return deployment

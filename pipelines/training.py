@@ -17,7 +17,9 @@ from lossflow import steps
 from lossflow.config import DEFAULT_CONFIG_DIR, LossflowConfig, load_config
 from lossflow.tracking import git_commit
 
-MLFLOW_RETRIES = {"retries": 2, "retry_delay_seconds": 3}
+# MLflow calls retry: a tracking server may be briefly unreachable.
+RETRIES = 2
+RETRY_DELAY_S = 3
 
 
 @task(name="validate-and-prepare", cache_policy=NO_CACHE)
@@ -25,7 +27,9 @@ def prepare(cfg: LossflowConfig, directory: Path) -> steps.PreparedData:
     return steps.prepare_data(cfg, directory)
 
 
-@task(name="log-run-inputs", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
+@task(
+    name="log-run-inputs", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S
+)
 def log_inputs(cfg: LossflowConfig, prepared: steps.PreparedData, run_id: str) -> str:
     return steps.log_run_inputs(cfg, prepared, steps.tracker_for(cfg), run_id)
 
@@ -44,7 +48,7 @@ def train(
     )
 
 
-@task(name="evaluate", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
+@task(name="evaluate", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
 def evaluate(
     cfg: LossflowConfig, prepared: steps.PreparedData, trained: steps.TrainResult, run_id: str
 ) -> steps.EvaluationResult:
@@ -63,7 +67,7 @@ def export(
     return steps.export_model(cfg, prepared, trained, evaluation, lid, out_dir)
 
 
-@task(name="register", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
+@task(name="register", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
 def register(
     cfg: LossflowConfig, prepared: steps.PreparedData, exported: steps.ExportResult, run_id: str
 ) -> steps.Registration:

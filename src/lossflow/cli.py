@@ -57,7 +57,9 @@ def losses(
     """Print the loss catalogue: names, task types, options with defaults, references."""
     known = get_args(TaskType)
     if task is not None and task not in known:
-        raise typer.BadParameter(f"unknown task {task!r}; known: {', '.join(known)}", param_hint="--task")
+        raise typer.BadParameter(
+            f"unknown task {task!r}; known: {', '.join(known)}", param_hint="--task"
+        )
     catalogue = [info for info in available_losses() if task is None or task in info.tasks]
     if as_json:
         typer.echo(json.dumps([asdict(info) for info in catalogue], indent=2, default=str))
@@ -69,9 +71,7 @@ def losses(
     table.add_column("what it is")
     table.add_column("tested against")
     for info in catalogue:
-        options = "\n".join(
-            f"{p.name}={_format_default(p.default)}" for p in info.parameters
-        )
+        options = "\n".join(f"{p.name}={_format_default(p.default)}" for p in info.parameters)
         table.add_row(info.name, ", ".join(info.tasks), options, info.summary, info.reference)
     Console().print(table)
 

@@ -274,7 +274,9 @@ def resolve_config_dict(
     """Merge the YAML files and overrides into one mapping, with where each key came from."""
     base_path = config_dir / "base.yaml"
     if not base_path.is_file():
-        raise ConfigError(f"no base config at {base_path}; run from the project root or pass --config-dir")
+        raise ConfigError(
+            f"no base config at {base_path}; run from the project root or pass --config-dir"
+        )
     base = _read_yaml(base_path)
     choices, sets = _parse_overrides(overrides)
 

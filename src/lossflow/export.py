@@ -22,7 +22,7 @@ from typing import Final
 
 import numpy as np
 import onnx
-import onnxruntime as ort  # type: ignore[import-untyped]
+import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 

@@ -76,7 +76,9 @@ class PreparedData:
 
     def preprocessor(self) -> Preprocessor:
         """The preprocessing fitted on the training split."""
-        return Preprocessor.from_dict(json.loads((self.directory / "preprocessor.json").read_text()))
+        return Preprocessor.from_dict(
+            json.loads((self.directory / "preprocessor.json").read_text())
+        )
 
     def arrays(self, part: str) -> tuple[EncodedFeatures, np.ndarray]:
         """Encoded features and targets of ``train``, ``val`` or ``test``."""
@@ -112,7 +114,8 @@ def prepare_data(cfg: LossflowConfig, directory: Path) -> PreparedData:
     class_counts: list[int] | None = None
     for part in PARTS:
         df = splits.parts()[part]
-        encoded, target = pre.encode(df), pre.encode_target(df)
+        encoded = pre.encode(df)
+        target: np.ndarray = pre.encode_target(df)
         if part == "train":
             if data_cfg.task in ("binary", "multiclass"):
                 n_classes = 2 if data_cfg.task == "binary" else len(pre.label_names or ())
@@ -316,14 +319,19 @@ def train_model(
         device=device,
     )
     val = TensorBatches(
-        input_tensors(pre, val_x), target_tensor(val_y), max(cfg.trainer.batch_size, 8192), device=device
+        input_tensors(pre, val_x),
+        target_tensor(val_y),
+        max(cfg.trainer.batch_size, 8192),
+        device=device,
     )
     sink = None
     if run_id is not None:
         tracker = tracker_for(cfg)
 
         def sink(metrics: Mapping[str, float], step: int) -> None:
-            tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if math.isfinite(v)}, step)
+            tracker.log_metrics(
+                run_id, {k: v for k, v in metrics.items() if math.isfinite(v)}, step
+            )
 
     result = fit(
         system,
@@ -511,13 +519,10 @@ def register_model(
     output = OnnxRunner(exported.onnx_path).run(example)
     name = cfg.tracking.registered_model
     version = tracker.log_onnx_model(run_id, exported.onnx_path, example, output, name)
-    tracker.log_metrics(
-        run_id, {"export/parity_max_abs_diff": exported.parity_max_abs_diff}, None
-    )
+    tracker.log_metrics(run_id, {"export/parity_max_abs_diff": exported.parity_max_abs_diff}, None)
     aliases = ["challenger"]
     tracker.set_alias(name, "challenger", version)
     if tracker.alias_version(name, "champion") is None:
         tracker.set_alias(name, "champion", version)
         aliases.append("champion")
     return Registration(name, version, tuple(aliases))
-

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -84,8 +84,9 @@ class TensorBatches:
                 yield tuple(t[lo:hi] for t in self.inputs), self.target[lo:hi]
             else:
                 idx = order[lo:hi]
-                yield tuple(t.index_select(0, idx) for t in self.inputs), self.target.index_select(
-                    0, idx
+                yield (
+                    tuple(t.index_select(0, idx) for t in self.inputs),
+                    self.target.index_select(0, idx),
                 )
 
 
@@ -95,8 +96,19 @@ class MetricSink(Protocol):
     def __call__(self, metrics: Mapping[str, float], step: int) -> None: ...
 
 
+@runtime_checkable
+class ReportsEpochMeans(Protocol):
+    """A LightningModule that accumulates its training metrics itself (see ``RunningMeans``)."""
+
+    def pop_epoch_means(self) -> dict[str, float]: ...
+
+
 class EpochMetricsCallback(Callback):
-    """Sends every epoch's logged metrics to a sink and keeps them as history."""
+    """Sends every epoch's metrics to a sink and keeps them as history.
+
+    Validation metrics come from ``trainer.callback_metrics`` (logged once per epoch); training
+    metrics from the module's own accumulators when it keeps them.
+    """
 
     def __init__(self, sink: MetricSink | None = None) -> None:
         self.sink = sink
@@ -110,6 +122,8 @@ class EpochMetricsCallback(Callback):
             for k, v in trainer.callback_metrics.items()
             if isinstance(v, Tensor) and v.numel() == 1
         }
+        if isinstance(pl_module, ReportsEpochMeans):
+            metrics.update(pl_module.pop_epoch_means())
         metrics["epoch"] = float(trainer.current_epoch)
         for k, v in metrics.items():
             self.history.setdefault(k, []).append(v)

@@ -12,7 +12,7 @@ from lossflow.config import load_config
 from lossflow.losses import LOSS_SPECS
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 TINY = ["data.subsample=400", "trainer.batch_size=64"]
 
 
@@ -63,4 +63,5 @@ def test_config_trains_one_tiny_batch(name: str, overrides: list[str], tmp_path:
     loss.backward()
     grads = [p.grad for p in system.net.parameters() if p.grad is not None]
     assert torch.isfinite(loss), name
-    assert grads and all(torch.isfinite(g).all() for g in grads), name
+    assert grads, name
+    assert all(torch.isfinite(g).all() for g in grads), name

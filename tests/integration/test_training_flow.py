@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from pipelines.training import training
 
 from lossflow import steps
 from lossflow.config import load_config
@@ -17,7 +18,6 @@ from lossflow.data import Preprocessor
 from lossflow.evaluation import binary_metrics
 from lossflow.export import OnnxRunner, ParityError, read_metadata
 from lossflow.tracking import ERROR_TAG, Tracker, default_tracking_uri
-from pipelines.training import training
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -34,7 +34,10 @@ CASES = [
             "balancing": "uncertainty",
             "terms": {
                 "bce": {"weight": 1.0, "loss": {"name": "bce"}},
-                "cost": {"weight": 1.0, "loss": {"name": "cost_sensitive", "fn_cost": 5.0, "fp_cost": 1.0}},
+                "cost": {
+                    "weight": 1.0,
+                    "loss": {"name": "cost_sensitive", "fn_cost": 5.0, "fp_cost": 1.0},
+                },
             },
         },
         make=_binary,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lossflow.config import load_config
 from pipelines.deployments import training_deployment
+
+from lossflow.config import load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 

@@ -37,7 +37,8 @@ def test_composite_is_the_weighted_sum_of_its_terms_and_reports_each() -> None:
 
 def test_uncertainty_balancing_follows_kendall_and_learns_log_variances() -> None:
     loss = build_loss({**BINARY_COMPOSITE, "balancing": "uncertainty"})
-    assert isinstance(loss, CompositeLoss) and loss.log_vars is not None
+    assert isinstance(loss, CompositeLoss)
+    assert loss.log_vars is not None
     with torch.no_grad():
         loss.log_vars["bce"].fill_(0.7)
         loss.log_vars["focal"].fill_(-0.3)

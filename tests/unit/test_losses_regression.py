@@ -109,7 +109,7 @@ def test_mse_module_equals_functional() -> None:
 
 # ---------------------------------------------------------------- module == functional == spec
 
-_PAIRS: list[tuple[dict[str, Any], Callable[..., nn.Module], Callable[..., Tensor], str]] = [
+_PAIRS: list[tuple[dict[str, Any], type[nn.Module], Callable[..., Tensor], str]] = [
     ({"name": "mae"}, MAELoss, mae_loss, "pair"),
     ({"name": "huber", "delta": 0.3}, HuberLoss, huber_loss, "pair"),
     ({"name": "log_cosh"}, LogCoshLoss, log_cosh_loss, "pair"),
@@ -155,7 +155,7 @@ def _inputs(kind: str) -> tuple[Tensor, Tensor]:
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_module_spec_and_functional_agree(
     spec: dict[str, Any],
-    module: Callable[..., nn.Module],
+    module: type[nn.Module],
     functional: Callable[..., Tensor],
     kind: str,
     reduction: str,
@@ -247,11 +247,11 @@ def test_rmse_rejects_other_reductions() -> None:
     x = torch.rand(5)
     for reduction in ("sum", "none"):
         with pytest.raises(ValueError, match="only reduction='mean'"):
-            rmse_loss(x, x, reduction=reduction)  # type: ignore[arg-type]
+            rmse_loss(x, x, reduction=reduction)
         with pytest.raises(ValueError, match="only reduction='mean'"):
-            RMSELoss(reduction)  # type: ignore[arg-type]
+            RMSELoss(reduction)
     with pytest.raises(ValueError, match="reduction must be one of"):
-        rmse_loss(x, x, reduction="max")  # type: ignore[arg-type]
+        rmse_loss(x, x, reduction="max")
 
 
 def test_mixed_precision_pair_is_promoted() -> None:
@@ -690,7 +690,7 @@ def test_gaussian_shape_errors_explain_the_convention() -> None:
     with pytest.raises(ValueError, match="empty"):
         gaussian_nll_loss(torch.rand(0, 2), torch.rand(0))
     with pytest.raises(ValueError, match="reduction"):
-        gaussian_nll_loss(torch.rand(4, 2), torch.rand(4), reduction="max")  # type: ignore[arg-type]
+        gaussian_nll_loss(torch.rand(4, 2), torch.rand(4), reduction="max")
 
 
 @pytest.mark.parametrize("eps", [0.0, -1e-6, math.nan, math.inf])

@@ -76,7 +76,8 @@ def test_nested_spec_in_a_config_model_round_trips() -> None:
     cfg = Config.model_validate({"loss": {"name": "focal", "gamma": 3.0}})
     assert type(cfg.loss).__name__ == "FocalSpec"
     dumped = cfg.model_dump()["loss"]
-    assert dumped["gamma"] == 3.0 and dumped["alpha"] == 0.25
+    assert dumped["gamma"] == 3.0
+    assert dumped["alpha"] == 0.25
     assert Config.model_validate(cfg.model_dump()) == cfg
 
 
@@ -103,16 +104,21 @@ def test_composite_fits_only_tasks_every_term_fits() -> None:
         check_task(spec, "regression")
     # Nested in a composite, the same message arrives inside pydantic's error (a ValueError).
     with pytest.raises(ValueError, match="unknown option 'wieght' for loss 'mse'"):
-        parse_loss_spec({"name": "composite", "terms": {"a": {"loss": {"name": "mse", "wieght": 1}}}})
+        parse_loss_spec(
+            {"name": "composite", "terms": {"a": {"loss": {"name": "mse", "wieght": 1}}}}
+        )
 
 
 def test_loss_id_fills_defaults_ignores_key_order_and_tracks_every_option() -> None:
     base = loss_id({"name": "focal"})
     assert base == loss_id({"gamma": 2.0, "name": "focal", "alpha": 0.25})
-    assert base.startswith("focal-") and len(base) == len("focal-") + 12
+    assert base.startswith("focal-")
+    assert len(base) == len("focal-") + 12
     assert loss_id({"name": "focal", "gamma": 3.0}) != base
     assert loss_id({"name": "focal", "reduction": "sum"}) != base
-    with_reg = loss_id({"name": "focal"}, [parse_regularizer_spec({"name": "l2", "strength": 1e-4})])
+    with_reg = loss_id(
+        {"name": "focal"}, [parse_regularizer_spec({"name": "l2", "strength": 1e-4})]
+    )
     assert with_reg != base
 
 

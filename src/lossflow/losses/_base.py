@@ -60,7 +60,9 @@ def check_same_shape(input: Tensor, target: Tensor, *, input_name: str = "input"
 def check_nonempty(name: str, x: Tensor) -> None:
     """Raise ``ValueError`` for an empty tensor, whose mean would silently be NaN."""
     if x.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); a loss needs at least one element")
+        raise ValueError(
+            f"{name} is empty (shape {tuple(x.shape)}); a loss needs at least one element"
+        )
 
 
 def check_values(ok: Tensor, message: str) -> None:
@@ -93,7 +95,7 @@ def check_open_unit(name: str, value: float) -> None:
 def check_class_vector(
     name: str, values: Sequence[float], *, positive: bool = False, nonnegative: bool = True
 ) -> None:
-    """Raise ``ValueError`` unless ``values`` is a non-empty list of finite numbers of the right sign."""
+    """Raise ``ValueError`` unless ``values`` lists finite numbers of the required sign."""
     if len(values) == 0:
         raise ValueError(f"{name} must list one number per class; got an empty list")
     for i, v in enumerate(values):
@@ -112,7 +114,9 @@ def class_index_target(input: Tensor, target: Tensor) -> None:
             f"multiclass input must have shape (N, C) or (N, C, *); got {tuple(input.shape)}"
         )
     if target.is_floating_point() or target.is_complex():
-        raise ValueError(f"multiclass target must hold integer class indices; got dtype {target.dtype}")
+        raise ValueError(
+            f"multiclass target must hold integer class indices; got dtype {target.dtype}"
+        )
     expected = (input.shape[0], *input.shape[2:])
     if tuple(target.shape) != expected:
         raise ValueError(

@@ -137,4 +137,3 @@ class CompositeSpec(LossSpecBase):
             {key: term.weight for key, term in self.terms.items()},
             self.balancing,
         )
-

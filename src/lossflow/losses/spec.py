@@ -108,14 +108,15 @@ LOSS_SPECS: dict[str, type[LossSpecBase]] = {}
 
 def register_loss(cls: SpecT) -> SpecT:
     """Class decorator: add a spec class to the registry under its ``name`` default."""
-    name = cls.model_fields["name"].default
+    spec_cls: type[LossSpecBase] = cls
+    name = spec_cls.model_fields["name"].default
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__name__}.name needs a string default, the loss's config name")
     if name in LOSS_SPECS:
         raise TypeError(f"loss name {name!r} is registered twice")
-    if not cls.tasks:
+    if not spec_cls.tasks:
         raise TypeError(f"{cls.__name__} must declare the task types it fits")
-    LOSS_SPECS[name] = cls
+    LOSS_SPECS[name] = spec_cls
     return cls
 
 
@@ -249,4 +250,3 @@ def available_losses() -> list[LossInfo]:
             )
         )
     return out
-

@@ -3,6 +3,7 @@ codes; the fitted preprocessing layer is their first layer, so it is exported wi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -20,7 +21,7 @@ def _mlp(widths: Sequence[int], out_dim: int, activation: str, dropout: float) -
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}; got {activation!r}")
     layers: list[nn.Module] = []
-    for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+    for w_in, w_out in itertools.pairwise(widths):
         layers += [nn.Linear(w_in, w_out), _ACTIVATIONS[activation]()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -54,10 +55,11 @@ class TabularMLP(nn.Module):
     ) -> None:
         super().__init__()
         self.preprocess = preprocess
+        widths = [embedding_width(n, embedding_dim) for n in cardinalities]
         self.embeddings = nn.ModuleList(
-            nn.Embedding(n, embedding_width(n, embedding_dim)) for n in cardinalities
+            nn.Embedding(n, w) for n, w in zip(cardinalities, widths, strict=True)
         )
-        width = n_numeric + sum(int(e.embedding_dim) for e in self.embeddings)
+        width = n_numeric + sum(widths)
         if width == 0:
             raise ValueError("the network has no input features")
         self.body = _mlp([width, *hidden], out_dim, activation, dropout)
@@ -66,7 +68,8 @@ class TabularMLP(nn.Module):
         parts = [self.preprocess(numeric)]
         if categorical is not None:
             parts += [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
-        return self.body(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+        out: Tensor = self.body(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+        return out
 
 
 class SmallCNN(nn.Module):
@@ -106,7 +109,8 @@ class SmallCNN(nn.Module):
 
     def forward(self, numeric: Tensor) -> Tensor:
         x = self.preprocess(numeric).reshape(-1, 1, self.side, self.side)
-        return self.head(self.features(x))
+        out: Tensor = self.head(self.features(x))
+        return out
 
 
 class InferenceModel(nn.Module):
@@ -127,7 +131,7 @@ class InferenceModel(nn.Module):
         self.output = output
 
     def forward(self, numeric: Tensor, categorical: Tensor | None = None) -> Tensor:
-        out = self.net(numeric) if categorical is None else self.net(numeric, categorical)
+        out: Tensor = self.net(numeric) if categorical is None else self.net(numeric, categorical)
         if self.output == "sigmoid":
             return torch.sigmoid(out.squeeze(-1))
         if self.output == "softmax":
