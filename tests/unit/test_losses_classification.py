@@ -194,7 +194,7 @@ def test_ce_rejects_bad_options_and_targets() -> None:
 
 
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 3.5])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 3.0, 3.5])
 @pytest.mark.parametrize("alpha", [None, 0.25, 1.0])
 def test_binary_focal_matches_torchvision(soft: bool, gamma: float, alpha: float | None) -> None:
     x, y = _binary_data(64, soft=soft)
@@ -673,7 +673,12 @@ def test_kl_div_module_and_specs_build_the_functionals() -> None:
 
 
 def test_spec_task_types_follow_the_options() -> None:
-    assert parse_loss_spec({"name": "focal"}).task_types() == {"binary", "multiclass", "multilabel"}
+    assert parse_loss_spec({"name": "focal"}).task_types() == {"binary", "multilabel"}
+    assert parse_loss_spec({"name": "focal", "alpha": None}).task_types() == {
+        "binary",
+        "multiclass",
+        "multilabel",
+    }
     assert parse_loss_spec({"name": "focal", "alpha": [1, 2]}).task_types() == {"multiclass"}
     assert parse_loss_spec({"name": "class_balanced"}).task_types() == {
         "binary",

@@ -37,7 +37,7 @@ def test_available_losses_lists_tasks_parameters_and_defaults() -> None:
     infos = {info.name: info for info in available_losses()}
     assert set(infos) == CATALOGUE
     focal = infos["focal"]
-    assert set(focal.tasks) == {"binary", "multiclass", "multilabel"}
+    assert set(focal.tasks) == {"binary", "multiclass", "multilabel"}  # alpha decides (see below)
     params = {p.name: p for p in focal.parameters}
     assert params["gamma"].default == 2.0
     assert params["alpha"].default == 0.25
@@ -86,7 +86,10 @@ def test_ranking_loss_on_binary_task_is_rejected_with_alternatives() -> None:
         check_task(parse_loss_spec({"name": "listnet"}), "binary")
     assert "loss 'listnet' fits ranking tasks, not a binary task" in str(err.value)
     assert "focal" in str(err.value)
-    check_task(parse_loss_spec({"name": "focal"}), "multiclass")
+    check_task(parse_loss_spec({"name": "focal", "alpha": None}), "multiclass")
+    # A float alpha is the positive-class weight: it has no meaning for a multiclass target.
+    with pytest.raises(LossConfigError, match="not a multiclass task"):
+        check_task(parse_loss_spec({"name": "focal", "alpha": 0.25}), "multiclass")
 
 
 def test_composite_fits_only_tasks_every_term_fits() -> None:
@@ -95,7 +98,7 @@ def test_composite_fits_only_tasks_every_term_fits() -> None:
             "name": "composite",
             "terms": {
                 "a": {"loss": {"name": "ce"}},
-                "b": {"loss": {"name": "focal"}},
+                "b": {"loss": {"name": "focal", "alpha": [1.0, 2.0, 1.0]}},
             },
         }
     )

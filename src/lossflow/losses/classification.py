@@ -323,16 +323,21 @@ def _check_focal_options(alpha: float | Sequence[float] | None, gamma: float) ->
         check_class_vector("alpha", alpha)
 
 
-def _focal_weight(q: Tensor, gamma: float) -> Tensor | None:
+# Exponents with a dedicated (fast, exact) kernel in torch.pow: square, cube, sqrt.
+_FAST_POWERS = (0.5, 2.0, 3.0)
+
+
+def _focal_weight(q: Tensor, gamma: float, out: Tensor | None = None) -> Tensor | None:
     """``q ** gamma`` for ``0 <= q <= 1`` (``None`` for ``gamma == 0``), finite at ``q == 0``."""
     if gamma == 0:
         return None
     if gamma == 1:
         return q
-    if gamma == 2:
-        return q.square()
+    if gamma in _FAST_POWERS:
+        return torch.pow(q, gamma, out=out) if out is not None else torch.pow(q, gamma)
     # exp(gamma * log q): far cheaper than a general pow on CPU; log 0 = -inf gives exactly 0.
-    return torch.log(q).mul_(gamma).exp_()
+    log_q = torch.log(q, out=out) if out is not None else torch.log(q)
+    return log_q.mul_(gamma).exp_()
 
 
 def _binary_focal_hard(
@@ -356,10 +361,8 @@ def _binary_focal_hard(
     q = torch.sigmoid(v) if (need_grad or gamma != 0) else None
     m: Tensor | None = None
     if q is not None and gamma != 0:
-        if gamma == 1:
-            m = q
-        elif gamma == 2:
-            m = torch.square(q, out=v)
+        if gamma == 1 or gamma in _FAST_POWERS:
+            m = _focal_weight(q, gamma, out=v)
         else:  # log q = logsigmoid(v) = v - softplus(v): no extra transcendental pass
             m = v.sub_(ce).mul_(gamma).exp_()
     mce = ce if m is None else ce.mul_(m)  # ce itself is not needed again
@@ -670,7 +673,10 @@ class FocalSpec(LossSpecBase):
         return FocalLoss(alpha=self.alpha, gamma=self.gamma, reduction=self.reduction)
 
     def task_types(self) -> frozenset[TaskType]:
-        return _MULTICLASS if isinstance(self.alpha, list) else self.tasks
+        # A float alpha weighs the positive class (binary); a list weighs classes (multiclass).
+        if isinstance(self.alpha, list):
+            return _MULTICLASS
+        return self.tasks if self.alpha is None else self.tasks - _MULTICLASS
 
 
 # --------------------------------------------------------------------------------------------
