@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from torch import Tensor
 
 from lossflow.config import TrainerConfig
@@ -169,6 +169,8 @@ def build_trainer(
         auto_insert_metric_name=False,
     )
     all_callbacks: list[Callback] = [checkpoint, *callbacks]
+    if enable_progress_bar:
+        all_callbacks.append(RichProgressBar())
     early: EarlyStopping | None = None
     if es_cfg is not None:
         early = EarlyStopping(

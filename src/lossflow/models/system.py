@@ -176,10 +176,10 @@ class LossflowSystem(L.LightningModule):
             return
         parts = {"data_loss": data_loss, **{f"term/{k}": v for k, v in terms.items()}}
         parts.update({f"reg/{k}": v for k, v in penalties.items()})
-        bad = [f"{k}={float(v)}" for k, v in parts.items() if not bool(torch.isfinite(v))]
+        bad = [f"{k}={float(v.detach())}" for k, v in parts.items() if not bool(torch.isfinite(v))]
         raise NonFiniteLossError(
             f"non-finite training loss at step {self.global_step} (epoch {self.current_epoch}): "
-            f"{', '.join(bad) or f'total={float(total)}'}; lower the learning rate, clip "
+            f"{', '.join(bad) or f'total={float(total.detach())}'}; lower the learning rate, clip "
             "gradients (trainer.gradient_clip_val) or check the loss options"
         )
 

@@ -1,0 +1,112 @@
+"""The LightningModule and the training loop on small in-memory data (real Lightning Trainer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from lossflow.config import OptimizerConfig, SchedulerConfig, TrainerConfig
+from lossflow.losses import build_loss, build_regularizer
+from lossflow.models.system import LossflowSystem, NonFiniteLossError
+from lossflow.training import TensorBatches, fit
+
+
+class _ExplodesAtStep(nn.Module):
+    """BCE that turns NaN from a given call on: a stand-in for a diverging objective."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.inner = build_loss({"name": "bce"})
+        self.step = step
+        self.calls = 0
+
+    def forward(self, out: Tensor, target: Tensor) -> Tensor:
+        self.calls += 1
+        value: Tensor = self.inner(out, target)
+        return value * float("nan") if self.calls > self.step else value
+
+
+def _data(rows: int = 256) -> tuple[tuple[Tensor, ...], Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, 4, generator=gen)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).float()
+    return (x,), y
+
+
+def _system(loss: nn.Module, **kwargs: object) -> LossflowSystem:
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    return LossflowSystem(
+        net=net,
+        loss=loss,
+        regularizers=kwargs.pop("regularizers", {}),  # type: ignore[arg-type]
+        task="binary",
+        optimizer=OptimizerConfig(name="adam", lr=0.05),
+        scheduler=SchedulerConfig(name="cosine"),
+        max_epochs=3,
+    )
+
+
+def test_non_finite_loss_stops_training_naming_step_and_term(tmp_path: Path) -> None:
+    x, y = _data()
+    system = _system(_ExplodesAtStep(step=5))
+    train = TensorBatches(x, y, 32, shuffle=True)
+    cfg = TrainerConfig(max_epochs=3, early_stopping=None, accelerator="cpu")
+    with pytest.raises(NonFiniteLossError, match=r"at step 5 \(epoch 0\): data_loss=nan"):
+        fit(system, train, TensorBatches(x, y, 64), cfg, tmp_path)
+
+
+def test_fit_logs_objective_terms_penalties_and_gradient_norms(tmp_path: Path) -> None:
+    x, y = _data()
+    composite = build_loss(
+        {
+            "name": "composite",
+            "terms": {"bce": {"loss": {"name": "bce"}}, "focal": {"loss": {"name": "focal"}}},
+        }
+    )
+    system = _system(
+        composite, regularizers={"l2": build_regularizer({"name": "l2", "strength": 1e-3})}
+    )
+    seen: list[dict[str, float]] = []
+    result = fit(
+        system,
+        TensorBatches(x, y, 32, shuffle=True),
+        TensorBatches(x, y, 64),
+        TrainerConfig(max_epochs=3, early_stopping=None, accelerator="cpu"),
+        tmp_path,
+        sink=lambda metrics, step: seen.append(dict(metrics)),
+    )
+    assert result.epochs == 3
+    assert [m["epoch"] for m in seen] == [0.0, 1.0, 2.0]
+    last = seen[-1]
+    for key in (
+        "train/loss", "train/data_loss", "train/term/bce", "train/term/focal", "train/reg/l2",
+        "val/loss", "grad/total", "grad/0.weight", "grad/2.bias",
+    ):  # fmt: skip
+        assert key in last, key
+    # The objective is the data loss plus the penalty, averaged over the epoch's rows.
+    assert last["train/loss"] == pytest.approx(
+        last["train/data_loss"] + last["train/reg/l2"], rel=1e-4
+    )
+    assert last["train/data_loss"] == pytest.approx(
+        last["train/term/bce"] + last["train/term/focal"], rel=1e-4
+    )
+    assert seen[-1]["train/loss"] < seen[0]["train/loss"], "the model learns"
+    assert result.best_checkpoint is not None
+    assert result.best_checkpoint.is_file()
+
+
+def test_tensor_batches_cover_every_row_once_per_epoch_in_a_new_order() -> None:
+    x, _ = _data(100)
+    batches = TensorBatches(x, torch.arange(100), 32, shuffle=True, seed=3)
+    epochs = [torch.cat([b[1] for b in batches]) for _ in range(2)]
+    assert len(batches) == 4
+    for order in epochs:
+        assert sorted(order.tolist()) == list(range(100))
+    assert not torch.equal(epochs[0], epochs[1])
+    again = TensorBatches(x, torch.arange(100), 32, shuffle=True, seed=3)
+    assert torch.equal(torch.cat([b[1] for b in again]), epochs[0]), "seeded order"
+    with pytest.raises(ValueError, match="input 0 has 100 rows but the target has 5"):
+        TensorBatches(x, torch.arange(5), 8)
