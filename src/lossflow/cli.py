@@ -43,10 +43,6 @@ def main() -> None:
         os.environ.setdefault(key, value)
 
 
-def _format_default(value: object) -> str:
-    return "required" if value is None else repr(value)
-
-
 @app.command()
 def losses(
     task: Annotated[
@@ -71,9 +67,13 @@ def losses(
     table.add_column("what it is")
     table.add_column("tested against")
     for info in catalogue:
-        options = "\n".join(f"{p.name}={_format_default(p.default)}" for p in info.parameters)
+        options = "\n".join(
+            f"{p.name}=" + ("(required)" if p.required else repr(p.default))
+            for p in info.parameters
+        )
         table.add_row(info.name, ", ".join(info.tasks), options, info.summary, info.reference)
-    Console().print(table)
+    # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+    Console(width=None if sys.stdout.isatty() else 170).print(table)
 
 
 ConfigDir = Annotated[Path, typer.Option("--config-dir", help="configuration directory")]

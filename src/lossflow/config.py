@@ -324,8 +324,6 @@ def load_config(
         return LossflowConfig.model_validate(cfg)
     except ValidationError as err:
         raise _explain(err, prov) from None
-    except ValueError as err:  # loss-spec errors raised before pydantic wraps them
-        raise ConfigError(f"{_where(('loss',), prov)}: loss: {err}") from None
 
 
 def config_to_dict(cfg: LossflowConfig) -> dict[str, Any]:

@@ -42,6 +42,9 @@ def test_available_losses_lists_tasks_parameters_and_defaults() -> None:
     assert params["gamma"].default == 2.0
     assert params["alpha"].default == 0.25
     assert params["reduction"].default == "mean"
+    assert not params["alpha"].required
+    composite = {p.name: p for p in infos["composite"].parameters}
+    assert composite["terms"].required
     assert all(info.summary and info.reference for info in infos.values())
     assert infos["listmle"].tasks == ("ranking",)
 

@@ -204,6 +204,7 @@ class LossParameter:
 
     name: str
     type: str
+    required: bool
     default: Any
     description: str
 
@@ -233,6 +234,7 @@ def available_losses() -> list[LossInfo]:
             LossParameter(
                 name=field_name,
                 type=_type_name(field.annotation),
+                required=field.is_required(),
                 default=None if field.is_required() else field.default,
                 description=field.description or "",
             )
