@@ -120,6 +120,11 @@ class _ElementwiseLoss(torch.autograd.Function):
 def _elementwise_loss(
     kernel: _Elementwise, input: Tensor, target: Tensor, reduction: str
 ) -> Tensor:
+    if torch.compiler.is_compiling():
+        # Inductor fuses the plain formula and its autograd into single kernels, which beats
+        # the eager hand-written gradient; the data-dependent branches of the fast path would
+        # only break the graph.
+        return reduce(kernel.formula(input, target), reduction)
     # Function.apply is untyped in torch's stubs.
     apply = cast(Callable[..., Tensor], _ElementwiseLoss.apply)
     return apply(input, target, kernel, reduction)
