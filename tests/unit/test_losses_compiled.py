@@ -43,3 +43,17 @@ def test_compiled_loss_matches_eager_in_value_and_gradient(spec: dict[str, Any],
     compiled.backward()
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(compiled_x.grad, eager_x.grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("spec", "kind"), SPECS, ids=[f"{s['name']}-{k}" for s, k in SPECS])
+def test_cuda_loss_matches_cpu(spec: dict[str, Any], kind: str) -> None:
+    x, y = _inputs(kind)
+    cpu_x = x.clone().requires_grad_(True)
+    cpu = build_loss(spec)(cpu_x, y)
+    cpu.backward()
+    cuda_x = x.cuda().requires_grad_(True)
+    cuda = build_loss(spec)(cuda_x, y.cuda())
+    cuda.backward()
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cuda_x.grad.cpu(), cpu_x.grad, rtol=1e-4, atol=1e-7)  # type: ignore[union-attr]

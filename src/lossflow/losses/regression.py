@@ -120,11 +120,6 @@ class _ElementwiseLoss(torch.autograd.Function):
 def _elementwise_loss(
     kernel: _Elementwise, input: Tensor, target: Tensor, reduction: str
 ) -> Tensor:
-    if torch.compiler.is_compiling():
-        # Inductor fuses the plain formula and its autograd into single kernels, which beats
-        # the eager hand-written gradient; the data-dependent branches of the fast path would
-        # only break the graph.
-        return reduce(kernel.formula(input, target), reduction)
     # Function.apply is untyped in torch's stubs.
     apply = cast(Callable[..., Tensor], _ElementwiseLoss.apply)
     return apply(input, target, kernel, reduction)
@@ -664,7 +659,9 @@ class _PoissonNLL(_Elementwise):
         m = self.max_log_rate
         rate_slope = input.clamp(max=m).exp_()  # d rate / dx: exp(x), or exp(m) above m
         loss = torch.addcmul(rate_slope, target, input, value=-1.0)
-        if float(input.max()) > m:  # rare: add the tangent line's rise exp(m) (x - m) above m
+        # Rare: add the tangent line's rise exp(m) (x - m) above m. A compiled graph cannot
+        # branch on data, so there it is always added (it is 0 below m).
+        if torch.compiler.is_compiling() or float(input.max()) > m:
             loss.add_((input - m).clamp_(min=0.0), alpha=math.exp(m))
         return loss, rate_slope.sub_(target)
 
