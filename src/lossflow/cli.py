@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, get_args
@@ -41,6 +42,8 @@ def main() -> None:
     """lossflow command line."""
     for key, value in _ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    # lightning 2.6 on torch 2.13 warns about its own use of a deprecated torch API.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 @app.command()
