@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from pipelines.training import training
+from pipelines.training import TrainingOutcome, training
 
 from lossflow import steps
 from lossflow.config import load_config
@@ -39,61 +39,63 @@ def _tracker(data_dir: Path, experiment: str = "lossflow-flights") -> Tracker:
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingOutcome]:
     data_dir = tmp_path_factory.mktemp("flow")
     outcome = training(overrides=_overrides(data_dir), config_dir=str(CONFIG_DIR))
     return data_dir, outcome
 
 
 def test_flow_logs_the_run_and_registers_champion_and_challenger(
-    first_run: tuple[Path, object],
+    first_run: tuple[Path, TrainingOutcome],
 ) -> None:
     data_dir, outcome = first_run
     tracker = _tracker(data_dir)
-    run = tracker.client.get_run(outcome.run_id)  # type: ignore[attr-defined]
+    run = tracker.client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
     tags = run.data.tags
     assert tags["lossflow.loss"] == "focal"
-    assert tags["lossflow.loss_id"] == outcome.loss_id  # type: ignore[attr-defined]
-    assert outcome.loss_id.startswith("focal-")  # type: ignore[attr-defined]
+    assert tags["lossflow.loss_id"] == outcome.loss_id
+    assert outcome.loss_id.startswith("focal-")
     assert len(tags["lossflow.dataset_fingerprint"]) == 16
     params = run.data.params
     assert params["loss.gamma"] == "2.0"
     assert params["trainer.max_epochs"] == "2"
     assert params["data.rows.train"] == "3000"
-    history = tracker.client.get_metric_history(outcome.run_id, "train/loss")  # type: ignore[attr-defined]
+    history = tracker.client.get_metric_history(outcome.run_id, "train/loss")
     assert [m.step for m in history] == [0, 1]
     for key in ("val/auc", "grad/total", "test/roc_auc", "test/pr_auc", "val/threshold"):
         assert key in run.data.metrics, key
-    artifacts = {a.path for a in tracker.client.list_artifacts(outcome.run_id, "plots")}  # type: ignore[attr-defined]
+    artifacts = {a.path for a in tracker.client.list_artifacts(outcome.run_id, "plots")}
     assert {"plots/roc.png", "plots/pr.png", "plots/calibration.png"} <= artifacts
     assert "plots/training_curves.png" in artifacts
-    assert outcome.model_version == "1"  # type: ignore[attr-defined]
-    assert set(outcome.aliases) == {"champion", "challenger"}  # type: ignore[attr-defined]
+    assert outcome.model_version == "1"
+    assert set(outcome.aliases) == {"champion", "challenger"}
 
 
 def test_registered_onnx_reproduces_the_logged_test_metrics(
-    first_run: tuple[Path, object], tmp_path: Path
+    first_run: tuple[Path, TrainingOutcome], tmp_path: Path
 ) -> None:
     data_dir, outcome = first_run
     tracker = _tracker(data_dir)
     path = tracker.download_onnx("lossflow-flights", "champion", tmp_path)
     meta = read_metadata(path)
-    assert meta["lossflow.loss_id"] == outcome.loss_id  # type: ignore[attr-defined]
+    assert meta["lossflow.loss_id"] == outcome.loss_id
     pre = Preprocessor.from_dict(json.loads(meta["lossflow.preprocessor"]))
     threshold = json.loads(meta["lossflow.threshold"])
     # Raw test rows, as a service receives them, through the preprocessing the model carries.
-    prepared = data_dir / "runs" / outcome.run_id / "prepared"  # type: ignore[attr-defined]
+    prepared = data_dir / "runs" / outcome.run_id / "prepared"
     raw = steps.PreparedData(prepared, "", {}, None).raw("test")
     records = raw.drop(columns=[pre.target]).to_dict(orient="records")
     prob = OnnxRunner(path).run(steps.model_inputs(pre, pre.encode(records)))
     metrics = binary_metrics(pre.encode_target(raw), prob, threshold)
-    logged = tracker.get_run_metrics(outcome.run_id)  # type: ignore[attr-defined]
+    logged = tracker.get_run_metrics(outcome.run_id)
     for key in ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall"):
         assert metrics[key] == pytest.approx(logged[f"test/{key}"], abs=1e-5), key
 
 
-def test_second_run_becomes_challenger_and_champion_stays(first_run: tuple[Path, object]) -> None:
+def test_second_run_becomes_challenger_and_champion_stays(
+    first_run: tuple[Path, TrainingOutcome],
+) -> None:
     data_dir, first = first_run
     outcome = training(
         overrides=_overrides(data_dir, "loss=bce", "trainer.max_epochs=1"),
@@ -104,7 +106,7 @@ def test_second_run_becomes_challenger_and_champion_stays(first_run: tuple[Path,
     assert outcome.aliases == ("challenger",)
     assert tracker.alias_version("lossflow-flights", "champion") == "1"
     assert tracker.alias_version("lossflow-flights", "challenger") == "2"
-    assert outcome.loss_id != first.loss_id  # type: ignore[attr-defined]
+    assert outcome.loss_id != first.loss_id
 
 
 def test_parity_failure_fails_the_run_and_registers_nothing(
