@@ -214,6 +214,7 @@ def _batch_transform(cfg: LossflowConfig, pre: Preprocessor) -> BatchTransform |
     def tabular(inputs: tuple[Tensor, ...], target: Tensor) -> Any:
         numeric = inputs[0]
         categorical = inputs[1] if len(inputs) > 1 else numeric.new_zeros((len(numeric), 0))
+        standardize.to(numeric.device)  # no-op once the buffers live where the batches do
         z = standardize(numeric)
         out = batch(z, categorical, target)
         raw = out.numeric * standardize.std + standardize.mean
@@ -222,9 +223,14 @@ def _batch_transform(cfg: LossflowConfig, pre: Preprocessor) -> BatchTransform |
     return tabular
 
 
+def _quantile(cfg: LossflowConfig) -> float | None:
+    """The quantile a ``quantile`` loss targets (its pinball metric is then reported)."""
+    return getattr(cfg.loss, "quantile", None) if cfg.loss.name == "quantile" else None
+
+
 def _epoch_metrics(cfg: LossflowConfig) -> Callable[[np.ndarray, np.ndarray], Mapping[str, float]]:
     task = cfg.data.task
-    quantile = getattr(cfg.loss, "quantile", None) if cfg.loss.name == "quantile" else None
+    quantile = _quantile(cfg)
 
     def metrics(y: np.ndarray, pred: np.ndarray) -> Mapping[str, float]:
         if task == "binary":
@@ -420,7 +426,7 @@ def evaluate_model(
         label_names=[str(n) for n in pre.label_names] if pre.label_names else None,
         fn_cost=costs[0],
         fp_cost=costs[1],
-        quantile=getattr(cfg.loss, "quantile", None) if cfg.loss.name == "quantile" else None,
+        quantile=_quantile(cfg),
         history={k: v for k, v in history.items() if "/" in k} or None,
     )
     metrics = {f"test/{k}": float(v) for k, v in report.metrics.items()}
