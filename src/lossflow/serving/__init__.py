@@ -1,0 +1,1 @@
+"""The ONNX inference service: predictor (onnxruntime), A/B router, prediction log, HTTP app."""

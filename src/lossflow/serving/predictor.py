@@ -1,0 +1,309 @@
+"""Score raw records with an exported lossflow ONNX model.
+
+``OnnxPredictor`` reads everything it needs from the model file's ``lossflow.*`` metadata: the
+task, the decision threshold, the class names and the fitted ``Preprocessor``. Requests are
+validated record by record (``RecordError`` names the record and field) and encoded straight
+into numpy arrays from the preprocessor's vocabularies; the encoding is the one of
+``Preprocessor.encode`` (numeric values as float32 with NaN for null, categorical codes with 0
+for unknown or null), without building a DataFrame per request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+
+import numpy as np
+
+from lossflow.data import EncodedFeatures, Preprocessor
+from lossflow.export import OnnxRunner
+from lossflow.losses import TaskType
+from lossflow.steps import model_inputs
+
+REQUIRED_METADATA: Final[tuple[str, ...]] = (
+    "lossflow.loss_id",
+    "lossflow.task",
+    "lossflow.preprocessor",
+    "lossflow.threshold",
+    "lossflow.label_names",
+)
+SERVED_TASKS: Final[tuple[TaskType, ...]] = ("binary", "multiclass", "regression", "ranking")
+_SHOWN_CHARS: Final = 60
+_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
+
+
+class RecordError(ValueError):
+    """One request record is not a valid input for the model.
+
+    Attributes:
+        record: Position of the offending record in the request (0-based).
+        field: The offending field; empty when the problem is the record (or request) itself.
+        problem: What is wrong and what to send instead.
+    """
+
+    def __init__(self, record: int, field: str, problem: str) -> None:
+        self.record = record
+        self.field = field
+        self.problem = problem
+        where = f"record {record}, field {field!r}" if field else f"record {record}"
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one record; fields that do not apply to the task are ``None``.
+
+    Attributes:
+        probability: Binary: probability of the positive class.
+        probabilities: Multiclass: class probabilities in ``label_names`` order.
+        label: Binary: 1 iff ``probability >= threshold`` else 0; multiclass: the most probable
+            class name.
+        value: Regression (and ranking): the predicted value or score.
+    """
+
+    probability: float | None = None
+    probabilities: list[float] | None = None
+    label: str | int | None = None
+    value: float | None = None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return False
+    return isinstance(value, int | float | np.integer | np.floating)
+
+
+def _json_metadata(meta: Mapping[str, str], key: str, path: Path) -> Any:
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: metadata {key!r} is not valid JSON ({err}); re-export the model with lossflow"
+        ) from err
+
+
+class OnnxPredictor:
+    """An exported lossflow model with its preprocessing, ready to score raw records.
+
+    Build it with ``OnnxPredictor.from_path``.
+
+    Args:
+        runner: The onnxruntime session of the model.
+        preprocessor: The preprocessing fitted with the model.
+        loss_id: The loss decision the model was trained with.
+        threshold: Binary decision threshold (``None`` for other tasks).
+
+    Raises:
+        ValueError: The task is not served, or a binary model has no threshold.
+    """
+
+    def __init__(
+        self,
+        runner: OnnxRunner,
+        preprocessor: Preprocessor,
+        loss_id: str,
+        threshold: float | None,
+    ) -> None:
+        task = preprocessor.task
+        if task not in SERVED_TASKS:
+            raise ValueError(
+                f"{runner.path}: task {task!r} cannot be served; served tasks are {SERVED_TASKS}"
+            )
+        if task == "binary" and (threshold is None or not math.isfinite(threshold)):
+            raise ValueError(
+                f"{runner.path}: a binary model needs a finite 'lossflow.threshold'; got "
+                f"{threshold!r}. Re-export it from a run that evaluated a threshold"
+            )
+        self._runner = runner
+        self._pre = preprocessor
+        self._loss_id = loss_id
+        self._threshold = float(threshold) if task == "binary" and threshold is not None else None
+        self._features = preprocessor.feature_columns
+        self._feature_set = frozenset(self._features)
+        self._numeric = frozenset(preprocessor.numeric_columns)
+
+    @classmethod
+    def from_path(cls, path: Path, intra_op_threads: int = 1) -> OnnxPredictor:
+        """Load the ONNX model at ``path`` and the preprocessing carried in its metadata.
+
+        Args:
+            path: An ``.onnx`` file exported by lossflow.
+            intra_op_threads: onnxruntime threads per operator (1 suits one-record requests).
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: The file lacks a ``lossflow.*`` metadata key or holds an invalid one.
+        """
+        runner = OnnxRunner(path, intra_op_threads=intra_op_threads)
+        meta = runner.metadata
+        for key in REQUIRED_METADATA:
+            if key not in meta:
+                raise ValueError(
+                    f"{path} is not a lossflow model: its metadata has no {key!r}; serve a model "
+                    "exported by the lossflow training flow"
+                )
+        try:
+            pre = Preprocessor.from_dict(_json_metadata(meta, "lossflow.preprocessor", path))
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{path}: invalid 'lossflow.preprocessor' metadata: {err}") from err
+        task = meta["lossflow.task"]
+        if task != pre.task:
+            raise ValueError(
+                f"{path}: metadata task {task!r} differs from the preprocessor's {pre.task!r}; "
+                "the file is inconsistent, re-export it"
+            )
+        threshold = _json_metadata(meta, "lossflow.threshold", path)
+        if threshold is not None and not _is_number(threshold):
+            raise ValueError(f"{path}: 'lossflow.threshold' must be a number or null")
+        return cls(runner, pre, meta["lossflow.loss_id"], threshold)
+
+    @property
+    def loss_id(self) -> str:
+        """The loss decision the model was trained with."""
+        return self._loss_id
+
+    @property
+    def task(self) -> TaskType:
+        """The learning task."""
+        return self._pre.task
+
+    @property
+    def feature_columns(self) -> tuple[str, ...]:
+        """The fields every record must send (numeric, then categorical)."""
+        return self._features
+
+    @property
+    def threshold(self) -> float | None:
+        """Binary decision threshold: predict positive iff probability >= threshold."""
+        return self._threshold
+
+    @property
+    def label_names(self) -> tuple[str | int, ...] | None:
+        """Multiclass class names in output order, else ``None``."""
+        return self._pre.label_names
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        """The preprocessing fitted with the model."""
+        return self._pre
+
+    @property
+    def path(self) -> Path:
+        """The ONNX file."""
+        return self._runner.path
+
+    def validate(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Check that ``records`` is a non-empty list of valid feature records.
+
+        Null is a missing value (numeric: imputed in the model; categorical: unknown bucket);
+        an unseen category is accepted and goes to the unknown bucket.
+
+        Raises:
+            RecordError: The first problem found: an empty or non-list request, a record that is
+                not a mapping, a missing or extra field, a numeric value that is not a finite
+                int/float within float32 range (bools, NaN and numeric strings are rejected), a
+                categorical value that is not a string.
+        """
+        if isinstance(records, str | bytes | Mapping) or not isinstance(records, Sequence):
+            raise RecordError(
+                0, "", f"records must be a list of objects; got {type(records).__name__}"
+            )
+        if len(records) == 0:
+            raise RecordError(0, "", "no records were sent; send a list of at least one record")
+        for index, record in enumerate(records):
+            self._validate_record(index, record)
+
+    def _validate_record(self, index: int, record: Any) -> None:
+        if not isinstance(record, Mapping):
+            raise RecordError(
+                index, "", f"not an object of feature values (got {type(record).__name__})"
+            )
+        for name in self._features:
+            if name not in record:
+                raise RecordError(index, name, "missing; send every feature (null if unknown)")
+        if len(record) != len(self._features):
+            extra = sorted(str(key) for key in record if key not in self._feature_set)
+            raise RecordError(
+                index, extra[0], f"unknown field; the model takes {', '.join(self._features)}"
+            )
+        for name in self._features:
+            value = record[name]
+            if value is None:
+                continue
+            if name in self._numeric:
+                self._check_number(index, name, value)
+            elif not isinstance(value, str):
+                raise RecordError(
+                    index, name, f"categorical value must be a string or null (got {_shown(value)})"
+                )
+
+    @staticmethod
+    def _check_number(index: int, name: str, value: Any) -> None:
+        if not _is_number(value):
+            raise RecordError(index, name, f"not a number (got {_shown(value)})")
+        try:
+            number = float(value)
+        except OverflowError as err:
+            raise RecordError(index, name, "number too large for float64") from err
+        if math.isnan(number):
+            raise RecordError(index, name, "NaN is not allowed; send null for a missing value")
+        if math.isinf(number):
+            raise RecordError(index, name, "infinite; send a finite number or null")
+        if abs(number) > _FLOAT32_MAX:
+            raise RecordError(
+                index, name, f"{number:g} is outside the model's float32 range (|x| <= 3.4e38)"
+            )
+
+    def encode(self, records: Sequence[Mapping[str, Any]]) -> EncodedFeatures:
+        """Validate ``records`` and encode them as ``Preprocessor.encode`` does.
+
+        Raises:
+            RecordError: See ``validate``.
+        """
+        self.validate(records)
+        return self._pre.encode_records(records)
+
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        """Validate, encode and score ``records``; one ``Prediction`` per record, in order.
+
+        Raises:
+            RecordError: See ``validate``.
+            RuntimeError: The model's output does not have the shape its task implies.
+        """
+        encoded = self.encode(records)
+        output = self._runner.run(model_inputs(self._pre, encoded))
+        return self._predictions(output, len(records))
+
+    def _predictions(self, output: np.ndarray, rows: int) -> list[Prediction]:
+        task = self._pre.task
+        if task == "multiclass":
+            names = self._pre.label_names or ()
+            if output.shape != (rows, len(names)):
+                raise RuntimeError(
+                    f"{self.path}: multiclass output has shape {output.shape}, expected "
+                    f"({rows}, {len(names)}); the file does not match its metadata"
+                )
+            best = output.argmax(axis=1).tolist()
+            return [
+                Prediction(probabilities=row, label=names[k])
+                for row, k in zip(output.astype(np.float64).tolist(), best, strict=True)
+            ]
+        if output.shape != (rows,):
+            raise RuntimeError(
+                f"{self.path}: {task} output has shape {output.shape}, expected ({rows},); "
+                "the file does not match its metadata"
+            )
+        values = output.astype(np.float64).tolist()
+        if task == "binary":
+            threshold = cast(float, self._threshold)
+            return [Prediction(probability=p, label=int(p >= threshold)) for p in values]
+        return [Prediction(value=v) for v in values]
