@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,7 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lossflow.config import DEFAULT_CONFIG_DIR, ConfigError, LossflowConfig, load_config
+from lossflow.config import (
+    DEFAULT_CONFIG_DIR,
+    ConfigError,
+    LossflowConfig,
+    ServingConfig,
+    load_config,
+    load_serving_config,
+)
 from lossflow.losses import TaskType, available_losses
 from lossflow.tracking import resolve_tracking_uri, ui_command
 
@@ -34,6 +42,7 @@ _ENVIRONMENT = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "ORT_DISABLE_TELEMETRY": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
@@ -89,6 +98,14 @@ Overrides = Annotated[
 def _config_or_exit(overrides: list[str], config_dir: Path) -> LossflowConfig:
     try:
         return load_config(overrides, config_dir)
+    except ConfigError as err:
+        Console(stderr=True).print(f"[red]configuration error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
+def _serving_config_or_exit(overrides: list[str], config_dir: Path) -> ServingConfig:
+    try:
+        return load_serving_config(overrides, config_dir)
     except ConfigError as err:
         Console(stderr=True).print(f"[red]configuration error:[/red] {err}")
         raise typer.Exit(2) from None
@@ -160,3 +177,40 @@ def schedule(
         f"({cfg.schedule.timezone}); Ctrl-C stops it"
     )
     serve(deployment)
+
+
+@app.command()
+def serve(
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="service overrides: serving=<file in configs/serving> port=8001 "
+            "variants.champion.weight=90 log.url=postgresql://..."
+        ),
+    ] = None,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """Serve the registered ONNX models over HTTP: A/B split, prediction log, feedback."""
+    import uvicorn
+
+    from lossflow.serving.app import create_app
+    from lossflow.serving.jsonlog import configure_json_logging
+
+    cfg = _serving_config_or_exit(overrides or [], config_dir)
+    configure_json_logging()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(cfg),
+            host=cfg.host,
+            port=cfg.port,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=math.ceil(cfg.log.drain_timeout_s),
+        )
+    )
+    server.run()
+    if not server.started:
+        # uvicorn logged why (e.g. a model that cannot be loaded, a port in use).
+        raise typer.Exit(3)

@@ -6,6 +6,7 @@ Layout of a config directory::
     data/<name>.yaml    # the ``data`` section for one dataset
     loss/<name>.yaml    # the ``loss`` section: one file per loss choice (an A/B arm later)
     experiment/*.yaml   # overlays listing only what differs (may switch groups in ``defaults``)
+    serving/<name>.yaml # the inference service (``load_serving_config``)
 
 Resolution order: base, then the chosen group files, then the experiment overlay, then dotted
 command-line overrides. ``loss=focal`` picks a group file, ``experiment=digits_cnn`` an overlay,
@@ -142,6 +143,94 @@ class ScheduleConfig(_Section):
 
     cron: str = "0 3 * * 1"
     timezone: str = "UTC"
+
+
+class ModelSource(_Section):
+    """Where a served model comes from: a registry alias, a registry version or a local file."""
+
+    alias: str | None = Field(None, description="registry alias, e.g. champion")
+    version: str | None = Field(None, description="registry version number, e.g. '3'")
+    path: Path | None = Field(None, description="local .onnx file (air-gapped serving)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        given = [k for k in ("alias", "version", "path") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of alias, version or path (got {', '.join(given) or 'none'})"
+            )
+        if self.version is not None and not self.version.isdigit():
+            raise ValueError(f"version must be a registry version number; got {self.version!r}")
+        return self
+
+    def describe(self) -> str:
+        """``alias:champion``, ``version:3`` or ``path:/models/x.onnx``."""
+        if self.alias is not None:
+            return f"alias:{self.alias}"
+        if self.version is not None:
+            return f"version:{self.version}"
+        return f"path:{self.path}"
+
+
+class VariantConfig(ModelSource):
+    """A served variant: its model and its share of traffic."""
+
+    weight: float = Field(50.0, ge=0.0, allow_inf_nan=False)
+
+
+class PredictionLogConfig(_Section):
+    """Where and how predictions are logged (the service's ``log`` section)."""
+
+    enabled: bool = Field(True, description="false only for benchmarks: nothing is logged")
+    url: str | None = Field(
+        None, description="SQLAlchemy URL; None: sqlite:///<data_dir>/predictions.db"
+    )
+    db_schema: str | None = Field(None, description="PostgreSQL schema (default search path)")
+    max_batch: int = Field(256, ge=1, description="most records per write transaction")
+    max_delay_s: float = Field(0.05, ge=0.0, description="longest wait before a batch is written")
+    max_queue: int = Field(100_000, ge=1, description="backlog at which /predict answers 503")
+    drain_timeout_s: float = Field(30.0, gt=0.0, description="shutdown wait for the backlog")
+
+
+class ServingLimits(_Section):
+    """Request limits of ``/predict``."""
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger bodies get 413")
+    max_records: int = Field(1000, ge=1, description="more records per request get 413")
+
+
+class ServingConfig(_Section):
+    """The inference service: variants, traffic, prediction log, limits, bind address."""
+
+    data_dir: Path = Path("data")
+    tracking: TrackingConfig = TrackingConfig()
+    experiment: str = Field(
+        "loss-ab", min_length=1, description="names the A/B assignment; a new name reshuffles units"
+    )
+    variants: dict[str, VariantConfig] = Field(
+        {},
+        description="empty: champion 50 / challenger 50 when both aliases exist, else champion 100",
+    )
+    shadow: ModelSource | None = Field(None, description="scored and logged, never returned")
+    log: PredictionLogConfig = PredictionLogConfig()
+    limits: ServingLimits = ServingLimits()
+    admin_token_env: str = Field(
+        "LOSSFLOW_ADMIN_TOKEN", description="environment variable holding the admin bearer token"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    access_log: bool = Field(False, description="one JSON log line per request")
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> ServingConfig:
+        for name in self.variants:
+            if not name or name == "shadow" or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(
+                    f"variant name {name!r} must be letters, digits, '-' or '_' and not 'shadow'"
+                )
+        if self.variants and sum(v.weight for v in self.variants.values()) <= 0:
+            raise ValueError("at least one variant needs a positive weight")
+        return self
 
 
 class LossflowConfig(_Section):
@@ -322,6 +411,50 @@ def load_config(
     cfg, prov = resolve_config_dict(overrides, config_dir)
     try:
         return LossflowConfig.model_validate(cfg)
+    except ValidationError as err:
+        raise _explain(err, prov) from None
+
+
+def load_serving_config(
+    overrides: Sequence[str] = (), config_dir: Path = DEFAULT_CONFIG_DIR
+) -> ServingConfig:
+    """Read the service's configuration: ``data_dir`` and ``tracking`` from ``base.yaml``, then
+    ``serving/<name>.yaml`` (``serving=<name>`` picks it; default ``default``), then dotted
+    overrides such as ``port=8001`` or ``variants.champion.weight=90``.
+
+    Raises:
+        ConfigError: naming the file (or command line), the dotted key and what was expected.
+    """
+    base_path = config_dir / "base.yaml"
+    if not base_path.is_file():
+        raise ConfigError(
+            f"no base config at {base_path}; run from the project root or pass --config-dir"
+        )
+    base = _read_yaml(base_path)
+    choice = "default"
+    sets: list[tuple[str, Any]] = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if sep and key.strip() == "serving":
+            choice = raw.strip()
+            continue
+        choices, item_sets = _parse_overrides([item])
+        if choices:
+            raise ConfigError(
+                f"command line: {item!r} picks a training group; the service reads only "
+                "serving=<name> and dotted keys such as port=8001"
+            )
+        sets.extend(item_sets)
+    prov: Provenance = {}
+    cfg: dict[str, Any] = {}
+    inherited: dict[str, Any] = {k: base[k] for k in ("data_dir", "tracking") if k in base}
+    _merge(cfg, inherited, str(base_path), prov, ())
+    path = _group_file(config_dir, "serving", choice)
+    _merge(cfg, _read_yaml(path), str(path), prov, ())
+    for key, value in sets:
+        _set_dotted(cfg, key, value, prov)
+    try:
+        return ServingConfig.model_validate(cfg)
     except ValidationError as err:
         raise _explain(err, prov) from None
 

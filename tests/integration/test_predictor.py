@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -13,51 +12,24 @@ import pytest
 from onnx import TensorProto, helper
 
 from lossflow import steps
-from lossflow.config import load_config
 from lossflow.export import OnnxRunner
-from lossflow.losses import loss_id
 from lossflow.serving.predictor import OnnxPredictor, Prediction, RecordError
+
+from .serving_models import export_small_model, json_records
 
 pytestmark = pytest.mark.slow
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _export(root: Path, *overrides: str) -> tuple[Path, steps.PreparedData]:
-    """Prepare, train one epoch, evaluate and export a small model with ``lossflow.steps``."""
-    cfg = load_config(
-        [
-            f"data_dir={root}",
-            "data.subsample=2000",
-            "trainer.max_epochs=1",
-            "trainer.batch_size=512",
-            *overrides,
-        ],
-        CONFIG_DIR,
-    )
-    prepared = steps.prepare_data(cfg, root / "prepared")
-    trained = steps.train_model(cfg, prepared, root / "checkpoints")
-    evaluation = steps.evaluate_model(cfg, prepared, trained)
-    lid = loss_id(steps.resolved_loss_spec(cfg, prepared), cfg.regularizers)
-    result = steps.export_model(cfg, prepared, trained, evaluation, lid, root / "model")
-    return result.onnx_path, prepared
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, steps.PreparedData]:
-    return _export(tmp_path_factory.mktemp("predictor"))
+    return export_small_model(tmp_path_factory.mktemp("predictor"))
 
 
 @pytest.fixture(scope="module")
 def predictor(exported: tuple[Path, steps.PreparedData]) -> OnnxPredictor:
     return OnnxPredictor.from_path(exported[0])
-
-
-def _json_value(value: Any) -> Any:
-    """What a JSON request carries: null for pandas' missing values."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +40,7 @@ def records(
 
 
 def _json_records(predictor: OnnxPredictor, prepared: steps.PreparedData) -> list[dict[str, Any]]:
-    raw = prepared.raw("test")
-    rows = raw[list(predictor.feature_columns)].to_dict(orient="records")
-    return [{k: _json_value(v) for k, v in row.items()} for row in rows]
+    return json_records(prepared, predictor.feature_columns)
 
 
 def _record(predictor: OnnxPredictor, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -254,7 +224,7 @@ def test_missing_file_is_reported(tmp_path: Path) -> None:
 
 
 def test_regression_model_predicts_values(tmp_path: Path) -> None:
-    path, prepared = _export(tmp_path, "experiment=flights_delay_minutes")
+    path, prepared = export_small_model(tmp_path, "experiment=flights_delay_minutes")
     predictor = OnnxPredictor.from_path(path)
     assert predictor.task == "regression"
     assert predictor.threshold is None
@@ -268,7 +238,7 @@ def test_regression_model_predicts_values(tmp_path: Path) -> None:
 
 
 def test_multiclass_model_predicts_probabilities_and_label_names(tmp_path: Path) -> None:
-    path, prepared = _export(tmp_path, "experiment=digits_cnn")
+    path, prepared = export_small_model(tmp_path, "experiment=digits_cnn")
     predictor = OnnxPredictor.from_path(path)
     assert predictor.task == "multiclass"
     assert predictor.label_names == tuple(range(10))

@@ -435,6 +435,11 @@ class BatchWriter:
         self._thread.start()
 
     @property
+    def running(self) -> bool:
+        """The writer accepts records and its thread is alive."""
+        return not self._closed and self._thread.is_alive()
+
+    @property
     def pending(self) -> int:
         """Records submitted but not yet committed (queued, in flight or held after failures)."""
         with self._cond:

@@ -1,0 +1,87 @@
+"""Small real flights models for the serving tests: exported ONNX files and a registry holding
+two versions trained with different losses (``champion`` = focal v1, ``challenger`` = bce v2)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lossflow import steps
+from lossflow.config import load_config
+from lossflow.losses import loss_id
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+SMALL = ("data.subsample=2000", "trainer.max_epochs=1", "trainer.batch_size=512")
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A data dir whose MLflow store has ``champion`` and ``challenger`` versions."""
+
+    data_dir: Path
+    model_name: str
+    champion: Path
+    challenger: Path
+    records: list[dict[str, Any]]
+    labels: list[int]
+
+
+def export_small_model(root: Path, *overrides: str) -> tuple[Path, steps.PreparedData]:
+    """Prepare, train one epoch, evaluate and export a small model with ``lossflow.steps``."""
+    cfg = load_config([f"data_dir={root}", *SMALL, *overrides], CONFIG_DIR)
+    prepared = steps.prepare_data(cfg, root / "prepared")
+    trained = steps.train_model(cfg, prepared, root / "checkpoints")
+    evaluation = steps.evaluate_model(cfg, prepared, trained)
+    lid = loss_id(steps.resolved_loss_spec(cfg, prepared), cfg.regularizers)
+    result = steps.export_model(cfg, prepared, trained, evaluation, lid, root / "model")
+    return result.onnx_path, prepared
+
+
+def json_value(value: Any) -> Any:
+    """What a JSON request carries: null for pandas' missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def json_records(
+    prepared: steps.PreparedData, features: tuple[str, ...], part: str = "test"
+) -> list[dict[str, Any]]:
+    """Rows of a raw split as JSON request records."""
+    rows = prepared.raw(part)[list(features)].to_dict(orient="records")
+    return [{k: json_value(v) for k, v in row.items()} for row in rows]
+
+
+def build_registry(root: Path) -> Registry:
+    """Register focal (v1: champion + challenger) then bce (v2: challenger) in ``root``."""
+    from lossflow.serving.predictor import OnnxPredictor
+
+    paths: list[Path] = []
+    prepared: steps.PreparedData | None = None
+    for loss in ("focal", "bce"):
+        overrides = [f"data_dir={root}", *SMALL, f"loss={loss}"]
+        cfg = load_config(overrides, CONFIG_DIR)
+        work = root / "work" / loss
+        prepared = steps.prepare_data(cfg, work / "prepared")
+        trained = steps.train_model(cfg, prepared, work / "checkpoints")
+        evaluation = steps.evaluate_model(cfg, prepared, trained)
+        lid = loss_id(steps.resolved_loss_spec(cfg, prepared), cfg.regularizers)
+        exported = steps.export_model(cfg, prepared, trained, evaluation, lid, work / "model")
+        tracker = steps.tracker_for(cfg)
+        with tracker.start_run(loss, {}) as run_id:
+            steps.register_model(cfg, prepared, exported, run_id)
+        paths.append(exported.onnx_path)
+    assert prepared is not None
+    features = OnnxPredictor.from_path(paths[0]).feature_columns
+    test = prepared.raw("test")
+    cfg = load_config([f"data_dir={root}"], CONFIG_DIR)
+    return Registry(
+        data_dir=root,
+        model_name=cfg.tracking.registered_model,
+        champion=paths[0],
+        challenger=paths[1],
+        records=json_records(prepared, features),
+        labels=[int(v) for v in test[prepared.preprocessor().target].tolist()],
+    )
