@@ -358,11 +358,13 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
             return _reject(parsed, UNROUTED, started)
         unit_id, records = parsed
         if isinstance(records, list) and len(records) > limits.max_records:
-            return _fail(
-                413,
-                "too_large",
-                f"{len(records)} records exceed the limit of {limits.max_records} per request; "
-                "split the request",
+            return _reject(
+                _invalid(
+                    ["body", "records"],
+                    f"{len(records)} records exceed the limit of {limits.max_records} per "
+                    "request; split the request",
+                ),
+                UNROUTED,
                 started,
             )
         deployment = state.current()
@@ -443,7 +445,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
         status_code=201,
         responses={
             200: {"model": FeedbackResponse, "description": "already stored"},
-            **_errors(404, 409, 503),
+            **_errors(400, 404, 409, 503),
         },
     )
     async def feedback(body: FeedbackRequest, response: Response) -> FeedbackResponse:
@@ -506,7 +508,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
         _log.info("reloaded", extra={"event": "reloaded", **described})
         return described
 
-    @app.put("/admin/traffic", dependencies=[Depends(admin)], responses=_errors(401, 403, 422))
+    @app.put("/admin/traffic", dependencies=[Depends(admin)], responses=_errors(400, 401, 403, 422))
     async def traffic(body: TrafficRequest) -> dict[str, Any]:
         """Change variant weights (and optionally the experiment name)."""
         async with state.admin_lock:

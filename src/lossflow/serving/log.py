@@ -265,7 +265,10 @@ class PredictionLog:
         self.metadata, self.predictions, self.feedback = _build_metadata(schema)
 
     def create_schema(self) -> None:
-        """Create the tables and indexes if they do not exist (idempotent)."""
+        """Create the PostgreSQL schema (if named), tables and indexes when missing (idempotent)."""
+        if self.schema is not None:
+            with self.engine.begin() as conn:
+                conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
         self.metadata.create_all(self.engine, checkfirst=True)
 
     def write_batch(self, records: Sequence[PredictionRecord]) -> None:
