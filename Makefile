@@ -14,7 +14,7 @@ export ORT_DISABLE_TELEMETRY := 1
 TYPED := src $(wildcard pipelines)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run losses ui test test-fast lint format typecheck bench clean
+.PHONY: help install run serve traffic losses ui test test-fast lint format typecheck bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ install: $(STAMP) ## Create .venv and install lossflow with its dev tools
 
 run: $(STAMP) ## Main job: train the flights model with the default loss, register it in MLflow
 	$(BIN)/lossflow train
+
+serve: $(STAMP) ## Serve the registered champion/challenger on http://127.0.0.1:8000 (A/B, logged)
+	$(BIN)/lossflow serve
+
+traffic: $(STAMP) ## Replay production flights against the running service, with delayed feedback
+	$(BIN)/lossflow traffic
 
 losses: $(STAMP) ## Print the loss catalogue
 	$(BIN)/lossflow losses

@@ -214,3 +214,64 @@ def serve(
     if not server.started:
         # uvicorn logged why (e.g. a model that cannot be loaded, a port in use).
         raise typer.Exit(3)
+
+
+@app.command()
+def traffic(
+    url: Annotated[str, typer.Option(help="base URL of the running service")] = (
+        "http://127.0.0.1:8000"
+    ),
+    rate: Annotated[float, typer.Option(help="requests per second (open loop)")] = 20.0,
+    limit: Annotated[int | None, typer.Option(help="replay only the first N rows")] = None,
+    months: Annotated[
+        list[int] | None, typer.Option("--months", help="keep these months (repeat: 9 10)")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="parquet/CSV of raw rows; default: the newest production.parquet"),
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option(help="timestamp column (default: the flights one)")
+    ] = None,
+    units: Annotated[int, typer.Option(help="number of distinct unit ids")] = 5000,
+    delay: Annotated[float, typer.Option(help="seconds from an answer to its feedback")] = 5.0,
+    label_fraction: Annotated[float, typer.Option(help="share of requests labelled")] = 1.0,
+    concurrency: Annotated[int, typer.Option(help="most requests in flight")] = 16,
+    records_per_request: Annotated[int, typer.Option(help="rows per request")] = 1,
+    seed: Annotated[int, typer.Option(help="picks which requests are labelled")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """Replay production rows against a running service and post delayed feedback."""
+    from lossflow.serving.traffic import (
+        TrafficError,
+        TrafficOptions,
+        find_production_data,
+        production_rows,
+        run_traffic,
+        summary_table,
+    )
+
+    err_console = Console(stderr=True)
+    try:
+        options = TrafficOptions(
+            rate=rate,
+            concurrency=concurrency,
+            records_per_request=records_per_request,
+            units=units,
+            delay_s=delay,
+            fraction=label_fraction,
+            seed=seed,
+        )
+        path = data or find_production_data(_config_or_exit([], config_dir).data_dir)
+        frame = production_rows(path, months=months, time_column=time_column, limit=limit)
+        err_console.print(f"replaying {len(frame)} rows of {path} against {url}")
+        report = run_traffic(frame, url, options)
+    except (FileNotFoundError, ValueError, TrafficError) as err:
+        err_console.print(f"[red]traffic error:[/red] {err}")
+        raise typer.Exit(2) from None
+    Console(width=None if sys.stdout.isatty() else 170).print(summary_table(report))
+    if json_path is not None:
+        json_path.write_text(json.dumps(report.summary(), indent=2))
+    if report.answered == 0:
+        raise typer.Exit(1)

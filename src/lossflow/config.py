@@ -212,6 +212,11 @@ class ServingConfig(_Section):
         description="empty: champion 50 / challenger 50 when both aliases exist, else champion 100",
     )
     shadow: ModelSource | None = Field(None, description="scored and logged, never returned")
+    watch_registry_s: float | None = Field(
+        None,
+        gt=0.0,
+        description="poll the aliases (and local files) this often and reload when they move",
+    )
     log: PredictionLogConfig = PredictionLogConfig()
     limits: ServingLimits = ServingLimits()
     admin_token_env: str = Field(

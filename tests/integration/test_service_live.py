@@ -250,6 +250,23 @@ def test_reload_under_load_loses_no_request(registry: Registry, data_dir: Path) 
     assert served["2"] > 0
 
 
+def test_moved_alias_is_picked_up_by_the_registry_watch(registry: Registry, data_dir: Path) -> None:
+    tracker = Tracker(f"sqlite:///{data_dir / 'mlflow.db'}", "lossflow-flights", None)
+    with (
+        Service(data_dir, "watch_registry_s=0.3", "variants.main.alias=champion") as service,
+        Load(service.url, registry.records, clients=4) as load,
+    ):
+        tracker.set_alias(registry.model_name, "champion", "2")  # what the A/B analysis does
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{service.url}/info").json()["variants"]["main"]["model_version"] != "2":
+            assert time.monotonic() < deadline, service.log_path.read_text()
+            time.sleep(0.1)
+        time.sleep(0.3)
+    assert set(load.statuses) == {200}
+    assert load.answers[-1]["model_version"] == "2"
+    assert '"trigger":"registry"' in service.log_path.read_text()
+
+
 def test_sigterm_under_load_loses_no_answered_prediction(
     registry: Registry, data_dir: Path
 ) -> None:

@@ -300,9 +300,16 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                 "admin": state.admin_token is not None,
             },
         )
+        watcher = None
+        if cfg.watch_registry_s is not None:
+            watcher = asyncio.create_task(_watch_registry(state, app, cfg.watch_registry_s))
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             await run_in_threadpool(_drain, state)
 
     app = FastAPI(
@@ -494,19 +501,13 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
     @app.post("/admin/reload", dependencies=[Depends(admin)], responses=_errors(401, 403, 502))
     async def reload() -> dict[str, Any]:
         """Re-resolve aliases and load the models; swap them in atomically."""
-        async with state.admin_lock:
-            before = state.current()
-            try:
-                deployment = await run_in_threadpool(state.loader.deployment, before.weights)
-            except ModelLoadError as err:
-                _log.error("reload failed", extra={"event": "reload_failed", "error": str(err)})
-                raise HTTPException(
-                    502, f"reload failed, still serving the previous models: {err}"
-                ) from None
-            state.swap(deployment, app)
-        described = deployment.describe()
-        _log.info("reloaded", extra={"event": "reloaded", **described})
-        return described
+        try:
+            deployment = await _reload(state, app, "admin")
+        except ModelLoadError as err:
+            raise HTTPException(
+                502, f"reload failed, still serving the previous models: {err}"
+            ) from None
+        return deployment.describe()
 
     @app.put("/admin/traffic", dependencies=[Depends(admin)], responses=_errors(400, 401, 403, 422))
     async def traffic(body: TrafficRequest) -> dict[str, Any]:
@@ -553,6 +554,52 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _reload(state: ServiceState, app: FastAPI, trigger: str) -> Deployment:
+    """Load what the aliases point at now and swap it in, keeping the current weights.
+
+    Raises:
+        ModelLoadError: nothing was swapped; the previous models keep serving.
+    """
+    async with state.admin_lock:
+        before = state.current()
+        try:
+            deployment = await run_in_threadpool(state.loader.deployment, before.weights)
+        except ModelLoadError as err:
+            _log.error(
+                "reload failed",
+                extra={"event": "reload_failed", "trigger": trigger, "error": str(err)},
+            )
+            raise
+        state.swap(deployment, app)
+    _log.info(
+        "reloaded",
+        extra={
+            "event": "reloaded",
+            "trigger": trigger,
+            "before": before.versions,
+            **deployment.describe(),
+        },
+    )
+    return deployment
+
+
+async def _watch_registry(state: ServiceState, app: FastAPI, interval_s: float) -> None:
+    """Reload whenever an alias (or a local file) resolves to another version than is served."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            wanted = await run_in_threadpool(state.loader.versions)
+            if wanted != state.current().versions:
+                await _reload(state, app, "registry")
+        except ModelLoadError as err:
+            _log.warning(
+                "registry check failed; still serving the loaded models",
+                extra={"event": "watch_failed", "error": str(err)},
+            )
+        except Exception:  # the watcher must outlive a bad check; the next one may succeed
+            _log.exception("registry check crashed", extra={"event": "watch_failed"})
 
 
 def _predict_schema(deployment: Deployment, limits: Any) -> dict[str, Any]:

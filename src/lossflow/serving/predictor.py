@@ -130,6 +130,8 @@ class OnnxPredictor:
         self._features = preprocessor.feature_columns
         self._feature_set = frozenset(self._features)
         self._numeric = frozenset(preprocessor.numeric_columns)
+        self._numeric_order = preprocessor.numeric_columns
+        self._categorical_order = preprocessor.categorical_columns
 
     @classmethod
     def from_path(cls, path: Path, intra_op_threads: int = 1) -> OnnxPredictor:
@@ -223,6 +225,22 @@ class OnnxPredictor:
             self._validate_record(index, record)
 
     def _validate_record(self, index: int, record: Any) -> None:
+        # Fast path: a dict with exactly the features, plain finite in-range numbers (NaN and inf
+        # fail the range comparison) and strings; anything else takes the path that explains.
+        if type(record) is dict and record.keys() == self._feature_set:
+            for name in self._numeric_order:
+                value = record[name]
+                kind = type(value)
+                if not (
+                    value is None
+                    or ((kind is float or kind is int) and -_FLOAT32_MAX <= value <= _FLOAT32_MAX)
+                ):
+                    self._check_number(index, name, value)
+            for name in self._categorical_order:
+                value = record[name]
+                if not (value is None or type(value) is str):
+                    self._check_category(index, name, value)
+            return
         if not isinstance(record, Mapping):
             raise RecordError(
                 index, "", f"not an object of feature values (got {type(record).__name__})"
@@ -241,10 +259,15 @@ class OnnxPredictor:
                 continue
             if name in self._numeric:
                 self._check_number(index, name, value)
-            elif not isinstance(value, str):
-                raise RecordError(
-                    index, name, f"categorical value must be a string or null (got {_shown(value)})"
-                )
+            else:
+                self._check_category(index, name, value)
+
+    @staticmethod
+    def _check_category(index: int, name: str, value: Any) -> None:
+        if not isinstance(value, str):
+            raise RecordError(
+                index, name, f"categorical value must be a string or null (got {_shown(value)})"
+            )
 
     @staticmethod
     def _check_number(index: int, name: str, value: Any) -> None:

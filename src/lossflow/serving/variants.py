@@ -90,6 +90,14 @@ class Deployment:
         object.__setattr__(self, "task", first.predictor.task)
 
     @property
+    def versions(self) -> dict[str, str]:
+        """Model version of every variant and of the shadow."""
+        loaded = {name: v.model_version for name, v in self.variants.items()}
+        if self.shadow is not None:
+            loaded[SHADOW] = self.shadow.model_version
+        return loaded
+
+    @property
     def weights(self) -> dict[str, float]:
         """Current traffic weight of every variant."""
         return dict(self.router.split.weights)
@@ -186,20 +194,24 @@ class VariantLoader:
                 shutil.rmtree(staging, ignore_errors=True)
         return target / (target / ".onnx-file").read_text()
 
+    def _version(self, source: ModelSource) -> str:
+        if source.path is not None:
+            if not source.path.is_file():
+                raise ModelLoadError(f"no ONNX file at {source.path}")
+            return file_version(source.path)
+        return self._registry_version(source)
+
     def load(self, name: str, source: ModelSource) -> Variant:
         """Resolve and load one model.
 
         Raises:
             ModelLoadError: the alias/version/file does not exist or is not a lossflow model.
         """
-        if source.path is not None:
-            path = source.path
-            if not path.is_file():
-                raise ModelLoadError(f"variant {name!r}: no ONNX file at {path}")
-            version = file_version(path)
-        else:
-            version = self._registry_version(source)
-            path = self._download(version)
+        try:
+            version = self._version(source)
+        except ModelLoadError as err:
+            raise ModelLoadError(f"variant {name!r}: {err}") from err
+        path = source.path if source.path is not None else self._download(version)
         try:
             predictor = OnnxPredictor.from_path(path)
         except (ValueError, OSError) as err:
@@ -209,7 +221,12 @@ class VariantLoader:
     def _default_sources(self) -> dict[str, ModelSource]:
         sources = {"champion": ModelSource(alias="champion")}
         champion = self._registry_version(sources["champion"])
-        challenger = self._registry().alias_version(self.model_name, "challenger")
+        try:
+            challenger = self._registry().alias_version(self.model_name, "challenger")
+        except Exception as err:
+            raise ModelLoadError(
+                f"cannot resolve alias 'challenger' of {self.model_name!r}: {err}"
+            ) from err
         if challenger is not None and challenger != champion:
             sources["challenger"] = ModelSource(alias="challenger")
         return sources
@@ -226,15 +243,27 @@ class VariantLoader:
                 features or task; nothing is half-loaded.
         """
         cfg = self._cfg
-        configured: dict[str, float]
+        sources = self._sources()
         if cfg.variants:
-            sources: dict[str, ModelSource] = dict(cfg.variants)
             configured = {n: v.weight for n, v in cfg.variants.items()}
         else:
-            sources = self._default_sources()
             configured = {n: 100.0 / len(sources) for n in sources}
         if weights is not None and set(weights) == set(sources):
             configured = dict(weights)
         variants = {name: self.load(name, source) for name, source in sources.items()}
         shadow = None if cfg.shadow is None else self.load(SHADOW, cfg.shadow)
         return Deployment(variants, Router(TrafficSplit(cfg.experiment, configured)), shadow)
+
+    def _sources(self) -> dict[str, ModelSource]:
+        return dict(self._cfg.variants) if self._cfg.variants else self._default_sources()
+
+    def versions(self) -> dict[str, str]:
+        """What :meth:`deployment` would load now, without loading: name -> model version.
+
+        Raises:
+            ModelLoadError: an alias or file cannot be resolved.
+        """
+        sources = self._sources()
+        if self._cfg.shadow is not None:
+            sources[SHADOW] = self._cfg.shadow
+        return {name: self._version(source) for name, source in sources.items()}
