@@ -35,8 +35,9 @@ run: $(STAMP) ## Main job: train the flights model with the default loss, regist
 serve: $(STAMP) ## Serve the registered champion/challenger on http://127.0.0.1:8000 (A/B, logged)
 	$(BIN)/lossflow serve
 
-traffic: $(STAMP) ## Replay production flights against the running service, with delayed feedback
-	$(BIN)/lossflow traffic
+TRAFFIC_ARGS ?= --rate 50 --limit 3000 --delay 5
+traffic: $(STAMP) ## Replay production flights against `make serve` (TRAFFIC_ARGS=...), delayed feedback
+	$(BIN)/lossflow traffic $(TRAFFIC_ARGS)
 
 losses: $(STAMP) ## Print the loss catalogue
 	$(BIN)/lossflow losses

@@ -224,7 +224,8 @@ def traffic(
     rate: Annotated[float, typer.Option(help="requests per second (open loop)")] = 20.0,
     limit: Annotated[int | None, typer.Option(help="replay only the first N rows")] = None,
     months: Annotated[
-        list[int] | None, typer.Option("--months", help="keep these months (repeat: 9 10)")
+        list[int] | None,
+        typer.Option("--months", help="keep this month (1-12); repeat: --months 9 --months 10"),
     ] = None,
     data: Annotated[
         Path | None,
@@ -252,7 +253,7 @@ def traffic(
         summary_table,
     )
 
-    err_console = Console(stderr=True)
+    err_console = Console(stderr=True, soft_wrap=True)
     try:
         options = TrafficOptions(
             rate=rate,

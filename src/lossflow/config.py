@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lossflow.data.schema import DataConfig
 from lossflow.losses import LossSpec, RegularizerSpec, check_task
@@ -152,6 +159,12 @@ class ModelSource(_Section):
     version: str | None = Field(None, description="registry version number, e.g. '3'")
     path: Path | None = Field(None, description="local .onnx file (air-gapped serving)")
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        # YAML reads `version: 3` as an int; registry versions are numbers written as text.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelSource:
         given = [k for k in ("alias", "version", "path") if getattr(self, k) is not None]
@@ -196,7 +209,7 @@ class ServingLimits(_Section):
     """Request limits of ``/predict``."""
 
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger bodies get 413")
-    max_records: int = Field(1000, ge=1, description="more records per request get 413")
+    max_records: int = Field(1000, ge=1, description="more records per request get 422")
 
 
 class ServingConfig(_Section):
@@ -319,19 +332,25 @@ def _parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], list[tup
         if key in (*GROUPS, "experiment"):
             choices[key] = raw.strip()
             continue
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from err
-        sets.append((key, value))
+        sets.append((key, _override_value(item, raw)))
     return choices, sets
+
+
+def _override_value(item: str, raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from err
 
 
 def _set_dotted(cfg: dict[str, Any], key: str, value: Any, prov: Provenance) -> None:
     parts = key.split(".")
     node = cfg
     for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
+        child = node.get(part)
+        if child is None:  # a missing or null section is created by the override
+            child = node[part] = {}
+            prov[tuple(parts[: i + 1])] = "command line"
         if not isinstance(child, dict):
             raise ConfigError(
                 f"command line: cannot set '{key}': '{'.'.join(parts[: i + 1])}' is a value, "
@@ -440,16 +459,18 @@ def load_serving_config(
     sets: list[tuple[str, Any]] = []
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if sep and key.strip() == "serving":
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. port=8001)")
+        if key == "serving":
             choice = raw.strip()
-            continue
-        choices, item_sets = _parse_overrides([item])
-        if choices:
+        elif key in GROUPS:
             raise ConfigError(
                 f"command line: {item!r} picks a training group; the service reads only "
                 "serving=<name> and dotted keys such as port=8001"
             )
-        sets.extend(item_sets)
+        else:
+            sets.append((key, _override_value(item, raw)))
     prov: Provenance = {}
     cfg: dict[str, Any] = {}
     inherited: dict[str, Any] = {k: base[k] for k in ("data_dir", "tracking") if k in base}

@@ -54,3 +54,56 @@ def test_training_throughput_tiny_run(tmp_path: Path) -> None:
     parts = figures["profile"]["parts_cumulative_s"]
     assert parts["fit (total)"] > 0
     assert parts["backward"] > 0
+
+
+SERVING = ROOT / "benchmarks" / "serving.py"
+
+
+@pytest.mark.slow
+def test_serving_benchmark_quick_run(tmp_path: Path) -> None:
+    # Trains its own two-version registry (focal champion, bce challenger), then loads three real
+    # servers for a second each: about two to three minutes on two cores.
+    out = tmp_path / "figures.json"
+    env = {
+        **os.environ,
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "ORT_DISABLE_TELEMETRY": "1",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, str(SERVING), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("lossflow (a) / mlflow models serve (c) req/s: ")
+
+    figures = json.loads(out.read_text())
+    assert set(figures["servers"]) == {"lossflow_ab_log", "lossflow_no_log", "mlflow_serve"}
+    assert set(figures["in_process"]) == {"predictor_predict", "runner_run"}
+    for r in [*figures["servers"].values(), *figures["in_process"].values()]:
+        assert r["rps"] > 0
+        assert 0 < r["p50_ms"] <= r["p99_ms"]
+    for r in figures["servers"].values():
+        assert all(one["errors"] == 0 for one in r["rounds"])
+    a, b, c = (
+        figures["servers"][k] for k in ("lossflow_ab_log", "lossflow_no_log", "mlflow_serve")
+    )
+    assert figures["ratio"] == pytest.approx(a["rps"] / c["rps"], rel=1e-3)
+    assert figures["logging_cost"] == pytest.approx(1 - a["rps"] / b["rps"], abs=1e-3)
+    assert f"{figures['ratio']:.3f}x" in lines[-1]
+    # Both registered versions answered, and every answer of (a) is in the prediction log.
+    assert set(figures["versions"]) == {"champion", "challenger"}
+    assert set(figures["checks"]["variants"]) == {"champion", "challenger"}
+    assert figures["checks"]["log"]["ok"]
+    batch1 = figures["batch1"]
+    assert batch1["torch_model"].startswith("checkpoint ")
+    assert batch1["torch_vs_onnx_max_abs_diff"] < 1e-4
+    assert figures["ort_vs_torch_batch1"] == batch1["ratio_torch_over_ort"] > 0

@@ -258,7 +258,10 @@ def _parse_predict(payload: Any) -> tuple[str, Any] | Response:
 
 
 def _record_loc(err: RecordError) -> list[str | int]:
-    loc: list[str | int] = ["body", "records", err.record]
+    loc: list[str | int] = ["body", "records"]
+    if err.record is None:
+        return loc
+    loc.append(err.record)
     if err.field:
         loc.append(err.field)
     return loc
@@ -699,19 +702,32 @@ def _check_labels(deployment: Deployment, labels: list[Any]) -> list[Any]:
     return checked
 
 
+def _record_feedback(
+    state: ServiceState, log: PredictionLog, request_id: str, labels: list[Any]
+) -> bool:
+    """``log.record_feedback``, once more after a flush if the prediction may still be queued."""
+    try:
+        return log.record_feedback(request_id, labels)
+    except UnknownRequestError:
+        if state.writer is None or state.writer.pending == 0:
+            raise
+    try:
+        state.writer.flush(timeout=FEEDBACK_FLUSH_S)
+    except TimeoutError as err:
+        raise HTTPException(
+            503,
+            f"the prediction log is behind ({err}); send the feedback again shortly",
+            headers={"Retry-After": "5"},
+        ) from None
+    return log.record_feedback(request_id, labels)
+
+
 def _store_feedback(state: ServiceState, request_id: str, labels: list[Any]) -> bool:
     log = state.log
     if log is None:  # checked by the handler; kept for the type checker
         raise HTTPException(503, "this service runs without a prediction log")
     try:
-        try:
-            stored = log.record_feedback(request_id, labels)
-        except UnknownRequestError:
-            # The prediction may still be queued for writing: flush, then ask once more.
-            if state.writer is None or state.writer.pending == 0:
-                raise
-            state.writer.flush(timeout=FEEDBACK_FLUSH_S)
-            stored = log.record_feedback(request_id, labels)
+        stored = _record_feedback(state, log, request_id, labels)
     except UnknownRequestError as err:
         state.metrics.feedback("unknown")
         raise HTTPException(404, str(err)) from None
@@ -725,7 +741,7 @@ def _store_feedback(state: ServiceState, request_id: str, labels: list[Any]) -> 
         ) from None
     if ":" not in request_id:
         with contextlib.suppress(UnknownRequestError):  # when no shadow answered the request
-            log.record_feedback(shadow_request_id(request_id), labels)
+            _record_feedback(state, log, shadow_request_id(request_id), labels)
     return stored
 
 

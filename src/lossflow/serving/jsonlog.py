@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line on stderr.
 
 Every line has ``ts`` (UTC, ISO 8601), ``level``, ``logger`` and ``message``; fields passed with
-``extra={"event": ..., ...}`` are added as keys, and exceptions as ``exc_info`` text. Nothing
+``extra={"event": ..., ...}`` are added as keys (``extra_<key>`` where one would overwrite a
+standard key), and exceptions as ``exc_info`` text. Nothing
 here reads request headers, so bearer tokens never reach a log line.
 """
 
@@ -35,10 +36,10 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and key not in _DROPPED and not key.startswith("_"):
-                line[key] = value
+                line[f"extra_{key}" if key in line else key] = value
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def configure_json_logging(level: int = logging.INFO) -> None:

@@ -44,6 +44,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
 _log = logging.getLogger(__name__)
+_WAIT_SLICE_S = 0.01
 
 READ_COLUMNS: tuple[str, ...] = (
     "request_id",
@@ -549,9 +550,11 @@ class BatchWriter:
                 if remaining <= 0:
                     batch.append(self._queue.get_nowait())
                 else:
-                    batch.append(self._queue.get(timeout=remaining))
+                    # Wait in short slices so that flush() and close() cut the wait short.
+                    batch.append(self._queue.get(timeout=min(remaining, _WAIT_SLICE_S)))
             except queue.Empty:
-                break
+                if remaining <= _WAIT_SLICE_S:
+                    break
         return batch
 
     def _run(self) -> None:

@@ -40,16 +40,20 @@ class RecordError(ValueError):
     """One request record is not a valid input for the model.
 
     Attributes:
-        record: Position of the offending record in the request (0-based).
+        record: Position of the offending record in the request (0-based); ``None`` when the
+            problem is the list of records itself (empty, not a list).
         field: The offending field; empty when the problem is the record (or request) itself.
         problem: What is wrong and what to send instead.
     """
 
-    def __init__(self, record: int, field: str, problem: str) -> None:
+    def __init__(self, record: int | None, field: str, problem: str) -> None:
         self.record = record
         self.field = field
         self.problem = problem
-        where = f"record {record}, field {field!r}" if field else f"record {record}"
+        if record is None:
+            where = "records"
+        else:
+            where = f"record {record}, field {field!r}" if field else f"record {record}"
         super().__init__(f"{where}: {problem}")
 
 
@@ -217,10 +221,10 @@ class OnnxPredictor:
         """
         if isinstance(records, str | bytes | Mapping) or not isinstance(records, Sequence):
             raise RecordError(
-                0, "", f"records must be a list of objects; got {type(records).__name__}"
+                None, "", f"records must be a list of objects; got {type(records).__name__}"
             )
         if len(records) == 0:
-            raise RecordError(0, "", "no records were sent; send a list of at least one record")
+            raise RecordError(None, "", "no records were sent; send a list of at least one record")
         for index, record in enumerate(records):
             self._validate_record(index, record)
 

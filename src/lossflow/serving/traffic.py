@@ -721,7 +721,8 @@ class _Replay:
                 wait = retry_after_s(
                     response.headers.get("retry-after"), self.options.max_retry_after_s
                 )
-                await self._sleep_or_stop(wait)
+                if await self._sleep_or_stop(wait):
+                    break  # stopped: the 503 stands
             if response.status_code != 200:
                 self._fail(request, str(response.status_code), _detail(response))
                 return

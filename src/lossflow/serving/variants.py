@@ -86,6 +86,9 @@ class Deployment:
         unknown = set(self.router.split.weights) - set(self.variants)
         if unknown:
             raise ModelLoadError(f"traffic weights name variants that are not loaded: {unknown}")
+        unweighted = sorted(set(self.variants) - set(self.router.split.weights))
+        if unweighted:
+            raise ModelLoadError(f"variants {unweighted} have no traffic weight; give each one")
         object.__setattr__(self, "features", first.predictor.feature_columns)
         object.__setattr__(self, "task", first.predictor.task)
 
