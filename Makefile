@@ -62,9 +62,10 @@ test: lint typecheck ## Everything CI runs: lint, types, all tests
 test-fast: $(STAMP) ## Tests without the slow ones
 	$(BIN)/pytest -m "not slow"
 
-bench: $(STAMP) ## Benchmarks: every loss vs its reference (eager + compiled); training throughput
+bench: $(STAMP) ## Benchmarks: losses vs references; training throughput; service vs mlflow serve
 	$(BIN)/python benchmarks/losses.py --json benchmarks/results/losses.json
 	$(BIN)/python benchmarks/training_throughput.py --json benchmarks/results/training_throughput.json
+	$(BIN)/python benchmarks/serving.py --json benchmarks/results/serving.json
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

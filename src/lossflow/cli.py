@@ -36,7 +36,7 @@ app = typer.Typer(
 
 
 # Telemetry stays off; Prefect's temporary local server gets time to start on a busy machine.
-_ENVIRONMENT = {
+ENVIRONMENT = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -49,7 +49,7 @@ _ENVIRONMENT = {
 @app.callback()
 def main() -> None:
     """lossflow command line."""
-    for key, value in _ENVIRONMENT.items():
+    for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     # lightning 2.6 on torch 2.13 warns about its own use of a deprecated torch API.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")

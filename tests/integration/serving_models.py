@@ -3,7 +3,9 @@ two versions trained with different losses (``champion`` = focal v1, ``challenge
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,4 +86,21 @@ def build_registry(root: Path) -> Registry:
         challenger=paths[1],
         records=json_records(prepared, features),
         labels=[int(v) for v in test[prepared.preprocessor().target].tolist()],
+    )
+
+
+def copy_registry(source: Registry, root: Path) -> Registry:
+    """A private copy of ``source`` under ``root`` (the store, artifacts and training outputs;
+    not what a service wrote there), so tests that move aliases or log predictions stay apart."""
+    shutil.copytree(
+        source.data_dir,
+        root,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("predictions.db*", "serving-cache", "*.log"),
+    )
+    return dataclasses.replace(
+        source,
+        data_dir=root,
+        champion=root / source.champion.relative_to(source.data_dir),
+        challenger=root / source.challenger.relative_to(source.data_dir),
     )

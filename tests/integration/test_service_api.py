@@ -28,7 +28,7 @@ from lossflow.serving.predictor import OnnxPredictor
 from lossflow.serving.variants import ModelLoadError
 from lossflow.tracking import Tracker, default_tracking_uri
 
-from .serving_models import CONFIG_DIR, Registry, build_registry
+from .serving_models import CONFIG_DIR, Registry, copy_registry
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 in its TestClient; the project pins httpx, which still works.
@@ -48,9 +48,9 @@ UNITS = [f"unit-{i}" for i in range(2_000)]
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+def registry(built_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Registry:
     """focal v1 (champion) and bce v2 (challenger) in a real MLflow store; never modified."""
-    return build_registry(tmp_path_factory.mktemp("registry"))
+    return copy_registry(built_registry, tmp_path_factory.mktemp("registry"))
 
 
 def _config(data_dir: Path, log_db: Path | None, *overrides: str) -> ServingConfig:

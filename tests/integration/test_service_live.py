@@ -30,7 +30,7 @@ from lossflow.serving.log import PredictionLog
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.tracking import Tracker
 
-from .serving_models import Registry, build_registry
+from .serving_models import Registry, copy_registry
 
 pytestmark = pytest.mark.slow
 
@@ -95,8 +95,8 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    return build_registry(tmp_path_factory.mktemp("live-registry"))
+def registry(built_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return copy_registry(built_registry, tmp_path_factory.mktemp("live-registry"))
 
 
 @pytest.fixture

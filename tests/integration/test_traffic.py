@@ -29,7 +29,8 @@ from lossflow.serving.traffic import (
     run_traffic,
     unit_id,
 )
-from tests.integration.serving_models import CONFIG_DIR, Registry, build_registry
+
+from .serving_models import CONFIG_DIR, Registry, copy_registry
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +40,9 @@ LOG_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+def registry(built_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Registry:
     """Two registered versions, and the production rows where a training run keeps them."""
-    built = build_registry(tmp_path_factory.mktemp("traffic"))
+    built = copy_registry(built_registry, tmp_path_factory.mktemp("traffic"))
     source = built.data_dir / "work" / "bce" / "prepared" / "production.parquet"
     target = built.data_dir / "runs" / "replay" / "prepared" / "production.parquet"
     target.parent.mkdir(parents=True)

@@ -53,3 +53,5 @@ def configure_json_logging(level: int = logging.INFO) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        logger.disabled = False  # an earlier logging.config.dictConfig may have disabled it
+        logger.setLevel(logging.NOTSET)

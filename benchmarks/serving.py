@@ -1,0 +1,779 @@
+"""Requests/s and latency of lossflow's service beside `mlflow models serve` and in-process ORT.
+
+One run, the same registered ONNX model, one-record requests, ``--clients`` concurrent
+keep-alive connections on loopback, one server at a time:
+
+- (a) ``lossflow serve`` as deployed: A/B split between ``champion`` and ``challenger`` (when the
+  registry has both) and every answer written to the prediction log (SQLite in the data dir);
+- (b) the same service with ``log.enabled=false``;
+- (c) ``mlflow models serve -m models:/<model>@champion --env-manager local``, the server a user
+  would otherwise pick, fed the model's encoded inputs (it has no preprocessing);
+- (d) in process, one call at a time: ``OnnxPredictor.predict([record])`` (validation, encoding
+  and onnxruntime, what the service does per request) and ``OnnxRunner.run`` on encoded inputs.
+
+Requests cycle over ``--records`` rows of the production split (flights after the test period)
+with a different unit id each, so (a) really splits traffic. Before timing, every benchmark
+request is sent once to each server and checked: HTTP 200 and the same probabilities as the
+model scored in process. After each round of (a), and before the next server is measured, the
+benchmark waits until the prediction log holds every request (a) answered (the wait is reported).
+
+The servers start once and stay up; ``--repeats`` rounds then load them one at a time, in turn,
+so that noise from other work on the machine hits all of them alike (medians are reported). The
+CPU seconds each server's processes spent per answered request are reported beside req/s.
+
+The load comes from ``benchmarks/loadgen.py`` in its own process (asyncio on raw sockets); on a
+small machine it shares the cores with the server, as a real client on the same host would.
+
+Also measured: batch-1 latency of onnxruntime (``OnnxRunner.run``) against the same network in
+torch eager (rebuilt from the run's checkpoint and config, checked equal to the ONNX output),
+both on one thread. The last line is the headline ratio, (a) / (c) in requests/s.
+
+    python benchmarks/serving.py                          # trains a small registry first
+    python benchmarks/serving.py --data-dir /tmp/lf       # copies an existing data dir
+    python benchmarks/serving.py --quick --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from lossflow.cli import ENVIRONMENT
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+LOADGEN = Path(__file__).with_name("loadgen.py")
+BIN = Path(sys.executable).parent
+# What the copy of a data dir leaves out: files a service writes there.
+SERVICE_OUTPUTS = ("predictions.db*", "serving-cache", "unlogged-*.jsonl")
+PROBABILITY_ATOL = 1e-6
+READY_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 60.0
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark cannot run or a check before timing failed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    clients: int
+    duration: float
+    warmup: float
+    records: int
+    inprocess_duration: float
+    repeats: int
+    batch1_calls: int
+    batch1_rounds: int
+    subsample: int
+
+
+@dataclass(frozen=True)
+class Models:
+    """The registered model as the servers see it, and the files beside it."""
+
+    data_dir: Path
+    tracking_uri: str
+    name: str
+    versions: dict[str, str]  # alias -> version (champion, and challenger when it differs)
+    paths: dict[str, Path]  # version -> downloaded .onnx
+    champion_run: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    records: list[dict[str, Any]]
+    lossflow_bodies: list[bytes]
+    mlflow_bodies: list[bytes]
+    inputs: list[dict[str, np.ndarray]]  # each record encoded for the champion
+
+
+# --- data dir and registry -------------------------------------------------------------------
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, **ENVIRONMENT, **extra}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _script(name: str) -> Path:
+    path = BIN / name
+    if not path.is_file():
+        raise BenchmarkError(
+            f"no {name!r} console script next to {sys.executable}; run the benchmark with the "
+            "project's virtual environment (make install)"
+        )
+    return path
+
+
+def copy_data_dir(source: Path, target: Path) -> Path:
+    """Copy ``source`` without what a service writes there; the benchmark never touches it."""
+    if not (source / "mlflow.db").is_file():
+        raise BenchmarkError(
+            f"{source} has no mlflow.db: pass the data_dir of a project that ran `lossflow train`"
+        )
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*SERVICE_OUTPUTS))
+    return target
+
+
+def train_registry(data_dir: Path, subsample: int, log: Path) -> None:
+    """Register a focal model (champion) and a bce model (challenger) with ``lossflow train``."""
+    lossflow = _script("lossflow")
+    for loss in ("focal", "bce"):
+        command = [
+            str(lossflow), "train", "--config-dir", str(CONFIG_DIR), f"data_dir={data_dir}",
+            f"data.subsample={subsample}", "trainer.max_epochs=1", f"loss={loss}",
+        ]  # fmt: skip
+        print(f"training the {loss} model: {' '.join(command[1:])}", flush=True)
+        with log.open("ab") as out:
+            code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env=_env())
+        if code != 0:
+            raise BenchmarkError(f"`lossflow train loss={loss}` failed ({code}); see {log}")
+
+
+def resolve_models(data_dir: Path, work: Path) -> Models:
+    """Champion (and challenger) of the registered model, downloaded to ``work``."""
+    from lossflow.config import load_serving_config
+    from lossflow.tracking import Tracker, default_tracking_uri
+
+    cfg = load_serving_config([f"data_dir={data_dir}"], CONFIG_DIR)
+    uri = default_tracking_uri(data_dir)
+    tracker = Tracker(uri, cfg.tracking.experiment, None)
+    name = cfg.tracking.registered_model
+    champion = tracker.alias_version(name, "champion")
+    if champion is None:
+        raise BenchmarkError(f"{uri} has no {name!r}@champion; run `lossflow train` first")
+    versions = {"champion": champion}
+    challenger = tracker.alias_version(name, "challenger")
+    if challenger is not None and challenger != champion:
+        versions["challenger"] = challenger
+    paths = {
+        v: tracker.download_onnx(name, v, work / "models" / f"v{v}") for v in versions.values()
+    }
+    return Models(data_dir, uri, name, versions, paths, tracker.run_of_version(name, champion))
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _plain(array: np.ndarray) -> list[Any]:
+    """Rows as JSON lists; NaN (a missing numeric) becomes null."""
+    return [
+        [None if isinstance(v, float) and math.isnan(v) else v for v in row]
+        for row in array.tolist()
+    ]
+
+
+def make_workload(models: Models, count: int) -> Workload:
+    """``count`` production records, their /predict bodies and their encoded mlflow bodies."""
+    from lossflow.serving.predictor import OnnxPredictor
+    from lossflow.steps import model_inputs
+
+    parquet = models.data_dir / "runs" / models.champion_run / "prepared" / "production.parquet"
+    if not parquet.is_file():
+        raise BenchmarkError(
+            f"no production split at {parquet}: the champion was not trained by `lossflow train` "
+            "in this data dir; run the benchmark without --data-dir to build one"
+        )
+    predictor = OnnxPredictor.from_path(models.paths[models.versions["champion"]])
+    frame = pd.read_parquet(parquet)
+    columns = list(predictor.feature_columns)
+    rows = frame[columns].head(count).to_dict(orient="records")
+    if len(rows) < count:
+        raise BenchmarkError(f"{parquet} has {len(rows)} rows; ask for at most that many records")
+    records = [{k: _json_value(v) for k, v in row.items()} for row in rows]
+    lossflow_bodies: list[bytes] = []
+    mlflow_bodies: list[bytes] = []
+    inputs: list[dict[str, np.ndarray]] = []
+    for i, record in enumerate(records):
+        lossflow_bodies.append(orjson.dumps({"unit_id": f"user-{i:06d}", "records": [record]}))
+        encoded = model_inputs(predictor.preprocessor, predictor.encode([record]))
+        inputs.append(encoded)
+        mlflow_bodies.append(orjson.dumps({"inputs": {k: _plain(v) for k, v in encoded.items()}}))
+    return Workload(records, lossflow_bodies, mlflow_bodies, inputs)
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _request(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+@contextlib.contextmanager
+def running(
+    label: str, command: Sequence[str], env: Mapping[str, str], port: int, ready: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``command`` in its own process group, wait until ``GET ready`` answers 200, and
+    stop the group (SIGTERM, then SIGKILL) on leaving."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            list(command), stdout=out, stderr=subprocess.STDOUT, env=dict(env),
+            cwd=log.parent, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise BenchmarkError(
+                    f"{label} exited ({proc.returncode}) before it was ready; its output:\n"
+                    + log.read_text(errors="replace")[-3000:]
+                )
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                try:
+                    if _request(conn, "GET", ready)[0] == 200:
+                        break
+                finally:
+                    conn.close()
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"{label} not ready after {READY_TIMEOUT_S:.0f} s; see {log}")
+            time.sleep(0.25)
+        yield proc
+    finally:
+        _stop(proc)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (mlflow runs uvicorn as a child), wait for the group
+    to end (lossflow drains its log), SIGKILL it past the timeout."""
+    pgid = proc.pid
+    if _group_alive(pgid):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def verify_lossflow(
+    port: int, work: Workload, scorers: Mapping[str, Callable[..., Any]]
+) -> Counter[str]:
+    """Send every body once; each answer must be 200 and equal the in-process prediction of the
+    model version that answered. Returns how many requests each variant answered."""
+    variants: Counter[str] = Counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for i, (record, body) in enumerate(zip(work.records, work.lossflow_bodies, strict=True)):
+            status, raw = _request(conn, "POST", "/predict", body)
+            if status != 200:
+                raise BenchmarkError(f"lossflow answered {status} to record {i}: {raw[:500]!r}")
+            answer = orjson.loads(raw)
+            version = answer["model_version"]
+            if version not in scorers:
+                raise BenchmarkError(f"lossflow answered with unknown model version {version!r}")
+            (expected,) = scorers[version]([record])
+            (got,) = answer["predictions"]
+            if (
+                abs(got["probability"] - expected.probability) > PROBABILITY_ATOL
+                or got["label"] != expected.label
+            ):
+                raise BenchmarkError(
+                    f"record {i}: lossflow ({answer['variant']} v{version}) answered {got}, the "
+                    f"same model in process {expected}"
+                )
+            variants[answer["variant"]] += 1
+    finally:
+        conn.close()
+    return variants
+
+
+def verify_mlflow(port: int, work: Workload, scorer: Callable[..., Any]) -> None:
+    """Send every encoded body once; each answer must be 200 with the champion's probability."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for i, (record, body) in enumerate(zip(work.records, work.mlflow_bodies, strict=True)):
+            status, raw = _request(conn, "POST", "/invocations", body)
+            if status != 200:
+                raise BenchmarkError(f"mlflow answered {status} to record {i}: {raw[:500]!r}")
+            predictions = orjson.loads(raw)["predictions"]
+            if isinstance(predictions, dict):  # named outputs: {"output": [...]}
+                (predictions,) = predictions.values()
+            got = float(np.asarray(predictions, dtype=np.float64).reshape(-1)[0])
+            (expected,) = scorer([record])
+            if abs(got - expected.probability) > PROBABILITY_ATOL:
+                raise BenchmarkError(
+                    f"record {i}: mlflow answered {got}, the champion in process "
+                    f"{expected.probability}"
+                )
+    finally:
+        conn.close()
+
+
+def load(
+    port: int, path: str, bodies: Sequence[bytes], settings: Settings, work: Path
+) -> dict[str, Any]:
+    """Run ``loadgen.py`` in its own process against one server; fail on any error."""
+    bodies_file = work / f"bodies-{port}.jsonl"
+    bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+    command = [
+        sys.executable, str(LOADGEN), "--port", str(port), "--path", path,
+        "--bodies", str(bodies_file), "--clients", str(settings.clients),
+        "--warmup", str(settings.warmup), "--duration", str(settings.duration),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        command, capture_output=True, text=True, env=_env(), check=False,
+        timeout=settings.warmup + settings.duration + 120,
+    )  # fmt: skip
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise BenchmarkError(
+            f"the load run against port {port} failed ({proc.returncode}): "
+            f"{proc.stderr.strip()[-2000:]} {proc.stdout.strip()[-1000:]}"
+        )
+    figures: dict[str, Any] = json.loads(proc.stdout)
+    if figures["requests"] == 0:
+        raise BenchmarkError(f"no request completed in the timed window against port {port}")
+    return figures
+
+
+def process_group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in group ``pgid`` (NaN without /proc)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return math.nan
+    ticks = 0
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == pgid:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def logged_rows(data_dir: Path) -> int:
+    """Rows in the SQLite prediction log of ``data_dir``."""
+    path = data_dir / "predictions.db"
+    if not path.is_file():
+        return 0
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM predictions").fetchone()
+    return int(count)
+
+
+# --- in process ------------------------------------------------------------------------------
+
+
+def time_calls(call: Callable[[Any], Any], items: Sequence[Any], seconds: float) -> dict[str, Any]:
+    """Call ``call`` on ``items`` in turn for ``seconds`` (after a short warm-up), one at a time;
+    calls/s and latency percentiles as the servers report them."""
+    for item in items[:200]:
+        call(item)
+    latencies: list[int] = []
+    n = len(items)
+    clock = time.perf_counter_ns
+    start = clock()
+    end = start + int(seconds * 1e9)
+    i = 0
+    now = start
+    while now < end:
+        item = items[i % n]
+        i += 1
+        t0 = clock()
+        call(item)
+        now = clock()
+        latencies.append(now - t0)
+    elapsed = (now - start) / 1e9
+    latencies.sort()
+    count = len(latencies)
+
+    def pct(q: float) -> float:
+        return round(latencies[max(0, math.ceil(count * q / 100) - 1)] / 1e6, 4)
+
+    return {
+        "requests": count,
+        "rps": round(count / elapsed, 1),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "mean_ms": round(sum(latencies) / count / 1e6, 4),
+        "duration_s": round(elapsed, 3),
+    }
+
+
+def batch1(models: Models, work: Workload, settings: Settings, tmp: Path) -> dict[str, Any]:
+    """Microseconds per row at batch 1: onnxruntime (lossflow's runner and a bare session) and
+    torch eager on the same network and the same encoded row, all on one thread."""
+    import onnxruntime as ort
+    import torch
+
+    from lossflow.export import OnnxRunner
+
+    path = models.paths[models.versions["champion"]]
+    runner = OnnxRunner(path, intra_op_threads=1)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    output_names = [session.get_outputs()[0].name]
+    feeds = work.inputs[0]
+    model, source = _torch_model(models, tmp)
+    tensors = tuple(torch.from_numpy(a) for a in feeds.values())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            reference = runner.run(feeds)
+            diff = float(np.abs(model(*tensors).float().numpy() - reference).max())
+            if source.startswith("checkpoint") and diff > 1e-4:
+                source = f"{source}; WARNING: differs from the ONNX output by {diff:.2g}"
+            timings: dict[str, list[float]] = {"ort_runner": [], "ort_session": [], "torch": []}
+            calls: dict[str, Callable[[], Any]] = {
+                "ort_runner": lambda: runner.run(feeds),
+                "ort_session": lambda: session.run(output_names, feeds),
+                "torch": lambda: model(*tensors),
+            }
+            for fn in calls.values():  # warm-up
+                for _ in range(min(200, settings.batch1_calls)):
+                    fn()
+            for _ in range(settings.batch1_rounds):  # interleaved: noise hits all alike
+                for key, fn in calls.items():
+                    start = time.perf_counter_ns()
+                    for _ in range(settings.batch1_calls):
+                        fn()
+                    per_row = (time.perf_counter_ns() - start) / settings.batch1_calls / 1e3
+                    timings[key].append(per_row)
+    finally:
+        torch.set_num_threads(threads)
+    us = {key: statistics.median(values) for key, values in timings.items()}
+    return {
+        "ort_runner_us_per_row": round(us["ort_runner"], 2),
+        "ort_session_us_per_row": round(us["ort_session"], 2),
+        "torch_eager_us_per_row": round(us["torch"], 2),
+        "ratio_torch_over_ort": round(us["torch"] / us["ort_runner"], 3),
+        "threads": 1,
+        "calls_per_round": settings.batch1_calls,
+        "rounds": settings.batch1_rounds,
+        "torch_model": source,
+        "torch_vs_onnx_max_abs_diff": diff,
+    }
+
+
+def _torch_model(models: Models, tmp: Path) -> tuple[Any, str]:
+    """The champion's network in torch eager: from its run's checkpoint when the run's config and
+    checkpoint are at hand, else the same architecture untrained (same cost per call)."""
+    import mlflow
+
+    from lossflow.config import LossflowConfig
+    from lossflow.serving.predictor import OnnxPredictor
+    from lossflow.steps import build_inference_model, load_trained_model
+
+    pre = OnnxPredictor.from_path(models.paths[models.versions["champion"]]).preprocessor
+    client = mlflow.MlflowClient(models.tracking_uri)
+    local = Path(client.download_artifacts(models.champion_run, "config.json", str(tmp)))
+    cfg = LossflowConfig.model_validate(json.loads(local.read_text()))
+    checkpoints = models.data_dir / "runs" / models.champion_run / "checkpoints"
+    best = sorted(checkpoints.glob("best-*.ckpt"))
+    checkpoint = best[0] if len(best) == 1 else checkpoints / "last.ckpt"
+    if checkpoint.is_file():
+        rel = checkpoint.relative_to(models.data_dir)
+        return load_trained_model(cfg, pre, checkpoint), f"checkpoint {rel}"
+    model = build_inference_model(cfg, pre).eval()
+    return model, f"untrained, same architecture (no checkpoint at {checkpoints})"
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+SERVERS = {
+    "lossflow_ab_log": "(a) lossflow serve, A/B + prediction log",
+    "lossflow_no_log": "(b) lossflow serve, log.enabled=false",
+    "mlflow_serve": "(c) mlflow models serve (champion)",
+}
+IN_PROCESS = {
+    "predictor_predict": "(d) in process: OnnxPredictor.predict([record])",
+    "runner_run": "(d) in process: OnnxRunner.run(encoded)",
+}
+
+
+def _server_commands(models: Models, port: dict[str, int]) -> dict[str, tuple[list[str], str]]:
+    lossflow = str(_script("lossflow"))
+    base = [lossflow, "serve", "--config-dir", str(CONFIG_DIR), f"data_dir={models.data_dir}"]
+    mlflow = [
+        str(_script("mlflow")), "models", "serve", "-m", f"models:/{models.name}@champion",
+        "--env-manager", "local", "--port", str(port["mlflow_serve"]), "--host", "127.0.0.1",
+    ]  # fmt: skip
+    return {
+        "lossflow_ab_log": ([*base, f"port={port['lossflow_ab_log']}"], "/ready"),
+        "lossflow_no_log": (
+            [*base, f"port={port['lossflow_no_log']}", "log.enabled=false"],
+            "/ready",
+        ),
+        "mlflow_serve": (mlflow, "/ping"),
+    }
+
+
+def wait_logged(data_dir: Path, expected: int, timeout: float = 120.0) -> float:
+    """Seconds until the prediction log holds ``expected`` rows (the writer's lag after a load).
+
+    Raises:
+        BenchmarkError: The rows are not there within ``timeout``.
+    """
+    start = time.monotonic()
+    while (rows := logged_rows(data_dir)) < expected:
+        if time.monotonic() - start > timeout:
+            raise BenchmarkError(
+                f"the prediction log holds {rows} of {expected} answered requests "
+                f"{timeout:.0f} s after the load ended"
+            )
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def _median_figures(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "server_cpu_us_per_request")
+    merged: dict[str, Any] = {
+        k: round(statistics.median(r[k] for r in rounds), 4) for k in keys if k in rounds[0]
+    }
+    merged["requests"] = sum(r["requests"] for r in rounds)
+    merged["rounds"] = rounds
+    return merged
+
+
+def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
+    from lossflow.export import OnnxRunner
+    from lossflow.serving.predictor import OnnxPredictor
+
+    work_dir = tmp / "data"
+    if data_dir is None:
+        work_dir.mkdir()
+        train_registry(work_dir, settings.subsample, tmp / "train.log")
+    else:
+        copy_data_dir(data_dir, work_dir)
+    models = resolve_models(work_dir, tmp)
+    work = make_workload(models, settings.records)
+    predictors = {v: OnnxPredictor.from_path(p) for v, p in models.paths.items()}
+    champion = predictors[models.versions["champion"]]
+    env = _env(MLFLOW_TRACKING_URI=models.tracking_uri)
+    env.pop("LOSSFLOW_ADMIN_TOKEN", None)
+    ports = {key: free_port() for key in SERVERS}
+    commands = _server_commands(models, ports)
+    bodies = {
+        "lossflow_ab_log": ("/predict", work.lossflow_bodies),
+        "lossflow_no_log": ("/predict", work.lossflow_bodies),
+        "mlflow_serve": ("/invocations", work.mlflow_bodies),
+    }
+    rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in SERVERS}
+    checks: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        for key, (command, ready) in commands.items():
+            print(f"{SERVERS[key]}: starting on port {ports[key]}", flush=True)
+            procs[key] = stack.enter_context(
+                running(key, command, env, ports[key], ready, tmp / f"{key}.log")
+            )
+        print("checking every benchmark request against the models in process", flush=True)
+        scorers = {v: p.predict for v, p in predictors.items()}
+        variants = verify_lossflow(ports["lossflow_ab_log"], work, scorers)
+        verify_lossflow(ports["lossflow_no_log"], work, scorers)
+        verify_mlflow(ports["mlflow_serve"], work, champion.predict)
+        checks["variants"] = dict(variants)
+        answered = len(work.records)  # the check above, on (a)
+        wait_logged(work_dir, answered)
+        for index in range(settings.repeats):  # one server at a time, interleaved rounds
+            for key in SERVERS:
+                print(f"round {index + 1}/{settings.repeats}: {SERVERS[key]}", flush=True)
+                path, payload = bodies[key]
+                cpu_before = process_group_cpu_s(procs[key].pid)
+                figures = load(ports[key], path, payload, settings, tmp)
+                cpu = process_group_cpu_s(procs[key].pid) - cpu_before
+                if key == "lossflow_ab_log":
+                    answered += figures["completed_total"]
+                    figures["log_catch_up_s"] = round(wait_logged(work_dir, answered), 3)
+                    cpu = process_group_cpu_s(procs[key].pid) - cpu_before
+                if not math.isnan(cpu):
+                    figures["server_cpu_s"] = round(cpu, 3)
+                    figures["server_cpu_us_per_request"] = round(
+                        cpu / figures["completed_total"] * 1e6, 1
+                    )
+                rounds[key].append(figures)
+    logged = logged_rows(work_dir)
+    checks["log"] = {"answered": answered, "logged": logged, "ok": logged == answered}
+
+    print("(d) in process: timing", flush=True)
+    runner = OnnxRunner(champion.path, intra_op_threads=1)  # as OnnxPredictor.from_path
+    single = [[r] for r in work.records]
+    in_process = {
+        "predictor_predict": time_calls(champion.predict, single, settings.inprocess_duration),
+        "runner_run": time_calls(runner.run, work.inputs, settings.inprocess_duration),
+    }
+    batch = batch1(models, work, settings, tmp)
+
+    servers = {key: _median_figures(rounds[key]) for key in SERVERS}
+    a, b, c = (servers[k] for k in SERVERS)
+    return {
+        "model": models.name,
+        "versions": models.versions,
+        "loss_ids": {v: p.loss_id for v, p in predictors.items()},
+        "clients": settings.clients,
+        "warmup_s": settings.warmup,
+        "duration_s": settings.duration,
+        "repeats": settings.repeats,
+        "records": settings.records,
+        "cpus": os.cpu_count(),
+        "client_event_loop": rounds["lossflow_ab_log"][0]["event_loop"],
+        "servers": servers,
+        "in_process": in_process,
+        "batch1": batch,
+        "checks": checks,
+        "logging_cost": round(1 - a["rps"] / b["rps"], 4),
+        "p99_ratio": round(a["p99_ms"] / c["p99_ms"], 4),
+        "ort_vs_torch_batch1": batch["ratio_torch_over_ort"],
+        "ratio": round(a["rps"] / c["rps"], 4),
+    }
+
+
+def report(summary: dict[str, Any]) -> None:
+    versions = ", ".join(f"{alias} v{v}" for alias, v in summary["versions"].items())
+    print(
+        f"\nserving {summary['model']} ({versions}): 1-record requests over "
+        f"{summary['records']} production records, {summary['clients']} keep-alive clients, "
+        f"{summary['warmup_s']:g} s warm-up + {summary['duration_s']:g} s per server and round, "
+        f"{summary['repeats']} interleaved round(s) (median shown), {summary['cpus']} CPUs shared "
+        "with the client"
+    )
+    print(f"{'setup':<50} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/req':>18}")
+    rows = [*((SERVERS[k], v) for k, v in summary["servers"].items())]
+    rows += [(IN_PROCESS[k], v) for k, v in summary["in_process"].items()]
+    for label, r in rows:
+        cpu = r.get("server_cpu_us_per_request")
+        cpu_text = "-" if cpu is None else f"{cpu:,.0f}"
+        print(
+            f"{label:<50} {r['rps']:>9,.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {cpu_text:>18}"
+        )
+    b1 = summary["batch1"]
+    print(
+        f"batch 1, one thread: onnxruntime {b1['ort_runner_us_per_row']:.1f} us/row "
+        f"(OnnxRunner.run; bare session {b1['ort_session_us_per_row']:.1f}), torch eager "
+        f"{b1['torch_eager_us_per_row']:.1f} us/row ({b1['torch_model']}): "
+        f"torch / onnxruntime = {b1['ratio_torch_over_ort']:.2f}x"
+    )
+    log = summary["checks"]["log"]
+    state = "ok" if log["ok"] else "MISMATCH"
+    catch_up = max(r["log_catch_up_s"] for r in summary["servers"]["lossflow_ab_log"]["rounds"])
+    print(
+        f"prediction log of (a): {log['logged']} rows for {log['answered']} answers ({state}), "
+        f"at most {catch_up:.2f} s behind after a round; A/B split of the check requests: "
+        f"{summary['checks']['variants']}"
+    )
+    print(f"logging cost, 1 - (a)/(b) req/s: {summary['logging_cost']:.1%}")
+    print(f"p99 (a) / (c): {summary['p99_ratio']:.3f}")
+    print(f"lossflow (a) / mlflow models serve (c) req/s: {summary['ratio']:.3f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, help="existing data dir to copy (not modified)")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent keep-alive clients")
+    parser.add_argument("--duration", type=float, default=10.0, help="timed seconds per server")
+    parser.add_argument("--warmup", type=float, default=2.0, help="untimed seconds per server")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds over the servers; median kept"
+    )
+    parser.add_argument("--records", type=int, default=256, help="distinct production records")
+    parser.add_argument("--inprocess-duration", type=float, default=3.0, help="seconds per (d)")
+    parser.add_argument("--batch1-calls", type=int, default=2000, help="calls per timing round")
+    parser.add_argument("--batch1-rounds", type=int, default=7, help="interleaved rounds")
+    parser.add_argument(
+        "--subsample", type=int, default=20_000, help="flights rows when training a registry"
+    )
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="1 s per server, 0.5 s warm-up, 4 clients, 32 records, 2,000 training rows",
+    )  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.warmup, args.clients, args.records = 1.0, 0.5, 4, 32
+        args.inprocess_duration, args.batch1_calls, args.batch1_rounds = 0.5, 200, 3
+        args.repeats = 1
+        args.subsample = min(args.subsample, 2000)
+    if min(args.clients, args.records, args.repeats, args.batch1_calls, args.batch1_rounds) < 1:
+        parser.error("--clients, --records, --repeats and --batch1-* must be >= 1")
+    if args.duration <= 0 or args.warmup < 0 or args.inprocess_duration <= 0:
+        parser.error("need --duration > 0, --warmup >= 0 and --inprocess-duration > 0")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir} is not a directory")
+    for key, value in ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    settings = Settings(
+        clients=args.clients,
+        duration=args.duration,
+        warmup=args.warmup,
+        records=args.records,
+        inprocess_duration=args.inprocess_duration,
+        repeats=args.repeats,
+        batch1_calls=args.batch1_calls,
+        batch1_rounds=args.batch1_rounds,
+        subsample=args.subsample,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="lossflow-bench-serving-"))
+    summary: dict[str, Any] | None = None
+    try:
+        summary = run(settings, args.data_dir.resolve() if args.data_dir else None, tmp)
+    except BenchmarkError as err:
+        print(f"benchmark failed: {err}", file=sys.stderr)
+    finally:
+        if summary is None or args.keep:
+            print(f"logs and data kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if summary is None:
+        sys.exit(1)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2))
+    report(summary)
+
+
+if __name__ == "__main__":
+    main()
