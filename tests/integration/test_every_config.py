@@ -1,4 +1,5 @@
-"""Every file under configs/ loads and trains for one tiny batch, so no config rots."""
+"""Every file under configs/ is exercised, so no config rots: training configs train for one tiny
+batch, serving configs start the service on a real registry and answer a prediction."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
 from lossflow import steps
-from lossflow.config import load_config
+from lossflow.config import load_config, load_serving_config
 from lossflow.losses import LOSS_SPECS
+from lossflow.serving.app import create_app
+
+from .serving_models import Registry, copy_registry
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
@@ -43,8 +48,11 @@ def _cases() -> list[tuple[str, list[str]]]:
     return cases
 
 
+SERVING = sorted(p.stem for p in (CONFIG_DIR / "serving").glob("*.yaml"))
+
+
 def test_every_config_file_is_covered() -> None:
-    covered = {name for name, _ in _cases()}
+    covered = {name for name, _ in _cases()} | {f"serving/{stem}.yaml" for stem in SERVING}
     on_disk = {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*.yaml")}
     assert covered == on_disk
 
@@ -65,3 +73,16 @@ def test_config_trains_one_tiny_batch(name: str, overrides: list[str], tmp_path:
     assert torch.isfinite(loss), name
     assert grads, name
     assert all(torch.isfinite(g).all() for g in grads), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", SERVING)
+def test_serving_config_starts_the_service_and_answers(
+    stem: str, built_registry: Registry, tmp_path: Path
+) -> None:
+    registry = copy_registry(built_registry, tmp_path / "data")
+    cfg = load_serving_config([f"serving={stem}", f"data_dir={registry.data_dir}"], CONFIG_DIR)
+    with TestClient(create_app(cfg)) as client:
+        answer = client.post("/predict", json={"unit_id": "u", "records": registry.records[:2]})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == 2
