@@ -388,7 +388,6 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
             return _fail(500, "internal", "internal error; see the service log", started)
 
     async def answer(request: Request, started: float) -> Response:
-        variant_name = UNROUTED
         try:
             body = await _read_body(request, limits.max_body_bytes)
         except _TooLargeError:
