@@ -226,9 +226,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 def _json_text(value: Any) -> str:
     """JSON columns are written with orjson (the writer thread's main cost with stdlib json)."""
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(value, option=_JSON_OPTIONS).decode()
 
 
 def _normalise_labels(labels: list[Any]) -> Any:
@@ -274,12 +277,15 @@ class PredictionLog:
         self.schema = schema
         self.metadata, self.predictions, self.feedback = _build_metadata(schema)
         preparer = self.engine.dialect.identifier_preparer
-        marker = "?" if backend == "sqlite" else "%s"
         columns = [preparer.quote(c.name) for c in self.predictions.columns]
-        self._insert_sql = (
-            f"INSERT INTO {preparer.format_table(self.predictions)} ({', '.join(columns)}) "
-            f"VALUES ({', '.join([marker] * len(columns))})"
-        )
+        into = f"INSERT INTO {preparer.format_table(self.predictions)} ({', '.join(columns)}) "
+        if backend == "sqlite":
+            # One statement per batch over a JSON array of rows: sqlite3's executemany releases
+            # and retakes the GIL once per row, which stalls the request path at every row.
+            picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+            self._insert_sql = f"{into}SELECT {picks} FROM json_each(?)"
+        else:
+            self._insert_sql = f"{into}VALUES ({', '.join(['%s'] * len(columns))})"
 
     def create_schema(self) -> None:
         """Create the PostgreSQL schema (if named), tables and indexes when missing (idempotent)."""
@@ -289,22 +295,45 @@ class PredictionLog:
         self.metadata.create_all(self.engine, checkfirst=True)
 
     def write_batch(self, records: Sequence[PredictionRecord]) -> None:
-        """Insert records in one executemany inside one transaction (all or none).
+        """Insert records in one transaction (all or none): one statement on SQLite, one
+        executemany on PostgreSQL.
 
         Raises:
             sqlalchemy.exc.IntegrityError: a request id is already logged (nothing is written).
         """
         if not records:
             return
-        # The driver's executemany on pre-encoded tuples: SQLAlchemy's per-row parameter
-        # processing cost 3x the insert itself, and this thread shares the GIL with requests.
-        # SQLite gets the text SQLAlchemy's DateTime stores (naive UTC, always microseconds).
-        sqlite = self.engine.dialect.name == "sqlite"
+        # Pre-encoded rows straight to the driver: SQLAlchemy's per-row parameter processing
+        # cost 3x the insert itself, and this thread shares the GIL with the request path.
+        if self.engine.dialect.name == "sqlite":
+            # Stored as SQLAlchemy stores them on SQLite: naive UTC text with microseconds, JSON
+            # columns as JSON text (json_extract returns nested JSON as text).
+            payload = orjson.dumps(
+                [
+                    [
+                        r.request_id,
+                        r.unit_id,
+                        r.ts.replace(tzinfo=None).isoformat(" ", "microseconds"),
+                        r.variant,
+                        r.model_version,
+                        r.loss_id,
+                        r.features,
+                        r.outputs,
+                        float(r.latency_ms),
+                        len(r.features),
+                    ]
+                    for r in records
+                ],
+                option=_JSON_OPTIONS,
+            ).decode()
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(self._insert_sql, (payload,))
+            return
         rows = [
             (
                 r.request_id,
                 r.unit_id,
-                r.ts.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else r.ts,
+                r.ts,
                 r.variant,
                 r.model_version,
                 r.loss_id,
