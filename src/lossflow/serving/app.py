@@ -748,7 +748,9 @@ def _record_feedback(
     try:
         return log.record_feedback(request_id, labels)
     except UnknownRequestError:
-        if state.writer is None or state.writer.pending == 0:
+        # Flush whatever is pending (perhaps nothing: the write may have committed since the
+        # lookup), then look once more.
+        if state.writer is None:
             raise
     try:
         state.writer.flush(timeout=FEEDBACK_FLUSH_S)
