@@ -176,12 +176,6 @@ def resolve_models(data_dir: Path, work: Path) -> Models:
     return Models(data_dir, uri, name, versions, paths, tracker.run_of_version(name, champion))
 
 
-def _json_value(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _plain(array: np.ndarray) -> list[Any]:
     """Rows as JSON lists; NaN (a missing numeric) becomes null."""
     return [
@@ -193,6 +187,7 @@ def _plain(array: np.ndarray) -> list[Any]:
 def make_workload(models: Models, count: int) -> Workload:
     """``count`` production records, their /predict bodies and their encoded mlflow bodies."""
     from lossflow.serving.predictor import OnnxPredictor
+    from lossflow.serving.traffic import records_of
     from lossflow.steps import model_inputs
 
     parquet = models.data_dir / "runs" / models.champion_run / "prepared" / "production.parquet"
@@ -204,10 +199,11 @@ def make_workload(models: Models, count: int) -> Workload:
     predictor = OnnxPredictor.from_path(models.paths[models.versions["champion"]])
     frame = pd.read_parquet(parquet)
     columns = list(predictor.feature_columns)
-    rows = frame[columns].head(count).to_dict(orient="records")
-    if len(rows) < count:
-        raise BenchmarkError(f"{parquet} has {len(rows)} rows; ask for at most that many records")
-    records = [{k: _json_value(v) for k, v in row.items()} for row in rows]
+    records = records_of(frame.head(count), columns)
+    if len(records) < count:
+        raise BenchmarkError(
+            f"{parquet} has {len(records)} rows; ask for at most that many records"
+        )
     lossflow_bodies: list[bytes] = []
     mlflow_bodies: list[bytes] = []
     inputs: list[dict[str, np.ndarray]] = []

@@ -4,7 +4,6 @@ two versions trained with different losses (``champion`` = focal v1, ``challenge
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 from lossflow import steps
 from lossflow.config import load_config
 from lossflow.losses import loss_id
+from lossflow.serving.traffic import records_of
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 SMALL = ("data.subsample=2000", "trainer.max_epochs=1", "trainer.batch_size=512")
@@ -41,19 +41,11 @@ def export_small_model(root: Path, *overrides: str) -> tuple[Path, steps.Prepare
     return result.onnx_path, prepared
 
 
-def json_value(value: Any) -> Any:
-    """What a JSON request carries: null for pandas' missing values."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
-
-
 def json_records(
     prepared: steps.PreparedData, features: tuple[str, ...], part: str = "test"
 ) -> list[dict[str, Any]]:
     """Rows of a raw split as JSON request records."""
-    rows = prepared.raw(part)[list(features)].to_dict(orient="records")
-    return [{k: json_value(v) for k, v in row.items()} for row in rows]
+    return records_of(prepared.raw(part), features)
 
 
 def build_registry(root: Path) -> Registry:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,20 +16,12 @@ SCRIPT = ROOT / "benchmarks" / "training_throughput.py"
 @pytest.mark.slow
 def test_training_throughput_tiny_run(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
-    env = {
-        **os.environ,
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "ORT_DISABLE_TELEMETRY": "1",
-    }
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--rows", "512", "--batch-size", "128",
          "--epochs", "2", "--threads", "1", "--profile", "--json", str(out)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=env,
         timeout=120,
         check=False,
     )  # fmt: skip
@@ -64,20 +55,11 @@ def test_serving_benchmark_quick_run(tmp_path: Path) -> None:
     # Trains its own two-version registry (focal champion, bce challenger), then loads three real
     # servers for a second each: about two to three minutes on two cores.
     out = tmp_path / "figures.json"
-    env = {
-        **os.environ,
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "ORT_DISABLE_TELEMETRY": "1",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
         [sys.executable, str(SERVING), "--quick", "--json", str(out)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=env,
         timeout=900,
         check=False,
     )

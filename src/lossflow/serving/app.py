@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from lossflow.config import ServingConfig
+from lossflow.config import ServingConfig, ServingLimits
 from lossflow.serving.log import (
     BatchWriter,
     FeedbackConflictError,
@@ -523,10 +523,10 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
     async def info() -> dict[str, Any]:
         """Variants (versions, loss ids, sources, weights), shadow, task and features."""
         deployment = state.current()
-        label_names = next(iter(deployment.variants.values())).predictor.label_names
+        label_names = deployment.predictor.label_names
         return {
             "model_name": state.loader.model_name,
-            "target": next(iter(deployment.variants.values())).predictor.preprocessor.target,
+            "target": deployment.predictor.preprocessor.target,
             "label_names": None if label_names is None else list(label_names),
             "prediction_log": state.log is not None,
             "limits": limits.model_dump(),
@@ -644,9 +644,9 @@ async def _watch_registry(state: ServiceState, app: FastAPI, interval_s: float) 
             _log.exception("registry check crashed", extra={"event": "watch_failed"})
 
 
-def _predict_schema(deployment: Deployment, limits: Any) -> dict[str, Any]:
+def _predict_schema(deployment: Deployment, limits: ServingLimits) -> dict[str, Any]:
     """The /predict body schema with the loaded models' exact record fields."""
-    predictor = next(iter(deployment.variants.values())).predictor
+    predictor = deployment.predictor
     numeric = set(predictor.preprocessor.numeric_columns)
     number = {"type": "number", "minimum": -_FLOAT32_MAX, "maximum": _FLOAT32_MAX}
     properties = {
@@ -711,7 +711,7 @@ def shadow_request_id(request_id: str) -> str:
 
 def _check_labels(deployment: Deployment, labels: list[Any]) -> list[Any]:
     """Labels in the form the task stores them, or 422 naming the first bad one."""
-    predictor = next(iter(deployment.variants.values())).predictor
+    predictor = deployment.predictor
     task = deployment.task
     names = predictor.label_names or ()
     by_text = {str(n): n for n in names}

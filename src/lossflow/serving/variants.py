@@ -93,6 +93,11 @@ class Deployment:
         object.__setattr__(self, "task", first.predictor.task)
 
     @property
+    def predictor(self) -> OnnxPredictor:
+        """A variant's predictor, for what all variants share (task, features, classes)."""
+        return next(iter(self.variants.values())).predictor
+
+    @property
     def versions(self) -> dict[str, str]:
         """Model version of every variant and of the shadow."""
         loaded = {name: v.model_version for name, v in self.variants.items()}
