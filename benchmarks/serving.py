@@ -186,9 +186,8 @@ def _plain(array: np.ndarray) -> list[Any]:
 
 def make_workload(models: Models, count: int) -> Workload:
     """``count`` production records, their /predict bodies and their encoded mlflow bodies."""
+    from lossflow.replay.rows import records_of
     from lossflow.serving.predictor import OnnxPredictor
-    from lossflow.serving.traffic import records_of
-    from lossflow.steps import model_inputs
 
     parquet = models.data_dir / "runs" / models.champion_run / "prepared" / "production.parquet"
     if not parquet.is_file():
@@ -209,7 +208,7 @@ def make_workload(models: Models, count: int) -> Workload:
     inputs: list[dict[str, np.ndarray]] = []
     for i, record in enumerate(records):
         lossflow_bodies.append(orjson.dumps({"unit_id": f"user-{i:06d}", "records": [record]}))
-        encoded = model_inputs(predictor.preprocessor, predictor.encode([record]))
+        encoded = predictor.preprocessor.model_inputs(predictor.encode([record]))
         inputs.append(encoded)
         mlflow_bodies.append(orjson.dumps({"inputs": {k: _plain(v) for k, v in encoded.items()}}))
     return Workload(records, lossflow_bodies, mlflow_bodies, inputs)
@@ -441,7 +440,7 @@ def batch1(models: Models, work: Workload, settings: Settings, tmp: Path) -> dic
     import onnxruntime as ort
     import torch
 
-    from lossflow.export import OnnxRunner
+    from lossflow.onnx_runner import OnnxRunner
 
     path = models.paths[models.versions["champion"]]
     runner = OnnxRunner(path, intra_op_threads=1)
@@ -498,14 +497,14 @@ def _torch_model(models: Models, tmp: Path) -> tuple[Any, str]:
     checkpoint are at hand, else the same architecture untrained (same cost per call)."""
     import mlflow
 
-    from lossflow.config import LossflowConfig
+    from lossflow.config.training import TrainingConfig
+    from lossflow.models.build import build_inference_model, load_trained_model
     from lossflow.serving.predictor import OnnxPredictor
-    from lossflow.steps import build_inference_model, load_trained_model
 
     pre = OnnxPredictor.from_path(models.paths[models.versions["champion"]]).preprocessor
     client = mlflow.MlflowClient(models.tracking_uri)
     local = Path(client.download_artifacts(models.champion_run, "config.json", str(tmp)))
-    cfg = LossflowConfig.model_validate(json.loads(local.read_text()))
+    cfg = TrainingConfig.model_validate(json.loads(local.read_text()))
     checkpoints = models.data_dir / "runs" / models.champion_run / "checkpoints"
     best = sorted(checkpoints.glob("best-*.ckpt"))
     checkpoint = best[0] if len(best) == 1 else checkpoints / "last.ckpt"
@@ -575,7 +574,7 @@ def _median_figures(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
-    from lossflow.export import OnnxRunner
+    from lossflow.onnx_runner import OnnxRunner
     from lossflow.serving.predictor import OnnxPredictor
 
     work_dir = tmp / "data"

@@ -7,12 +7,12 @@ from pathlib import Path
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
-from lossflow.config import LossflowConfig
+from lossflow.config.training import TrainingConfig
 from pipelines.training import training
 
 
 def training_deployment(
-    cfg: LossflowConfig, overrides: list[str], config_dir: Path
+    cfg: TrainingConfig, overrides: list[str], config_dir: Path
 ) -> RunnerDeployment:
     """The ``training`` flow as a deployment on ``cfg.schedule``'s cron, with these overrides."""
     deployment = training.to_deployment(

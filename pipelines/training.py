@@ -1,6 +1,7 @@
 """The ``training`` flow: validate + prepare → train → evaluate → export + parity → register.
 
-Each task is one call into ``lossflow.steps``; MLflow calls retry. Runs on Prefect's temporary
+Each task is one call into the library (``lossflow.data.prepare``, ``lossflow.steps``); MLflow
+calls retry. Runs on Prefect's temporary
 local server by default, against a Prefect server when ``PREFECT_API_URL`` is set.
 """
 
@@ -14,7 +15,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from lossflow import steps
-from lossflow.config import DEFAULT_CONFIG_DIR, LossflowConfig, load_config
+from lossflow.config import DEFAULT_CONFIG_DIR
+from lossflow.config.training import TrainingConfig, load_training_config
+from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.tracking import git_commit
 
 # MLflow calls retry: a tracking server may be briefly unreachable.
@@ -23,21 +26,21 @@ RETRY_DELAY_S = 3
 
 
 @task(name="validate-and-prepare", cache_policy=NO_CACHE)
-def prepare(cfg: LossflowConfig, directory: Path) -> steps.PreparedData:
-    return steps.prepare_data(cfg, directory)
+def prepare(cfg: TrainingConfig, directory: Path) -> PreparedData:
+    return prepare_data(cfg, directory)
 
 
 @task(
     name="log-run-inputs", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S
 )
-def log_inputs(cfg: LossflowConfig, prepared: steps.PreparedData, run_id: str) -> str:
+def log_inputs(cfg: TrainingConfig, prepared: PreparedData, run_id: str) -> str:
     return steps.log_run_inputs(cfg, prepared, steps.tracker_for(cfg), run_id)
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train(
-    cfg: LossflowConfig,
-    prepared: steps.PreparedData,
+    cfg: TrainingConfig,
+    prepared: PreparedData,
     checkpoint_dir: Path,
     run_id: str,
     resume: bool,
@@ -50,15 +53,15 @@ def train(
 
 @task(name="evaluate", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
 def evaluate(
-    cfg: LossflowConfig, prepared: steps.PreparedData, trained: steps.TrainResult, run_id: str
+    cfg: TrainingConfig, prepared: PreparedData, trained: steps.TrainResult, run_id: str
 ) -> steps.EvaluationResult:
     return steps.evaluate_model(cfg, prepared, trained, run_id=run_id)
 
 
 @task(name="export-and-parity", cache_policy=NO_CACHE)
 def export(
-    cfg: LossflowConfig,
-    prepared: steps.PreparedData,
+    cfg: TrainingConfig,
+    prepared: PreparedData,
     trained: steps.TrainResult,
     evaluation: steps.EvaluationResult,
     lid: str,
@@ -69,7 +72,7 @@ def export(
 
 @task(name="register", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
 def register(
-    cfg: LossflowConfig, prepared: steps.PreparedData, exported: steps.ExportResult, run_id: str
+    cfg: TrainingConfig, prepared: PreparedData, exported: steps.ExportResult, run_id: str
 ) -> steps.Registration:
     return steps.register_model(cfg, prepared, exported, run_id)
 
@@ -103,7 +106,7 @@ def training(
         resume_run: continue training from that run's last checkpoint.
         progress_bar: show a live progress bar while fitting.
     """
-    cfg = load_config(overrides or [], Path(config_dir))
+    cfg = load_training_config(overrides or [], Path(config_dir))
     tracker = steps.tracker_for(cfg)
     tags = {"lossflow.loss": cfg.loss.name, "lossflow.task": cfg.data.task}
     commit = git_commit()

@@ -1,31 +1,36 @@
-"""The ``lossflow`` command line."""
+"""The ``lossflow`` command line.
+
+Every command shows a user's mistake (:class:`~lossflow.errors.UserError`) as one message and
+exits 2, with the traceback in the log file (``--debug`` prints it instead); any other exception
+is a bug and keeps its traceback. Commands import what they need when they run, so ``lossflow
+serve`` works where only the serving dependencies are installed.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, ParamSpec, TypeVar, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from lossflow.config import (
-    DEFAULT_CONFIG_DIR,
-    ConfigError,
-    LossflowConfig,
-    ServingConfig,
-    load_config,
-    load_serving_config,
-)
-from lossflow.losses import TaskType, available_losses
-from lossflow.tracking import resolve_tracking_uri, ui_command
+from lossflow import terminal
+from lossflow.config import DEFAULT_CONFIG_DIR
+from lossflow.config.serving import ServingConfig, load_serving_config
+from lossflow.config.training import TrainingConfig, load_training_config
+from lossflow.errors import UserError
+from lossflow.losses import TaskType
 
 app = typer.Typer(
     name="lossflow",
@@ -33,7 +38,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
 
 # Telemetry stays off; Prefect's temporary local server gets time to start on a busy machine.
 ENVIRONMENT = {
@@ -44,13 +48,63 @@ ENVIRONMENT = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
+# What a command needs beyond the serving set, by the extra that installs it.
+EXTRAS = {"train": ("torch", "lightning", "prefect", "matplotlib", "sklearn")}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Show a :class:`UserError` raised by ``command`` as its message and exit 2."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except UserError as err:
+            if terminal.debug_enabled():
+                raise
+            name = command.__name__.replace("_", "-")
+            path = terminal.report(err, name)
+            console = _stderr()
+            console.print(f"[red]lossflow {name}:[/red] {escape(str(err))}")
+            where = f"traceback in {path}; " if path is not None else ""
+            console.print(f"[dim]({where}--debug prints it here)[/dim]")
+            raise typer.Exit(2) from None
+
+    return run
+
+
+def _needs(extra: str) -> None:
+    """Exit with a one-line install hint when the modules of ``extra`` are missing."""
+    import importlib.util
+
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        _stderr().print(
+            f"[red]this command needs the {extra} dependencies[/red] (missing: "
+            f"{', '.join(missing)}); install them with: "
+            + escape(f"pip install 'lossflow[{extra}]'")
+        )
+        raise typer.Exit(2)
 
 
 @app.callback()
-def main() -> None:
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="print the traceback of a user error too")
+    ] = False,
+) -> None:
     """lossflow command line."""
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    if debug:
+        os.environ[terminal.DEBUG_ENV] = "1"
     # lightning 2.6 on torch 2.13 warns about its own use of a deprecated torch API.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
@@ -62,7 +116,10 @@ def losses(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the catalogue as JSON")] = False,
 ) -> None:
-    """Print the loss catalogue: names, task types, options with defaults, references."""
+    """Print the loss catalogue (and the weight penalties): tasks, options, references."""
+    _needs("train")
+    from lossflow.losses import available_losses
+
     known = get_args(TaskType)
     if task is not None and task not in known:
         raise typer.BadParameter(
@@ -72,8 +129,9 @@ def losses(
     if as_json:
         typer.echo(json.dumps([asdict(info) for info in catalogue], indent=2, default=str))
         return
-    table = Table(title=f"lossflow losses ({len(catalogue)})", show_lines=True)
+    table = Table(title=f"lossflow losses and penalties ({len(catalogue)})", show_lines=True)
     table.add_column("name", style="bold")
+    table.add_column("kind")
     table.add_column("tasks")
     table.add_column("options (default)")
     table.add_column("what it is")
@@ -83,7 +141,9 @@ def losses(
             f"{p.name}=" + ("(required)" if p.required else repr(p.default))
             for p in info.parameters
         )
-        table.add_row(info.name, ", ".join(info.tasks), options, info.summary, info.reference)
+        tasks = "any" if info.kind == "penalty" else ", ".join(info.tasks)
+        kind = "penalty (regularizers: [...])" if info.kind == "penalty" else "loss"
+        table.add_row(info.name, kind, tasks, options, info.summary, info.reference)
     # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
     Console(width=None if sys.stdout.isatty() else 170).print(table)
 
@@ -95,23 +155,16 @@ Overrides = Annotated[
 ]
 
 
-def _config_or_exit(overrides: list[str], config_dir: Path) -> LossflowConfig:
-    try:
-        return load_config(overrides, config_dir)
-    except ConfigError as err:
-        Console(stderr=True).print(f"[red]configuration error:[/red] {err}")
-        raise typer.Exit(2) from None
+def _quiet_prefect() -> None:
+    """Prefect's console shows no record about a user error (the command prints it once)."""
+    from prefect.logging.configuration import setup_logging
 
-
-def _serving_config_or_exit(overrides: list[str], config_dir: Path) -> ServingConfig:
-    try:
-        return load_serving_config(overrides, config_dir)
-    except ConfigError as err:
-        Console(stderr=True).print(f"[red]configuration error:[/red] {err}")
-        raise typer.Exit(2) from None
+    setup_logging()
+    terminal.quiet_user_errors()
 
 
 @app.command()
+@user_errors
 def train(
     overrides: Overrides = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
@@ -120,14 +173,16 @@ def train(
     ] = None,
 ) -> None:
     """Run the training flow: prepare → train → evaluate → export + parity → register."""
+    _needs("train")
+    cfg = load_training_config(overrides or [], config_dir)
     from pipelines.training import training
 
-    cfg = _config_or_exit(overrides or [], config_dir)
     console = Console()
     console.print(
         f"training [bold]{cfg.data.source}[/bold] ({cfg.data.task}) with loss "
         f"[bold]{cfg.loss.name}[/bold] for up to {cfg.trainer.max_epochs} epochs"
     )
+    _quiet_prefect()
     outcome = training(
         overrides=overrides or [],
         config_dir=str(config_dir),
@@ -149,37 +204,48 @@ def train(
 
 
 @app.command()
+@user_errors
 def ui(
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
 ) -> None:
     """Open the MLflow UI on the project's tracking store."""
-    cfg = _config_or_exit([], config_dir)
+    from lossflow.tracking import resolve_tracking_uri, ui_command
+
+    cfg = load_serving_config([], config_dir)
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
-    command = ui_command(uri, port=port)
+    try:
+        command = ui_command(uri, port=port)
+    except (ValueError, FileNotFoundError) as err:
+        _stderr().print(f"[red]lossflow ui:[/red] {escape(str(err))}")
+        raise typer.Exit(2) from None
     Console().print(f"MLflow UI on http://127.0.0.1:{port} for {uri}")
     raise typer.Exit(subprocess.call(command))
 
 
 @app.command()
+@user_errors
 def schedule(
     overrides: Overrides = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
     """Serve the training flow as a deployment on the configured cron schedule."""
+    _needs("train")
+    cfg: TrainingConfig = load_training_config(overrides or [], config_dir)
     from pipelines.deployments import training_deployment
-    from prefect import serve
+    from prefect import serve as serve_deployments
 
-    cfg = _config_or_exit(overrides or [], config_dir)
     deployment = training_deployment(cfg, overrides or [], config_dir)
     Console().print(
         f"serving deployment '{deployment.name}' on cron '{cfg.schedule.cron}' "
         f"({cfg.schedule.timezone}); Ctrl-C stops it"
     )
-    serve(deployment)
+    _quiet_prefect()
+    serve_deployments(deployment)
 
 
 @app.command()
+@user_errors
 def serve(
     overrides: Annotated[
         list[str] | None,
@@ -188,6 +254,10 @@ def serve(
             "variants.champion.weight=90 log.url=postgresql://..."
         ),
     ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="bind address (same as host=...); default 127.0.0.1")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port (same as port=...); default 8000")] = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
     """Serve the registered ONNX models over HTTP: A/B split, prediction log, feedback."""
@@ -196,11 +266,15 @@ def serve(
     from lossflow.serving.app import create_app
     from lossflow.serving.jsonlog import configure_json_logging
 
-    cfg = _serving_config_or_exit(overrides or [], config_dir)
+    flags = [f"host={host}"] if host is not None else []
+    flags += [f"port={port}"] if port is not None else []
+    cfg: ServingConfig = load_serving_config([*(overrides or []), *flags], config_dir)
     configure_json_logging()
+    terminal.quiet_user_errors()
+    app_ = create_app(cfg)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(cfg),
+            app_,
             host=cfg.host,
             port=cfg.port,
             loop="uvloop",
@@ -210,13 +284,19 @@ def serve(
             timeout_graceful_shutdown=math.ceil(cfg.log.drain_timeout_s),
         )
     )
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits 3 when the app cannot start
+        startup_error = app_.state.service.startup_error
+        if startup_error is not None:
+            raise startup_error from None
+        raise
     if not server.started:
-        # uvicorn logged why (e.g. a model that cannot be loaded, a port in use).
-        raise typer.Exit(3)
+        raise typer.Exit(3)  # uvicorn logged why (e.g. the port is in use)
 
 
 @app.command()
+@user_errors
 def traffic(
     url: Annotated[str, typer.Option(help="base URL of the running service")] = (
         "http://127.0.0.1:8000"
@@ -244,8 +324,7 @@ def traffic(
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
     """Replay production rows against a running service and post delayed feedback."""
-    from lossflow.serving.traffic import (
-        TrafficError,
+    from lossflow.replay import (
         TrafficOptions,
         find_production_data,
         production_rows,
@@ -253,7 +332,7 @@ def traffic(
         summary_table,
     )
 
-    err_console = Console(stderr=True, soft_wrap=True)
+    err_console = _stderr()
     try:
         options = TrafficOptions(
             rate=rate,
@@ -264,15 +343,49 @@ def traffic(
             fraction=label_fraction,
             seed=seed,
         )
-        path = data or find_production_data(_config_or_exit([], config_dir).data_dir)
+        path = data or find_production_data(load_serving_config([], config_dir).data_dir)
         frame = production_rows(path, months=months, time_column=time_column, limit=limit)
-        err_console.print(f"replaying {len(frame)} rows of {path} against {url}")
-        report = run_traffic(frame, url, options)
-    except (FileNotFoundError, ValueError, TrafficError) as err:
-        err_console.print(f"[red]traffic error:[/red] {err}")
+    except (FileNotFoundError, ValueError) as err:
+        err_console.print(f"[red]lossflow traffic:[/red] {escape(str(err))}")
         raise typer.Exit(2) from None
+    err_console.print(f"replaying {len(frame)} rows of {path} against {url}")
+    report = run_traffic(frame, url, options)
     Console(width=None if sys.stdout.isatty() else 170).print(summary_table(report))
     if json_path is not None:
         json_path.write_text(json.dumps(report.summary(), indent=2))
     if report.answered == 0:
         raise typer.Exit(1)
+
+
+@app.command("dead-letters")
+@user_errors
+def dead_letters(
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="service overrides naming the log: log.url=postgresql://..."),
+    ] = None,
+    replay: Annotated[
+        bool, typer.Option(help="write them to the log again (after fixing the cause)")
+    ] = False,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """List the predictions the log database refused for good, or replay them."""
+    from lossflow.predlog import PredictionLog, default_log_url
+
+    cfg = load_serving_config(overrides or [], config_dir)
+    log = PredictionLog(cfg.log.url or default_log_url(cfg.data_dir), cfg.log.db_schema)
+    try:
+        log.create_schema()
+        if replay:
+            replayed, failing = log.replay_dead_letters()
+            Console().print(f"replayed {replayed}; still refused: {failing}")
+            return
+        letters = log.read_dead_letters()
+    finally:
+        log.dispose()
+    table = Table(title=f"prediction dead letters ({len(letters)})")
+    for column in ("id", "request_id", "ts", "error"):
+        table.add_column(column)
+    for row in letters.itertuples(index=False):
+        table.add_row(str(row.id), row.request_id, str(row.ts), row.error)
+    Console(width=None if sys.stdout.isatty() else 170).print(table)

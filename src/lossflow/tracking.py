@@ -50,6 +50,8 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from lossflow.errors import UserError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -67,7 +69,7 @@ _VERSION_READY: Final[str] = "READY"
 _VERSION_FAILED: Final[str] = "FAILED_REGISTRATION"
 
 
-class RegistryError(LookupError):
+class RegistryError(UserError, LookupError):
     """A registered model, version or alias the caller asked for is not in the registry."""
 
 

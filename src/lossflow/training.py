@@ -157,8 +157,9 @@ def build_trainer(
     ``tracking.py`` talks to MLflow.
     """
     es_cfg = cfg.early_stopping
-    monitor = es_cfg.monitor if es_cfg is not None else "val/loss"
-    mode = es_cfg.mode if es_cfg is not None else "min"
+    # An unresolved early-stopping section (no training config to fill it in) watches val/loss.
+    monitor = (es_cfg.monitor if es_cfg is not None else None) or "val/loss"
+    mode = (es_cfg.mode if es_cfg is not None else None) or "min"
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir,
         filename="best-{epoch:03d}",
@@ -174,8 +175,8 @@ def build_trainer(
     early: EarlyStopping | None = None
     if es_cfg is not None:
         early = EarlyStopping(
-            monitor=es_cfg.monitor,
-            mode=es_cfg.mode,
+            monitor=monitor,
+            mode=mode,
             patience=es_cfg.patience,
             min_delta=es_cfg.min_delta,
             check_finite=True,

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from lossflow import steps
-from lossflow.config import load_config
+from lossflow.config.training import load_training_config
+from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.losses import loss_id
-from lossflow.serving.traffic import records_of
+from lossflow.models.build import resolved_loss_spec
+from lossflow.replay.rows import records_of
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 SMALL = ("data.subsample=2000", "trainer.max_epochs=1", "trainer.batch_size=512")
@@ -30,19 +32,19 @@ class Registry:
     labels: list[int]
 
 
-def export_small_model(root: Path, *overrides: str) -> tuple[Path, steps.PreparedData]:
+def export_small_model(root: Path, *overrides: str) -> tuple[Path, PreparedData]:
     """Prepare, train one epoch, evaluate and export a small model with ``lossflow.steps``."""
-    cfg = load_config([f"data_dir={root}", *SMALL, *overrides], CONFIG_DIR)
-    prepared = steps.prepare_data(cfg, root / "prepared")
+    cfg = load_training_config([f"data_dir={root}", *SMALL, *overrides], CONFIG_DIR)
+    prepared = prepare_data(cfg, root / "prepared")
     trained = steps.train_model(cfg, prepared, root / "checkpoints")
     evaluation = steps.evaluate_model(cfg, prepared, trained)
-    lid = loss_id(steps.resolved_loss_spec(cfg, prepared), cfg.regularizers)
+    lid = loss_id(resolved_loss_spec(cfg, prepared.class_counts), cfg.regularizers)
     result = steps.export_model(cfg, prepared, trained, evaluation, lid, root / "model")
     return result.onnx_path, prepared
 
 
 def json_records(
-    prepared: steps.PreparedData, features: tuple[str, ...], part: str = "test"
+    prepared: PreparedData, features: tuple[str, ...], part: str = "test"
 ) -> list[dict[str, Any]]:
     """Rows of a raw split as JSON request records."""
     return records_of(prepared.raw(part), features)
@@ -53,15 +55,15 @@ def build_registry(root: Path) -> Registry:
     from lossflow.serving.predictor import OnnxPredictor
 
     paths: list[Path] = []
-    prepared: steps.PreparedData | None = None
+    prepared: PreparedData | None = None
     for loss in ("focal", "bce"):
         overrides = [f"data_dir={root}", *SMALL, f"loss={loss}"]
-        cfg = load_config(overrides, CONFIG_DIR)
+        cfg = load_training_config(overrides, CONFIG_DIR)
         work = root / "work" / loss
-        prepared = steps.prepare_data(cfg, work / "prepared")
+        prepared = prepare_data(cfg, work / "prepared")
         trained = steps.train_model(cfg, prepared, work / "checkpoints")
         evaluation = steps.evaluate_model(cfg, prepared, trained)
-        lid = loss_id(steps.resolved_loss_spec(cfg, prepared), cfg.regularizers)
+        lid = loss_id(resolved_loss_spec(cfg, prepared.class_counts), cfg.regularizers)
         exported = steps.export_model(cfg, prepared, trained, evaluation, lid, work / "model")
         tracker = steps.tracker_for(cfg)
         with tracker.start_run(loss, {}) as run_id:
@@ -70,7 +72,7 @@ def build_registry(root: Path) -> Registry:
     assert prepared is not None
     features = OnnxPredictor.from_path(paths[0]).feature_columns
     test = prepared.raw("test")
-    cfg = load_config([f"data_dir={root}"], CONFIG_DIR)
+    cfg = load_training_config([f"data_dir={root}"], CONFIG_DIR)
     return Registry(
         data_dir=root,
         model_name=cfg.tracking.registered_model,

@@ -9,9 +9,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from lossflow import steps
-from lossflow.config import load_config, load_serving_config
+from lossflow.config import load_serving_config
+from lossflow.config.training import load_training_config
+from lossflow.data.prepare import prepare_data
 from lossflow.losses import LOSS_SPECS
+from lossflow.models.build import build_system, input_tensors, target_tensor
 from lossflow.serving.app import create_app
 
 from .serving_models import Registry, copy_registry
@@ -19,6 +21,7 @@ from .serving_models import Registry, copy_registry
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 TINY = ["data.subsample=400", "trainer.batch_size=64"]
+DIGITS = ["data=digits"]
 
 
 def _task_overrides(loss_file: Path) -> list[str]:
@@ -30,7 +33,7 @@ def _task_overrides(loss_file: Path) -> list[str]:
     if "binary" in tasks:
         return []
     if "multiclass" in tasks:
-        return ["data=digits"]
+        return DIGITS
     if "regression" in tasks:
         return ["data.task=regression"]
     raise AssertionError(f"{loss_file} fits no dataset shipped with lossflow: {sorted(tasks)}")
@@ -41,8 +44,8 @@ def _cases() -> list[tuple[str, list[str]]]:
     for path in sorted((CONFIG_DIR / "loss").glob("*.yaml")):
         cases.append((f"loss/{path.name}", [f"loss={path.stem}", *_task_overrides(path)]))
     for path in sorted((CONFIG_DIR / "data").glob("*.yaml")):
-        extra = ["loss=ce"] if path.stem == "digits" else []
-        cases.append((f"data/{path.name}", [f"data={path.stem}", *extra]))
+        extra = [*DIGITS, "loss=ce"] if path.stem == "digits" else [f"data={path.stem}"]
+        cases.append((f"data/{path.name}", extra))
     for path in sorted((CONFIG_DIR / "experiment").glob("*.yaml")):
         cases.append((f"experiment/{path.name}", [f"experiment={path.stem}"]))
     return cases
@@ -59,14 +62,14 @@ def test_every_config_file_is_covered() -> None:
 
 @pytest.mark.parametrize(("name", "overrides"), _cases(), ids=[c[0] for c in _cases()])
 def test_config_trains_one_tiny_batch(name: str, overrides: list[str], tmp_path: Path) -> None:
-    cfg = load_config([*overrides, *TINY, f"data_dir={tmp_path}"], CONFIG_DIR)
-    prepared = steps.prepare_data(cfg, tmp_path / "prepared")
-    system = steps.build_system(cfg, prepared)
+    cfg = load_training_config([*overrides, *TINY, f"data_dir={tmp_path}"], CONFIG_DIR)
+    prepared = prepare_data(cfg, tmp_path / "prepared")
+    system = build_system(cfg, prepared.preprocessor(), prepared.class_counts)
     system.train()
     pre = prepared.preprocessor()
     encoded, target = prepared.arrays("train")
-    inputs = tuple(t[:64] for t in steps.input_tensors(pre, encoded))
-    batch = (inputs, steps.target_tensor(target[:64]))
+    inputs = tuple(t[:64] for t in input_tensors(pre, encoded))
+    batch = (inputs, target_tensor(target[:64]))
     loss, _ = system.model_step(batch, "train")
     loss.backward()
     grads = [p.grad for p in system.net.parameters() if p.grad is not None]

@@ -15,13 +15,13 @@ from torch import Tensor, nn
 from lossflow.export import (
     OPSET,
     ExportError,
-    OnnxRunner,
     ParityError,
     ParityReport,
     check_parity,
     export_onnx,
     read_metadata,
 )
+from lossflow.onnx_runner import OnnxRunner
 
 N_NUMERIC = 4
 CARDINALITIES = (5, 7)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lossflow.serving.log import (
+from lossflow.predlog import (
     READ_COLUMNS,
     BatchWriter,
     FeedbackConflictError,
@@ -31,12 +31,18 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _record(
-    i: int, *, variant: str = "champion", n: int = 2, ts: datetime | None = None
+    i: int,
+    *,
+    variant: str = "champion",
+    n: int = 2,
+    ts: datetime | None = None,
+    experiment: str = "loss-ab",
 ) -> PredictionRecord:
     return PredictionRecord(
         request_id=f"req-{i}",
         unit_id=f"unit-{i % 7}",
         ts=ts if ts is not None else T0 + timedelta(seconds=i),
+        experiment=experiment,
         variant=variant,
         model_version="3",
         loss_id="focal-1a2b",
@@ -76,7 +82,7 @@ def plog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PredictionL
     else:
         schema: str = request.getfixturevalue("pg_schema")
         log = PredictionLog(PG_URL.replace("+psycopg", ""), schema=schema)
-        log.metadata.drop_all(log.engine)
+        log.tables.metadata.drop_all(log.engine)
     log.create_schema()
     try:
         yield log
@@ -105,9 +111,9 @@ def test_record_validation() -> None:
     with pytest.raises(ValueError, match="naive"):
         _record(1, ts=datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="2 feature records but 1 outputs"):
-        PredictionRecord("r", "u", T0, "a", "1", "l", [{"x": 1}, {"x": 2}], [{"p": 0.1}], 1.0)
+        PredictionRecord("r", "u", T0, "e", "a", "1", "l", [{"x": 1}, {"x": 2}], [{"p": 0.1}], 1.0)
     with pytest.raises(ValueError, match=r"latency_ms=-1\.0"):
-        PredictionRecord("r", "u", T0, "a", "1", "l", [], [], -1.0)
+        PredictionRecord("r", "u", T0, "e", "a", "1", "l", [], [], -1.0)
     shifted = _record(1, ts=datetime(2026, 1, 1, 16, 0, tzinfo=timezone(timedelta(hours=2))))
     assert shifted.ts.tzinfo is UTC
     assert shifted.ts.hour == 14
@@ -227,7 +233,7 @@ def test_backpressure_raises_and_failed_writes_are_kept(
     plog: PredictionLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     log = plog
-    log.metadata.drop_all(log.engine)  # no tables: every write fails until they come back
+    log.tables.metadata.drop_all(log.engine)  # no tables: every write fails until they come back
     writer = BatchWriter(log, max_batch=1, max_delay_s=0.0, max_queue=5, retry_backoff_s=0.01)
     accepted = 0
     refusal = ""
@@ -257,10 +263,128 @@ def test_backpressure_raises_and_failed_writes_are_kept(
 
 
 def test_close_hands_back_records_it_could_not_write(plog: PredictionLog) -> None:
-    plog.metadata.drop_all(plog.engine)  # no tables: writes keep failing
+    plog.tables.metadata.drop_all(plog.engine)  # no tables: writes keep failing
     writer = BatchWriter(plog, max_batch=2, max_delay_s=0.0, retry_backoff_s=0.01)
     for i in range(5):
         writer.submit(_record(i))
     with pytest.raises(LogWriteError, match="5 prediction records could not be written") as info:
         writer.close(timeout=0.5)
     assert sorted(r.request_id for r in info.value.records) == [f"req-{i}" for i in range(5)]
+
+
+def test_every_row_carries_its_experiment_and_reads_filter_by_it(plog: PredictionLog) -> None:
+    plog.write_batch(
+        [_record(i, experiment="loss-ab" if i < 6 else "loss-ab-2") for i in range(10)]
+    )
+    window = (T0, T0 + timedelta(hours=1))
+    frame = plog.read(*window)
+    assert frame["experiment"].tolist() == ["loss-ab"] * 6 + ["loss-ab-2"] * 4
+    current = plog.read(*window, variant="champion", experiment="loss-ab-2")
+    assert current["request_id"].tolist() == [f"req-{i}" for i in range(6, 10)]
+
+
+def _plan(plog: PredictionLog, start: datetime, end: datetime) -> str:
+    p = plog.predictions
+    query = sa.select(p.c.request_id).where(
+        p.c.variant == "champion", p.c.ts >= start, p.c.ts < end
+    )
+    compiled = query.compile(plog.engine, compile_kwargs={"literal_binds": True})
+    with plog.engine.connect() as conn:
+        if plog.engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SET enable_seqscan = off"))  # a tiny table would be scanned
+            conn.execute(
+                sa.text("ANALYZE " + plog.engine.dialect.identifier_preparer.format_table(p))
+            )
+            rows = conn.execute(sa.text(f"EXPLAIN {compiled}")).scalars().all()
+        else:
+            rows = [r[-1] for r in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}"))]
+    return "\n".join(str(r) for r in rows)
+
+
+def test_a_variant_window_is_a_range_scan_of_the_variant_ts_index(plog: PredictionLog) -> None:
+    plog.write_batch([_record(i, variant=("champion", "challenger")[i % 2]) for i in range(200)])
+    plan = _plan(plog, T0 + timedelta(seconds=20), T0 + timedelta(seconds=80))
+    assert "ix_predictions_variant_ts" in plan, plan
+    if plog.engine.dialect.name == "sqlite":
+        assert "variant=? AND ts>? AND ts<?" in plan.replace("'", "?"), plan
+
+
+def test_a_log_written_by_an_older_lossflow_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:  # the layout lossflow wrote before the experiment column
+        conn.execute(
+            sa.text(
+                "CREATE TABLE predictions (request_id VARCHAR(128) PRIMARY KEY, unit_id "
+                "VARCHAR(256) NOT NULL, ts DATETIME NOT NULL, variant VARCHAR(64) NOT NULL, "
+                "model_version VARCHAR(64) NOT NULL, loss_id VARCHAR(128) NOT NULL, features "
+                "JSON NOT NULL, outputs JSON NOT NULL, latency_ms FLOAT NOT NULL, n_records "
+                "INTEGER NOT NULL)"
+            )
+        )
+        conn.execute(sa.text("CREATE INDEX ix_predictions_ts ON predictions (ts)"))
+        conn.execute(sa.text("CREATE INDEX ix_predictions_variant ON predictions (variant)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO predictions VALUES ('old-1', 'u', '2026-03-01 12:00:00.000000', "
+                "'champion', '1', 'focal-1', '[{\"x\": 1}]', '[{\"p\": 0.5}]', 1.0, 1)"
+            )
+        )
+    engine.dispose()
+    log = PredictionLog(f"sqlite:///{path}")
+    log.create_schema()
+    log.write_batch([_record(1)])
+    frame = log.read(T0, T0 + timedelta(hours=1))
+    assert frame.set_index("request_id")["experiment"].to_dict() == {
+        "old-1": "",
+        "req-1": "loss-ab",
+    }
+    indexes = {ix["name"] for ix in sa.inspect(log.engine).get_indexes("predictions")}
+    assert indexes == {"ix_predictions_ts", "ix_predictions_variant_ts"}
+    log.create_schema()  # idempotent
+    log.dispose()
+
+
+def test_a_poison_record_is_dead_lettered_and_the_rest_are_written(plog: PredictionLog) -> None:
+    plog.write_batch([_record(3)])  # req-3 exists: a batch holding it again can never commit
+    with BatchWriter(plog, max_batch=64, max_delay_s=0.5) as writer:
+        for i in range(10):
+            writer.submit(_record(i))
+        writer.flush(timeout=30)
+        assert writer.running
+        assert writer.dead_lettered == 1
+        writer.submit(_record(42))  # the writer keeps going
+        writer.flush(timeout=30)
+    frame = plog.read(T0, T0 + timedelta(hours=1))
+    assert sorted(frame["request_id"]) == sorted([f"req-{i}" for i in range(10)] + ["req-42"])
+    letters = plog.read_dead_letters()
+    assert letters["request_id"].tolist() == ["req-3"]
+    assert "IntegrityError" in letters["error"].iloc[0]
+    assert letters["record"].iloc[0]["features"] == _record(3).features
+    assert plog.replay_dead_letters() == (0, 1), "still a duplicate: it stays"
+    with plog.engine.begin() as conn:  # the operator removes the conflicting row
+        conn.execute(sa.delete(plog.predictions).where(plog.predictions.c.request_id == "req-3"))
+    assert plog.replay_dead_letters() == (1, 0)
+    assert plog.read_dead_letters().empty
+    replayed = plog.read(T0, T0 + timedelta(hours=1)).set_index("request_id").loc["req-3"]
+    assert replayed["experiment"] == "loss-ab"
+    assert replayed["latency_ms"] == _record(3).latency_ms
+
+
+def test_a_value_too_long_for_its_column_is_dead_lettered_on_postgresql(
+    pg_schema: str,
+) -> None:
+    log = PredictionLog(PG_URL, schema=pg_schema)
+    log.tables.metadata.drop_all(log.engine)
+    log.create_schema()
+    try:
+        with BatchWriter(log, max_batch=8, max_delay_s=0.2) as writer:
+            writer.submit(_record(1))
+            writer.submit(_record(2, variant="v" * 100))  # variant is VARCHAR(64): a DataError
+            writer.submit(_record(3))
+            writer.flush(timeout=30)
+            assert writer.dead_lettered == 1
+        assert sorted(log.read(T0, T0 + timedelta(hours=1))["request_id"]) == ["req-1", "req-3"]
+        assert "DataError" in log.read_dead_letters()["error"].iloc[0]
+    finally:
+        log.dispose()

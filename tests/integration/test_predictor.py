@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lossflow import steps
-from lossflow.export import OnnxRunner
+from lossflow.data.prepare import PreparedData
+from lossflow.onnx_runner import OnnxRunner
 from lossflow.serving.predictor import OnnxPredictor, Prediction, RecordError
 
 from .serving_models import export_small_model, json_records
@@ -23,23 +23,21 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, steps.PreparedData]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PreparedData]:
     return export_small_model(tmp_path_factory.mktemp("predictor"))
 
 
 @pytest.fixture(scope="module")
-def predictor(exported: tuple[Path, steps.PreparedData]) -> OnnxPredictor:
+def predictor(exported: tuple[Path, PreparedData]) -> OnnxPredictor:
     return OnnxPredictor.from_path(exported[0])
 
 
 @pytest.fixture(scope="module")
-def records(
-    exported: tuple[Path, steps.PreparedData], predictor: OnnxPredictor
-) -> list[dict[str, Any]]:
+def records(exported: tuple[Path, PreparedData], predictor: OnnxPredictor) -> list[dict[str, Any]]:
     return _json_records(predictor, exported[1])
 
 
-def _json_records(predictor: OnnxPredictor, prepared: steps.PreparedData) -> list[dict[str, Any]]:
+def _json_records(predictor: OnnxPredictor, prepared: PreparedData) -> list[dict[str, Any]]:
     return json_records(prepared, predictor.feature_columns)
 
 
@@ -51,9 +49,7 @@ def _record(predictor: OnnxPredictor, records: list[dict[str, Any]]) -> dict[str
     raise LookupError("the test split has no complete record")
 
 
-def test_metadata_is_read(
-    predictor: OnnxPredictor, exported: tuple[Path, steps.PreparedData]
-) -> None:
+def test_metadata_is_read(predictor: OnnxPredictor, exported: tuple[Path, PreparedData]) -> None:
     pre = exported[1].preprocessor()
     assert predictor.task == "binary"
     assert predictor.loss_id.startswith("focal-")
@@ -80,11 +76,11 @@ def test_encoding_equals_the_preprocessor_on_every_test_row(
 def test_predictions_equal_onnxruntime_on_encoded_inputs(
     predictor: OnnxPredictor,
     records: list[dict[str, Any]],
-    exported: tuple[Path, steps.PreparedData],
+    exported: tuple[Path, PreparedData],
 ) -> None:
     path, prepared = exported
     pre = prepared.preprocessor()
-    expected = OnnxRunner(path).run(steps.model_inputs(pre, pre.encode(records)))
+    expected = OnnxRunner(path).run(pre.model_inputs(pre.encode(records)))
     predictions = predictor.predict(records)
     assert len(predictions) == len(records)
     probability = np.array([p.probability for p in predictions])
@@ -114,7 +110,7 @@ def test_null_numeric_is_imputed_like_the_preprocessor_path(
     column = pre.numeric_columns[0]
     record[column] = None
     (got,) = predictor.predict([record])
-    expected = OnnxRunner(predictor.path).run(steps.model_inputs(pre, pre.encode([record])))
+    expected = OnnxRunner(predictor.path).run(pre.model_inputs(pre.encode([record])))
     assert got.probability == pytest.approx(float(expected[0]), abs=1e-6)
     filled = dict(record, **{column: pre.fill[0]})
     (imputed,) = predictor.predict([filled])
@@ -230,7 +226,7 @@ def test_regression_model_predicts_values(tmp_path: Path) -> None:
     assert predictor.threshold is None
     records = _json_records(predictor, prepared)
     pre = predictor.preprocessor
-    expected = OnnxRunner(path).run(steps.model_inputs(pre, pre.encode(records)))
+    expected = OnnxRunner(path).run(pre.model_inputs(pre.encode(records)))
     predictions = predictor.predict(records)
     values = np.array([p.value for p in predictions], dtype=np.float64)
     np.testing.assert_allclose(values, expected, rtol=0, atol=1e-6)
@@ -244,7 +240,7 @@ def test_multiclass_model_predicts_probabilities_and_label_names(tmp_path: Path)
     assert predictor.label_names == tuple(range(10))
     records = _json_records(predictor, prepared)[:200]
     pre = predictor.preprocessor
-    expected = OnnxRunner(path).run(steps.model_inputs(pre, pre.encode(records)))
+    expected = OnnxRunner(path).run(pre.model_inputs(pre.encode(records)))
     predictions = predictor.predict(records)
     probabilities = np.array([p.probabilities for p in predictions])
     np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-6)

@@ -22,8 +22,8 @@ import pytest
 from fastapi import FastAPI
 
 from lossflow.config import ServingConfig, load_serving_config
+from lossflow.predlog import BatchWriter, LogWriteError, PredictionLog
 from lossflow.serving.app import ServiceState, create_app, shadow_request_id
-from lossflow.serving.log import BatchWriter, LogWriteError, PredictionLog
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.serving.variants import ModelLoadError
 from lossflow.tracking import Tracker, default_tracking_uri
@@ -828,6 +828,35 @@ def test_metrics_expose_requests_latency_models_and_log_backlog(
         assert f'loss_id="{loss}"' in info.group(0)
     assert re.search(r"^lossflow_prediction_log_pending \d", text, re.M)
     assert re.search(r'^lossflow_traffic_share\{variant="champion"\} 0\.5$', text, re.M)
+
+
+def test_a_poison_batch_is_dead_lettered_counted_and_the_service_keeps_serving(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The service's uuid4 request ids never collide; a second writer of the same database (or a
+    # broken id generator) can. Here uuid4 is made to repeat one id: the only stand-in.
+    db = tmp_path / "log.db"
+    cfg = _config(_copy_registry(registry, tmp_path / "data"), db, "log.max_delay_s=0.01")
+    with _serve(cfg) as client:
+        first = _predict(client, "unit-1", registry.records[:1])
+        _state(client).writer.flush(timeout=10)  # type: ignore[union-attr]
+        repeated = type("Fixed", (), {"hex": first["request_id"]})()
+        monkeypatch.setattr("lossflow.serving.app.uuid.uuid4", lambda: repeated)
+        for unit in ("unit-2", "unit-3"):
+            _predict(client, unit, registry.records[:1])  # answered: the log write fails later
+        monkeypatch.undo()
+        after = _predict(client, "unit-4", registry.records[:1])
+        state = _state(client)
+        state.writer.flush(timeout=10)  # type: ignore[union-attr]
+        assert client.get("/ready").status_code == 200
+        metrics = client.get("/metrics").text
+        assert re.search(r"^lossflow_prediction_log_dead_letters_total 2\.0$", metrics, re.M)
+        assert state.log is not None
+        letters = state.log.read_dead_letters()
+        assert letters["request_id"].tolist() == [first["request_id"]] * 2
+        assert {r["unit_id"] for r in letters["record"]} == {"unit-2", "unit-3"}
+        logged = _logged(client, f"sqlite:///{db}", {first["request_id"], after["request_id"]})
+        assert len(logged) == 2
 
 
 def test_a_full_log_queue_answers_503_and_close_returns_the_unwritten_records(

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from lossflow.serving.log import PredictionLog
+from lossflow.predlog import PredictionLog
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.tracking import Tracker
 

@@ -12,7 +12,8 @@ import pytest
 from matplotlib.figure import Figure
 from onnx import TensorProto, helper, numpy_helper
 
-from lossflow.export import OnnxRunner, read_metadata
+from lossflow.export import read_metadata
+from lossflow.onnx_runner import OnnxRunner
 from lossflow.tracking import (
     ERROR_TAG,
     TRUNCATION_MARKER,

@@ -18,17 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from lossflow.cli import app
-from lossflow.serving.log import PredictionLog
-from lossflow.serving.traffic import (
-    TrafficOptions,
-    TrafficReport,
-    find_production_data,
-    is_labelled,
-    production_rows,
-    records_of,
-    run_traffic,
-    unit_id,
-)
+from lossflow.predlog import PredictionLog
+from lossflow.replay.client import run_traffic
+from lossflow.replay.report import TrafficReport
+from lossflow.replay.requests import TrafficOptions, is_labelled, unit_id
+from lossflow.replay.rows import find_production_data, production_rows, records_of
 
 from .serving_models import CONFIG_DIR, Registry, copy_registry
 
@@ -69,7 +63,10 @@ def service(registry: Registry) -> Iterator[str]:
         "--config-dir",
         str(CONFIG_DIR),
         f"data_dir={registry.data_dir}",
-        f"port={port}",
+        "--host",  # the flags every Python server takes, beside the port=... override
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
     with output.open("wb") as sink:
         process = subprocess.Popen(

@@ -13,10 +13,12 @@ from onnx import numpy_helper
 from pipelines.training import TrainingOutcome, training
 
 from lossflow import steps
-from lossflow.config import load_config
-from lossflow.data import Preprocessor
-from lossflow.evaluation import binary_metrics
-from lossflow.export import OnnxRunner, ParityError, read_metadata
+from lossflow.config.training import load_training_config
+from lossflow.data.prepare import PreparedData, prepare_data
+from lossflow.data.preprocessing import Preprocessor
+from lossflow.evaluation.metrics import binary_metrics
+from lossflow.export import ParityError, read_metadata
+from lossflow.onnx_runner import OnnxRunner
 from lossflow.tracking import ERROR_TAG, Tracker, default_tracking_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -84,9 +86,9 @@ def test_registered_onnx_reproduces_the_logged_test_metrics(
     threshold = json.loads(meta["lossflow.threshold"])
     # Raw test rows, as a service receives them, through the preprocessing the model carries.
     prepared = data_dir / "runs" / outcome.run_id / "prepared"
-    raw = steps.PreparedData(prepared, "", {}, None).raw("test")
+    raw = PreparedData(prepared, "", {}, None).raw("test")
     records = raw.drop(columns=[pre.target]).to_dict(orient="records")
-    prob = OnnxRunner(path).run(steps.model_inputs(pre, pre.encode(records)))
+    prob = OnnxRunner(path).run(pre.model_inputs(pre.encode(records)))
     metrics = binary_metrics(pre.encode_target(raw), prob, threshold)
     logged = tracker.get_run_metrics(outcome.run_id)
     for key in ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall"):
@@ -135,11 +137,11 @@ def test_parity_failure_fails_the_run_and_registers_nothing(
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
-    cfg = load_config(_overrides(tmp_path, "trainer.max_epochs=1"), CONFIG_DIR)
-    prepared = steps.prepare_data(cfg, tmp_path / "prepared")
+    cfg = load_training_config(_overrides(tmp_path, "trainer.max_epochs=1"), CONFIG_DIR)
+    prepared = prepare_data(cfg, tmp_path / "prepared")
     first = steps.train_model(cfg, prepared, tmp_path / "ckpt")
     assert first.epochs == 1
-    longer = load_config(_overrides(tmp_path, "trainer.max_epochs=3"), CONFIG_DIR)
+    longer = load_training_config(_overrides(tmp_path, "trainer.max_epochs=3"), CONFIG_DIR)
     resumed = steps.train_model(longer, prepared, tmp_path / "ckpt", resume=True)
     assert resumed.global_step == 3 * first.global_step
     history = json.loads(resumed.history_path.read_text())

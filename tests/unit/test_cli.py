@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
+import typer
 from typer.testing import CliRunner
 
-from lossflow.cli import app
+from lossflow.cli import app, user_errors
+from lossflow.data.validation import DataValidationError
 from lossflow.losses import LOSS_SPECS
 
 runner = CliRunner()
@@ -25,10 +29,48 @@ def test_losses_json_filters_by_task() -> None:
     result = runner.invoke(app, ["losses", "--task", "ranking", "--json"])
     assert result.exit_code == 0, result.output
     names = {entry["name"] for entry in json.loads(result.output)}
-    assert names == {"margin_ranking", "ranknet", "listnet", "listmle", "composite"}
+    losses = {entry["name"] for entry in json.loads(result.output) if entry["kind"] == "loss"}
+    assert losses == {"margin_ranking", "ranknet", "listnet", "listmle", "composite"}
+    assert names - losses == {"l1", "l2", "elastic_net"}, "penalties fit every task"
 
 
 def test_unknown_task_is_a_usage_error() -> None:
     result = runner.invoke(app, ["losses", "--task", "clustering"])
     assert result.exit_code == 2
     assert "unknown task 'clustering'" in result.output
+
+
+def _probe_app(error: Exception) -> typer.Typer:
+    probe = typer.Typer()
+
+    @probe.command()
+    @user_errors
+    def run_probe() -> None:
+        raise error
+
+    return probe
+
+
+def test_a_user_error_is_one_message_and_its_traceback_goes_to_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOSSFLOW_LOG_FILE", str(tmp_path / "errors.log"))
+    monkeypatch.delenv("LOSSFLOW_DEBUG", raising=False)
+    result = runner.invoke(_probe_app(DataValidationError("column 'x' is empty; fill it")))
+    assert result.exit_code == 2
+    assert "lossflow run-probe: column 'x' is empty; fill it" in result.output
+    assert "Traceback" not in result.output
+    assert "DataValidationError: column 'x' is empty" in (tmp_path / "errors.log").read_text()
+
+
+def test_a_bug_keeps_its_traceback() -> None:
+    result = runner.invoke(_probe_app(RuntimeError("unexpected")))
+    assert isinstance(result.exception, RuntimeError)
+    assert result.exit_code == 1
+
+
+def test_serve_takes_host_and_port_flags_like_other_servers() -> None:
+    result = runner.invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0
+    assert "--port" in result.output
+    assert "--host" in result.output

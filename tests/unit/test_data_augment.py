@@ -10,16 +10,10 @@ import torch
 from scipy import stats
 from torch.nn import functional as F
 
-from lossflow.data import (
-    AugmentConfig,
-    AugmentedBatch,
-    BatchAugment,
-    EncodedFeatures,
-    ImageAugment,
-    ImageAugmentConfig,
-    load_digits_frame,
-    oversample,
-)
+from lossflow.config.data import AugmentConfig, ImageAugmentConfig
+from lossflow.data.augment import AugmentedBatch, BatchAugment, ImageAugment, oversample
+from lossflow.data.preprocessing import EncodedFeatures
+from lossflow.data.sources import load_digits_frame
 
 
 def _imbalanced(n_major: int = 90, n_minor: int = 10) -> tuple[EncodedFeatures, np.ndarray]:

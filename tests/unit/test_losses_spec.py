@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from lossflow.losses import (
     LOSS_SPECS,
+    TASK_TYPES,
     LossConfigError,
     LossSpec,
     available_losses,
@@ -35,7 +36,13 @@ def test_catalogue_has_every_loss_the_design_names() -> None:
 
 def test_available_losses_lists_tasks_parameters_and_defaults() -> None:
     infos = {info.name: info for info in available_losses()}
-    assert set(infos) == CATALOGUE
+    assert {n for n, info in infos.items() if info.kind == "loss"} == CATALOGUE
+    penalties = {n: info for n, info in infos.items() if info.kind == "penalty"}
+    assert set(penalties) == {"l1", "l2", "elastic_net"}
+    assert all(info.tasks == TASK_TYPES for info in penalties.values())
+    ratio = {p.name: p for p in penalties["elastic_net"].parameters}["l1_ratio"]
+    assert ratio.required, "elastic_net needs l1_ratio"
+    assert "l1_ratio" not in {p.name for p in penalties["l2"].parameters}
     focal = infos["focal"]
     assert set(focal.tasks) == {"binary", "multiclass", "multilabel"}  # alpha decides (see below)
     params = {p.name: p for p in focal.parameters}

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pydantic import ValidationError
 
 from lossflow.config import ConfigError, ModelSource, ServingConfig, load_serving_config
-from lossflow.data import Preprocessor
+from lossflow.data.preprocessing import Preprocessor
 from lossflow.serving.router import Router, TrafficSplit
 from lossflow.serving.variants import Deployment, ModelLoadError, VariantLoader, file_version
 
@@ -114,7 +114,7 @@ def test_errors_in_a_file_name_the_file_and_the_key(config_dir: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_serving_config(["serving=broken"], config_dir)
     message = str(caught.value)
-    assert f"{path}: colour: Extra inputs are not permitted" in message
+    assert f"{path}: colour: unknown key; valid keys here: access_log, admin_token_env" in message
     assert f"{path}: variants.a: give exactly one of alias, version or path" in message
 
 
@@ -125,15 +125,17 @@ def test_a_missing_base_config_says_where_to_run_from(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("item", ["loss=focal", "data=flights"])
 def test_training_groups_are_rejected_on_the_serve_command_line(item: str) -> None:
-    with pytest.raises(ConfigError, match=r"command line: '.*' picks a training group"):
+    with pytest.raises(
+        ConfigError, match=r"command line: '.*' chooses a file of .*another command"
+    ):
         load_serving_config([item], CONFIG_DIR)
 
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["colour=blue"], "command line: colour: Extra inputs are not permitted"),
-        (["log.colour=blue"], "command line: log.colour: Extra inputs are not permitted"),
+        (["colour=blue"], "command line: colour: unknown key"),
+        (["log.colour=blue"], "command line: log.colour: unknown key; valid keys here: db_schema"),
         (
             ["variants.a.alias=champion", "variants.a.path=/m.onnx"],
             "variants.a: give exactly one of alias, version or path (got alias, path)",

@@ -20,25 +20,26 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from lossflow.cli import app
-from lossflow.serving.traffic import (
+from lossflow.replay.client import replay_traffic
+from lossflow.replay.errors import TrafficError
+from lossflow.replay.report import TrafficReport, summary_table
+from lossflow.replay.requests import (
     DEFAULT_UNITS,
-    ROW_INDEX,
     ServiceInfo,
-    TrafficError,
     TrafficOptions,
-    TrafficReport,
     due_offset,
-    find_production_data,
     is_labelled,
+    plan_requests,
+    retry_after_s,
+    unit_id,
+)
+from lossflow.replay.rows import (
+    ROW_INDEX,
+    find_production_data,
     json_value,
     label_value,
-    plan_requests,
     production_rows,
     records_of,
-    replay_traffic,
-    retry_after_s,
-    summary_table,
-    unit_id,
 )
 
 TIME = "scheduled_departure"

@@ -1,53 +1,11 @@
 """lossflow's data layer: sources, validation, splits, preprocessing and augmentation.
 
-The training flow calls, in order: ``load_frame`` -> ``validate_frame`` -> ``split_frame`` ->
-``Preprocessor.fit`` on the training split -> ``encode`` every split -> ``oversample`` the
-training split; ``BatchAugment``/``ImageAugment`` then run inside the training step.
+``prepare.prepare_data`` calls, in order: ``sources.load_frame`` -> ``validation.validate_frame``
+-> ``splits.split_frame`` -> ``preprocessing.Preprocessor.fit`` on the training split -> encode
+every split -> ``augment.oversample`` the training split; ``augment.BatchAugment`` and
+``augment.ImageAugment`` then run inside the training step. The section's config models live in
+``lossflow.config.data``.
+
+Import the submodules themselves: only ``augment`` and ``prepare`` import torch, and the service
+imports ``preprocessing`` alone.
 """
-
-from lossflow.data.augment import (
-    AugmentConfig,
-    AugmentedBatch,
-    BatchAugment,
-    ImageAugment,
-    ImageAugmentConfig,
-    oversample,
-)
-from lossflow.data.preprocessing import EncodedFeatures, Preprocessor, Standardize
-from lossflow.data.schema import ColumnSchema, DataConfig, SplitConfig
-from lossflow.data.sources import (
-    digits_columns,
-    flights_columns,
-    load_digits_frame,
-    load_flights,
-    load_frame,
-    resolve_columns,
-)
-from lossflow.data.splits import SplitError, Splits, split_frame
-from lossflow.data.validation import DataValidationError, validate_frame
-
-__all__ = [
-    "AugmentConfig",
-    "AugmentedBatch",
-    "BatchAugment",
-    "ColumnSchema",
-    "DataConfig",
-    "DataValidationError",
-    "EncodedFeatures",
-    "ImageAugment",
-    "ImageAugmentConfig",
-    "Preprocessor",
-    "SplitConfig",
-    "SplitError",
-    "Splits",
-    "Standardize",
-    "digits_columns",
-    "flights_columns",
-    "load_digits_frame",
-    "load_flights",
-    "load_frame",
-    "oversample",
-    "resolve_columns",
-    "split_frame",
-    "validate_frame",
-]

@@ -12,93 +12,23 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING
 
 import kornia.augmentation as K
 import numpy as np
 import numpy.typing as npt
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.neighbors import NearestNeighbors
 from torch import Tensor, nn
+
+from lossflow.config.data import AugmentConfig, ImageAugmentConfig, OversampleMethod
 
 if TYPE_CHECKING:
     from lossflow.data.preprocessing import EncodedFeatures
 
 logger = logging.getLogger(__name__)
 
-OversampleMethod = Literal["none", "random", "smote"]
-ParamValue = str | int | float | bool
 DEFAULT_SMOTE_NEIGHBORS = 5
-
-
-class ImageAugmentConfig(BaseModel):
-    """Random geometric transforms of ``(N, C, H, W)`` images (the digits source).
-
-    Attributes:
-        rotation_degrees: Rotation drawn uniformly from ``[-rotation_degrees, rotation_degrees]``.
-        scale: Zoom factor drawn uniformly from ``[scale[0], scale[1]]``.
-        hflip: Also flip horizontally (with probability ``p``).
-        p: Probability that each transform is applied to an image.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    rotation_degrees: float = Field(default=10.0, ge=0.0, le=180.0)
-    scale: tuple[float, float] = (0.9, 1.1)
-    hflip: bool = False
-    p: float = Field(default=0.5, ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _check_scale(self) -> Self:
-        low, high = self.scale
-        if not 0.0 < low <= high:
-            raise ValueError(f"augment.image.scale must satisfy 0 < low <= high; got {self.scale}")
-        return self
-
-    def to_params(self, prefix: str = "data.augment.image") -> dict[str, ParamValue]:
-        """Flat ``{name: value}`` parameters for experiment tracking."""
-        return {
-            f"{prefix}.rotation_degrees": self.rotation_degrees,
-            f"{prefix}.scale": f"{self.scale[0]:g},{self.scale[1]:g}",
-            f"{prefix}.hflip": self.hflip,
-            f"{prefix}.p": self.p,
-        }
-
-
-class AugmentConfig(BaseModel):
-    """Augmentation of the training split.
-
-    Attributes:
-        noise_std: Std of Gaussian noise added to STANDARDISED numeric features, i.e. in units
-            of each feature's training std; 0 disables.
-        mixup_alpha: Mixup ``lambda ~ Beta(alpha, alpha)`` per batch; 0 disables.
-        oversample: Minority oversampling of the training split (classification only).
-        oversample_ratio: Target ``minority / majority`` row ratio after oversampling.
-        image: Image transforms (digits only); ``None`` disables.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    noise_std: float = Field(default=0.0, ge=0.0)
-    mixup_alpha: float = Field(default=0.0, ge=0.0)
-    oversample: OversampleMethod = "none"
-    oversample_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
-    image: ImageAugmentConfig | None = None
-
-    def to_params(self, prefix: str = "data.augment") -> dict[str, ParamValue]:
-        """Flat ``{name: value}`` parameters for experiment tracking."""
-        params: dict[str, ParamValue] = {
-            f"{prefix}.noise_std": self.noise_std,
-            f"{prefix}.mixup_alpha": self.mixup_alpha,
-            f"{prefix}.oversample": self.oversample,
-            f"{prefix}.oversample_ratio": self.oversample_ratio,
-        }
-        if self.image is None:
-            params[f"{prefix}.image"] = "none"
-        else:
-            params.update(self.image.to_params(f"{prefix}.image"))
-        return params
 
 
 def _class_labels(y: npt.NDArray[np.generic]) -> npt.NDArray[np.int64]:

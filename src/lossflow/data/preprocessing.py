@@ -3,15 +3,15 @@
 ``Preprocessor`` is fitted on the training split only. It turns raw rows (a DataFrame, or the
 list of dicts a web service receives) into ``EncodedFeatures``: raw numeric values with NaN kept,
 and integer codes of the categorical values (0 = unknown or missing, known values from 1).
-Imputation and scaling of numerics run inside the network through ``Standardize``, so they are
-part of the exported ONNX graph; the preprocessor itself travels in the model's metadata via
-``to_dict``/``from_dict``.
+Imputation and scaling of numerics run inside the network through
+``lossflow.models.nets.Standardize`` (built from ``fill``, ``mean`` and ``std``), so they are part
+of the exported ONNX graph; the preprocessor itself travels in the model's metadata via
+``to_dict``/``from_dict``. This module does not import torch: the service uses it as it is.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,16 +20,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import torch
-from torch import Tensor, nn
 
 from lossflow.data.validation import DataValidationError
 from lossflow.losses import TASK_TYPES, TaskType
 
 if TYPE_CHECKING:
-    from lossflow.data.schema import ColumnSchema
-
-logger = logging.getLogger(__name__)
+    from lossflow.config.data import ColumnSchema
 
 Impute = Literal["median", "mean", "zero"]
 Label = int | str
@@ -98,47 +94,6 @@ class EncodedFeatures:
             numeric=np.concatenate([self.numeric, other.numeric]),
             categorical=np.concatenate([self.categorical, other.categorical]),
         )
-
-
-class Standardize(nn.Module):
-    """Impute missing numerics with the training fill value, then standardise.
-
-    ``y = (where(isnan(x), fill, x) - mean) / std``, column-wise; all three statistics come from
-    the training split. Built by ``Preprocessor.standardize_module()``; exported with the network.
-
-    Args:
-        fill: ``(n_numeric,)`` value replacing NaN.
-        mean: ``(n_numeric,)`` training mean (of the imputed column).
-        std: ``(n_numeric,)`` training standard deviation; must be positive.
-
-    Shape:
-        - Input: ``(N, n_numeric)`` float.
-        - Output: same shape and dtype.
-    """
-
-    fill: Tensor
-    mean: Tensor
-    std: Tensor
-
-    def __init__(self, fill: Tensor, mean: Tensor, std: Tensor) -> None:
-        super().__init__()
-        shapes = {tuple(fill.shape), tuple(mean.shape), tuple(std.shape)}
-        if len(shapes) != 1 or fill.ndim != 1:
-            raise ValueError(
-                "Standardize needs fill, mean and std of the same 1-D shape; got "
-                f"{tuple(fill.shape)}, {tuple(mean.shape)} and {tuple(std.shape)}"
-            )
-        if not bool(torch.all(std > 0)):
-            raise ValueError("Standardize needs std > 0 in every column")
-        self.register_buffer("fill", fill.detach().clone().float())
-        self.register_buffer("mean", mean.detach().clone().float())
-        self.register_buffer("std", std.detach().clone().float())
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Impute then standardise ``x``."""
-        fill = self.fill.to(x.dtype)
-        filled = torch.where(torch.isnan(x), fill, x)
-        return (filled - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
 
 def _numeric_column(series: pd.Series, name: str) -> npt.NDArray[np.float64]:
@@ -275,14 +230,11 @@ class Preprocessor:
             values = _numeric_column(df[name], name)
             present = values[~np.isnan(values)]
             if present.size == 0:
-                logger.warning(
-                    "numeric column %r is missing in every training row; it is filled with 0",
-                    name,
+                raise DataValidationError(
+                    f"numeric column {name!r} is missing in every training row, so the model "
+                    "cannot learn what it means (and would meet it for the first time when "
+                    "served); move the split so training sees it, or drop it from data.columns"
                 )
-                fill.append(0.0)
-                mean.append(0.0)
-                std.append(1.0)
-                continue
             value = _fill_value(present, impute)
             imputed = np.where(np.isnan(values), value, values)
             fill.append(value)
@@ -468,13 +420,15 @@ class Preprocessor:
             raise DataValidationError(f"group column {self.group!r} has missing values")
         return codes
 
-    def standardize_module(self) -> Standardize:
-        """An ``nn.Module`` imputing and standardising the numeric input (float32 buffers)."""
-        return Standardize(
-            fill=torch.tensor(self.fill, dtype=torch.float32).reshape(-1),
-            mean=torch.tensor(self.mean, dtype=torch.float32).reshape(-1),
-            std=torch.tensor(self.std, dtype=torch.float32).reshape(-1),
-        )
+    def model_inputs(self, encoded: EncodedFeatures) -> dict[str, npt.NDArray[np.generic]]:
+        """The network's named inputs for encoded rows: ``numeric`` (float32) and, when the
+        model has categorical columns, ``categorical`` (int64). The ONNX graph takes the same."""
+        inputs: dict[str, npt.NDArray[np.generic]] = {
+            "numeric": encoded.numeric.astype(np.float32, copy=False)
+        }
+        if self.categorical_columns:
+            inputs["categorical"] = encoded.categorical.astype(np.int64, copy=False)
+        return inputs
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description; ``Preprocessor.from_dict(p.to_dict())`` is an exact copy."""

@@ -17,9 +17,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from sklearn.datasets import load_digits
 
-from lossflow.data.schema import ColumnSchema, DataConfig
+from lossflow.config.data import ColumnSchema, DataConfig
 from lossflow.data.validation import DataValidationError
 from lossflow.losses import TaskType
 
@@ -243,6 +242,8 @@ def load_flights(task: TaskType = "binary", data_dir: Path | None = None) -> pd.
 
 @functools.lru_cache(maxsize=1)
 def _digits() -> pd.DataFrame:
+    from sklearn.datasets import load_digits
+
     bunch = load_digits()
     frame = pd.DataFrame(np.asarray(bunch.data, dtype=np.float64), columns=list(DIGITS_NUMERIC))
     frame[DIGITS_TARGET] = np.asarray(bunch.target, dtype=np.int64)
@@ -263,13 +264,20 @@ def _read_file(cfg: DataConfig, columns: ColumnSchema) -> pd.DataFrame:
             f"data.path: {cfg.source} file {path} does not exist (resolved: {path.resolve()}); "
             "set data.path to an existing file"
         )
-    if cfg.source == "csv":
-        string_columns = [*columns.categorical]
-        if columns.group is not None:
-            string_columns.append(columns.group)
-        frame = pd.read_csv(path, dtype=dict.fromkeys(string_columns, str))
-    else:
-        frame = pd.read_parquet(path)
+    try:
+        if cfg.source == "csv":
+            string_columns = [*columns.categorical]
+            if columns.group is not None:
+                string_columns.append(columns.group)
+            frame = pd.read_csv(path, dtype=dict.fromkeys(string_columns, str))
+        else:
+            frame = pd.read_parquet(path)
+    except (ValueError, OSError, UnicodeDecodeError) as err:
+        # pandas' ParserError and EmptyDataError are ValueErrors; pyarrow's errors are too.
+        raise DataValidationError(
+            f"data.path: {path} cannot be read as {cfg.source} ({type(err).__name__}: {err}); "
+            f"check that it is a {cfg.source} file"
+        ) from err
     time = columns.time
     if (
         time is not None

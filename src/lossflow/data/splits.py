@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from lossflow.data.schema import ColumnSchema, DataConfig, SplitConfig
+from lossflow.config.data import ColumnSchema, DataConfig, SplitConfig
+from lossflow.errors import UserError
 
 PART_NAMES: tuple[str, ...] = ("train", "val", "test", "production")
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """A split produced an unusable part; the message names the boundary or fraction to change."""
 
 

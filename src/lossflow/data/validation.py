@@ -2,24 +2,42 @@
 
 ``validate_frame`` raises one ``DataValidationError`` naming the column and the problem. It never
 drops or repairs rows: bad data is for the data owner to fix, and the message says how.
+
+Beyond the schema, data that parses but cannot be learned from is refused: a feature missing in
+every row, a number beyond float32 (the network's precision), a feature equal to the target (a
+leak), a constant regression target. Where training still makes sense it is warned about
+(``logging`` of this module, which the training flow shows): a constant feature, an identifier
+-like categorical column, a class rarer than 1 in 1000. :func:`check_split_classes` refuses
+split parts whose classes make the threshold choice or the test metrics undefined.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from lossflow.errors import UserError
+
 if TYPE_CHECKING:
-    from lossflow.data.schema import ColumnSchema, SplitConfig
+    from lossflow.config.data import ColumnSchema, SplitConfig
     from lossflow.losses import TaskType
 
 MIN_ROWS_PER_PART = 2
 _SHOWN = 5
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# A categorical column with more distinct values than this share of the rows (and at least
+# ID_LIKE_MIN_ROWS rows) looks like an identifier.
+ID_LIKE_SHARE = 0.5
+ID_LIKE_MIN_ROWS = 1000
+RARE_CLASS_SHARE = 0.001
+
+logger = logging.getLogger(__name__)
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError, ValueError):
     """The data does not match its schema or task; the message names the column and the fix."""
 
 
@@ -83,6 +101,18 @@ def _check_features(df: pd.DataFrame, columns: ColumnSchema) -> None:
             raise DataValidationError(
                 f"numeric column {name!r} has +/-inf in {_rows(series.index[infinite])}; replace "
                 "them with a finite value or leave them missing (NaN is imputed)"
+            )
+        huge = np.abs(values) > FLOAT32_MAX
+        if huge.any():
+            raise DataValidationError(
+                f"numeric column {name!r} has values beyond float32 (|x| > 3.4e38) in "
+                f"{_rows(series.index[huge])}, which the network cannot represent; rescale the "
+                "column (e.g. log) or clip it"
+            )
+        if np.isnan(values).all():
+            raise DataValidationError(
+                f"numeric column {name!r} is missing in every row; there is nothing to learn from "
+                "it: drop it from data.columns.numeric or fill it in the source data"
             )
     for name in columns.categorical:
         series = df[name]
@@ -209,6 +239,94 @@ def _check_classes(target: pd.Series, split: SplitConfig | None) -> None:
         )
 
 
+def _check_learnable(df: pd.DataFrame, columns: ColumnSchema, task: TaskType) -> None:
+    """Refuse leaks and constant regression targets; warn about features that cannot help."""
+    target = df[columns.target]
+    for name in columns.features:
+        series = df[name]
+        present = series.dropna()
+        if len(present) == 0:
+            raise DataValidationError(
+                f"feature column {name!r} is missing in every row; there is nothing to learn "
+                "from it: drop it from data.columns or fill it in the source data"
+            )
+        if present.nunique() == 1:
+            logger.warning(
+                "feature column %r holds one value (%r) in every row: it carries no information "
+                "and the model cannot use it; drop it from data.columns",
+                name,
+                _plain(present.iloc[0]),
+            )
+        if series.isna().any():
+            continue
+        numeric = name in columns.numeric and pd.api.types.is_numeric_dtype(target.dtype)
+        if numeric and np.array_equal(series.to_numpy(np.float64), target.to_numpy(np.float64)):
+            raise DataValidationError(
+                f"feature column {name!r} equals the target {columns.target!r} in every row: "
+                "it leaks the label into the inputs; drop it from data.columns"
+            )
+    for name in columns.categorical:
+        distinct = df[name].nunique(dropna=True)
+        if len(df) >= ID_LIKE_MIN_ROWS and distinct > ID_LIKE_SHARE * len(df):
+            logger.warning(
+                "categorical column %r has %d distinct values in %d rows: it looks like an "
+                "identifier, which a model memorises and cannot apply to new rows (they go to "
+                "the unknown bucket); drop it or replace it by what it stands for",
+                name,
+                distinct,
+                len(df),
+            )
+    if task == "regression":
+        values = target.to_numpy(dtype=np.float64)
+        if np.all(values == values[0]):
+            raise DataValidationError(
+                f"regression target column {columns.target!r} is constant ({_plain(values[0])!r} "
+                "in every row); there is nothing to predict"
+            )
+    if task in ("binary", "multiclass"):
+        shares = target.value_counts(normalize=True)
+        for label, share in shares[shares < RARE_CLASS_SHARE].items():
+            logger.warning(
+                "class %r of target %r is %.3g%% of the rows: metrics on it will be noisy; a "
+                "class-weighted loss (focal, class_balanced) or oversampling may help",
+                _plain(label),
+                columns.target,
+                100 * share,
+            )
+
+
+def check_split_classes(
+    parts: dict[str, pd.DataFrame], target: str, task: TaskType, split_hint: str
+) -> None:
+    """Refuse split parts whose classes leave training, the threshold or the metrics undefined.
+
+    The training part needs at least two classes; for a binary task the validation part (the
+    threshold is chosen on it) and the test part (ROC-AUC) need both classes too.
+
+    Args:
+        parts: ``train``, ``val`` and ``test`` frames.
+        target: The target column.
+        task: Learning task; only classification is checked.
+        split_hint: What to change, for the message (e.g. the split's boundaries).
+
+    Raises:
+        DataValidationError: naming the part and the class it holds.
+    """
+    if task not in ("binary", "multiclass"):
+        return
+    needed = {"train": "training"}
+    if task == "binary":
+        needed.update({"val": "the threshold choice", "test": "ROC-AUC and the test metrics"})
+    for part, purpose in needed.items():
+        classes = parts[part][target].unique()
+        if len(classes) < 2:
+            only = _plain(classes[0]) if len(classes) else None
+            raise DataValidationError(
+                f"the {part} split holds only class {only!r} of {target!r} "
+                f"({len(parts[part])} rows), which leaves {purpose} undefined; {split_hint}"
+            )
+
+
 def validate_frame(
     df: pd.DataFrame,
     columns: ColumnSchema,
@@ -219,10 +337,13 @@ def validate_frame(
     """Raise ``DataValidationError`` unless ``df`` matches ``columns`` and ``task``.
 
     Checks, in order: the frame holds exactly the schema's columns; it is not empty; numeric
-    features are numeric and finite (NaN is allowed and imputed later); categorical features
-    hold strings; ranking has a group column; group ids and timestamps are present; the target
-    has no missing or infinite values and suits the task (binary in {0, 1}, at least two
-    classes and, for a stratified ``split``, enough rows per class for every part).
+    features are numeric, finite and within float32 (NaN is allowed and imputed later) and
+    present in some row; categorical features hold strings; ranking has a group column; group
+    ids and timestamps are present; the target has no missing or infinite values and suits the
+    task (binary in {0, 1}, at least two classes and, for a stratified ``split``, enough rows
+    per class for every part); no feature equals the target; a regression target varies.
+    Constant features, identifier-like categorical columns and very rare classes are warned
+    about.
 
     Args:
         df: The frame to check; it is not modified.
@@ -242,3 +363,4 @@ def validate_frame(
     _check_features(df, columns)
     _check_special_columns(df, columns, task)
     _check_target(df, columns, task, split)
+    _check_learnable(df, columns, task)

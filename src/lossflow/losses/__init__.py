@@ -2,32 +2,35 @@
 
 ``build_loss({"name": "focal", "gamma": 2.0})`` returns a module; ``loss_id`` gives a stable short
 id of a loss decision; ``available_losses()`` is the catalogue ``lossflow losses`` prints.
+
+Importing this package does not import torch: the specs, ids and the catalogue are torch-free,
+and the implementations (``lossflow.losses.classification``, ``.regression``, ``.ranking``,
+``.composite``, ``.regularizers``) are imported when a spec is first parsed or built.
 """
 
-from lossflow.losses import classification, composite, ranking, regression
-from lossflow.losses._base import Reduction
-from lossflow.losses.regularizers import (
-    RegularizerSpec,
-    build_regularizer,
-    parse_regularizer_spec,
-)
 from lossflow.losses.spec import (
     LOSS_SPECS,
+    REGULARIZERS,
     TASK_TYPES,
     LossConfigError,
     LossInfo,
     LossSpec,
     LossSpecBase,
+    Reduction,
+    RegularizerSpec,
     TaskType,
     available_losses,
     build_loss,
+    build_regularizer,
     check_task,
     loss_id,
     parse_loss_spec,
+    parse_regularizer_spec,
 )
 
 __all__ = [
     "LOSS_SPECS",
+    "REGULARIZERS",
     "TASK_TYPES",
     "LossConfigError",
     "LossInfo",
@@ -40,11 +43,7 @@ __all__ = [
     "build_loss",
     "build_regularizer",
     "check_task",
-    "classification",
-    "composite",
     "loss_id",
     "parse_loss_spec",
     "parse_regularizer_spec",
-    "ranking",
-    "regression",
 ]

@@ -7,13 +7,11 @@ that names the argument, so these helpers are the one place that behaviour is wr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-Reduction = Literal["mean", "sum", "none"]
-REDUCTIONS: tuple[str, ...] = get_args(Reduction)
+from lossflow.losses.spec import REDUCTIONS
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 

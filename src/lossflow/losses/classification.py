@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from lossflow.losses._base import (
-    Reduction,
     as_float,
     check_class_count,
     check_class_vector,
@@ -38,7 +37,7 @@ from lossflow.losses._base import (
     class_index_target,
     reduce,
 )
-from lossflow.losses.spec import LossSpecBase, TaskType, register_loss
+from lossflow.losses.spec import LossSpecBase, Reduction, TaskType, register_loss
 
 _BINARY: frozenset[TaskType] = frozenset({"binary", "multilabel"})
 _MULTICLASS: frozenset[TaskType] = frozenset({"multiclass"})

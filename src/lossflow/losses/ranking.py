@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from lossflow.losses._base import (
-    Reduction,
     as_float,
     check_floating,
     check_nonempty,
@@ -34,7 +33,7 @@ from lossflow.losses._base import (
     check_values,
     reduce,
 )
-from lossflow.losses.spec import LossSpecBase, TaskType, register_loss
+from lossflow.losses.spec import LossSpecBase, Reduction, TaskType, register_loss
 
 _RANKING: frozenset[TaskType] = frozenset({"ranking"})
 

@@ -20,7 +20,6 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from lossflow.losses._base import (
-    Reduction,
     as_float,
     check_floating,
     check_nonempty,
@@ -31,7 +30,7 @@ from lossflow.losses._base import (
     check_values,
     reduce,
 )
-from lossflow.losses.spec import LossSpecBase, TaskType, register_loss
+from lossflow.losses.spec import LossSpecBase, Reduction, TaskType, register_loss
 
 _REGRESSION: frozenset[TaskType] = frozenset({"regression"})
 _LOG2 = math.log(2.0)

@@ -14,15 +14,12 @@ computes rather than its complexity.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Iterator
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-RegularizerName = Literal["l1", "l2", "elastic_net"]
-REGULARIZERS: tuple[str, ...] = ("l1", "l2", "elastic_net")
+from lossflow.losses.spec import check_penalty
 
 _NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,
@@ -73,10 +70,7 @@ class WeightPenalty(nn.Module):
         self, strength: float, l1_ratio: float, *, include_bias_and_norm: bool = False
     ) -> None:
         super().__init__()
-        if not (strength >= 0 and strength != float("inf")):
-            raise ValueError(f"strength must be a finite number >= 0; got {strength!r}")
-        if not 0.0 <= l1_ratio <= 1.0:
-            raise ValueError(f"l1_ratio must lie in [0, 1]; got {l1_ratio!r}")
+        check_penalty(strength, l1_ratio)
         self.strength = float(strength)
         self.l1_ratio = float(l1_ratio)
         self.include_bias_and_norm = include_bias_and_norm
@@ -101,58 +95,3 @@ class WeightPenalty(nn.Module):
         if l2 is not None:
             total = total + (1.0 - self.l1_ratio) * l2
         return self.strength * total
-
-
-class RegularizerSpec(BaseModel):
-    """A weight penalty in config: ``{name: l1|l2|elastic_net, strength: λ, l1_ratio: ρ}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: RegularizerName
-    strength: float = Field(description="λ >= 0, multiplies the whole penalty")
-    l1_ratio: float | None = Field(
-        None, description="elastic_net only: share ρ of the L1 term, in [0, 1]"
-    )
-    include_bias_and_norm: bool = Field(
-        False, description="also penalise biases, 1-d and normalisation-layer parameters"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_unknown(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
-            if unknown:
-                raise ValueError(
-                    f"unknown option {', '.join(repr(k) for k in unknown)} for regulariser "
-                    f"'{data.get('name')}'; valid options: {', '.join(sorted(cls.model_fields))}"
-                )
-        return data
-
-    @model_validator(mode="after")
-    def _check(self) -> RegularizerSpec:
-        if self.name != "elastic_net" and self.l1_ratio is not None:
-            raise ValueError(f"l1_ratio applies to elastic_net only, not to '{self.name}'")
-        self.build()
-        return self
-
-    def build(self) -> WeightPenalty:
-        if self.name == "l1":
-            ratio = 1.0
-        elif self.name == "l2":
-            ratio = 0.0
-        elif self.l1_ratio is None:
-            raise ValueError("regulariser 'elastic_net' needs l1_ratio in [0, 1]")
-        else:
-            ratio = self.l1_ratio
-        return WeightPenalty(self.strength, ratio, include_bias_and_norm=self.include_bias_and_norm)
-
-
-def parse_regularizer_spec(data: Mapping[str, Any] | RegularizerSpec) -> RegularizerSpec:
-    """Validate a mapping into a :class:`RegularizerSpec`."""
-    return data if isinstance(data, RegularizerSpec) else RegularizerSpec.model_validate(data)
-
-
-def build_regularizer(data: Mapping[str, Any] | RegularizerSpec) -> WeightPenalty:
-    """Build the penalty module for a regulariser spec."""
-    return parse_regularizer_spec(data).build()

@@ -4,27 +4,56 @@ A loss in config is a mapping with a ``name`` and that loss's options, e.g.
 ``{"name": "focal", "gamma": 2.0, "alpha": 0.25}``. Each loss registers one pydantic spec class
 (``extra="forbid"``) whose fields are exactly its options; the loss's own functional checks the
 values, so a bad option fails at config load with the same message a direct call would give.
+
+This module does not import torch: the spec classes live beside their losses and are registered
+when a spec is first parsed, so a process that only reads configuration (the service, the CLI)
+never loads the training stack. Weight penalties (:class:`RegularizerSpec`) are specs too.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SerializeAsAny, model_validator
-from torch import nn
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    model_validator,
+)
 
-from lossflow.losses._base import Reduction
+from lossflow.errors import UserError
+from lossflow.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from lossflow.losses.regularizers import WeightPenalty
 
 TaskType = Literal["regression", "binary", "multiclass", "multilabel", "ranking"]
 TASK_TYPES: tuple[TaskType, ...] = ("regression", "binary", "multiclass", "multilabel", "ranking")
+Reduction = Literal["mean", "sum", "none"]
+REDUCTIONS: tuple[str, ...] = get_args(Reduction)
+RegularizerName = Literal["l1", "l2", "elastic_net"]
+REGULARIZERS: tuple[str, ...] = get_args(RegularizerName)
+# The modules whose spec classes register themselves on import (they import torch).
+_IMPLEMENTATIONS: tuple[str, ...] = (
+    "lossflow.losses.regression",
+    "lossflow.losses.classification",
+    "lossflow.losses.ranking",
+    "lossflow.losses.composite",
+)
 
 
-class LossConfigError(ValueError):
+class LossConfigError(UserError, ValueError):
     """A loss spec names an unknown loss or option, or a loss that does not fit the task."""
 
 
@@ -80,7 +109,7 @@ class LossSpecBase(BaseModel):
         self.build()
 
     def build(self) -> nn.Module:
-        """Return the ``nn.Module`` this spec describes."""
+        """Return the ``nn.Module`` this spec describes (imports torch)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement build()")
 
     def task_types(self) -> frozenset[TaskType]:
@@ -103,7 +132,16 @@ class LossSpecBase(BaseModel):
 
 
 SpecT = TypeVar("SpecT", bound=type[LossSpecBase])
-LOSS_SPECS: dict[str, type[LossSpecBase]] = {}
+
+
+def _import_implementations() -> None:
+    for module in _IMPLEMENTATIONS:
+        importlib.import_module(module)
+
+
+LOSS_SPECS: Registry[type[LossSpecBase]] = Registry(
+    "loss", loader=_import_implementations, error=LossConfigError
+)
 
 
 def register_loss(cls: SpecT) -> SpecT:
@@ -112,11 +150,9 @@ def register_loss(cls: SpecT) -> SpecT:
     name = spec_cls.model_fields["name"].default
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__name__}.name needs a string default, the loss's config name")
-    if name in LOSS_SPECS:
-        raise TypeError(f"loss name {name!r} is registered twice")
     if not spec_cls.tasks:
         raise TypeError(f"{cls.__name__} must declare the task types it fits")
-    LOSS_SPECS[name] = spec_cls
+    LOSS_SPECS.register(name, spec_cls)
     return cls
 
 
@@ -136,18 +172,93 @@ def parse_loss_spec(data: Mapping[str, Any] | LossSpecBase) -> LossSpecBase:
         )
     name = data.get("name")
     if name is None:
-        raise LossConfigError(f"a loss spec needs a 'name'; known losses: {', '.join(LOSS_SPECS)}")
-    cls = LOSS_SPECS.get(str(name))
-    if cls is None:
-        close = difflib.get_close_matches(str(name), list(LOSS_SPECS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise LossConfigError(
-            f"unknown loss '{name}'{hint}; known losses: {', '.join(sorted(LOSS_SPECS))}"
+            f"a loss spec needs a 'name'; known losses: {', '.join(sorted(LOSS_SPECS))}"
         )
+    cls = LOSS_SPECS.lookup(str(name))
     message = cls.unknown_options(data)
     if message is not None:
         raise LossConfigError(message)
     return cls.model_validate(dict(data))
+
+
+def check_penalty(strength: float, l1_ratio: float) -> None:
+    """Raise ``ValueError`` unless ``strength >= 0`` is finite and ``l1_ratio`` lies in [0, 1]."""
+    if not (strength >= 0 and math.isfinite(strength)):
+        raise ValueError(f"strength must be a finite number >= 0; got {strength!r}")
+    if not 0.0 <= l1_ratio <= 1.0:
+        raise ValueError(f"l1_ratio must lie in [0, 1]; got {l1_ratio!r}")
+
+
+class RegularizerSpec(BaseModel):
+    """A weight penalty in config: ``{name: l1|l2|elastic_net, strength: λ, l1_ratio: ρ}``.
+
+    The penalty is ``λ (ρ Σ|w| + (1 - ρ) Σw²)`` over weight matrices and kernels
+    (:class:`lossflow.losses.regularizers.WeightPenalty`): ``l1`` is ρ = 1, ``l2`` is ρ = 0.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: RegularizerName
+    strength: float = Field(description="λ >= 0, multiplies the whole penalty")
+    l1_ratio: float | None = Field(
+        None, description="elastic_net only: share ρ of the L1 term, in [0, 1]"
+    )
+    include_bias_and_norm: bool = Field(
+        False, description="also penalise biases, 1-d and normalisation-layer parameters"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
+            if unknown:
+                raise ValueError(
+                    f"unknown option {', '.join(repr(k) for k in unknown)} for regulariser "
+                    f"'{data.get('name')}'; valid options: {', '.join(sorted(cls.model_fields))}"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> RegularizerSpec:
+        if self.name != "elastic_net" and self.l1_ratio is not None:
+            raise ValueError(f"l1_ratio applies to elastic_net only, not to '{self.name}'")
+        check_penalty(self.strength, self.ratio)
+        return self
+
+    @property
+    def ratio(self) -> float:
+        """ρ, the share of the L1 term: 1 for ``l1``, 0 for ``l2``, ``l1_ratio`` otherwise.
+
+        Raises:
+            ValueError: an ``elastic_net`` without ``l1_ratio``.
+        """
+        if self.name == "l1":
+            return 1.0
+        if self.name == "l2":
+            return 0.0
+        if self.l1_ratio is None:
+            raise ValueError("regulariser 'elastic_net' needs l1_ratio in [0, 1]")
+        return self.l1_ratio
+
+    def build(self) -> WeightPenalty:
+        """The penalty module (imports torch)."""
+        from lossflow.losses.regularizers import WeightPenalty
+
+        return WeightPenalty(
+            self.strength, self.ratio, include_bias_and_norm=self.include_bias_and_norm
+        )
+
+
+def parse_regularizer_spec(data: Mapping[str, Any] | RegularizerSpec) -> RegularizerSpec:
+    """Validate a mapping into a :class:`RegularizerSpec`."""
+    return data if isinstance(data, RegularizerSpec) else RegularizerSpec.model_validate(data)
+
+
+def build_regularizer(data: Mapping[str, Any] | RegularizerSpec) -> WeightPenalty:
+    """Build the penalty module for a regulariser spec."""
+    return parse_regularizer_spec(data).build()
 
 
 # Type for a loss spec nested in another pydantic model (training config, composite terms).
@@ -169,7 +280,9 @@ def _stable_hash(payload: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def loss_id(spec: Mapping[str, Any] | LossSpecBase, regularizers: Iterable[BaseModel] = ()) -> str:
+def loss_id(
+    spec: Mapping[str, Any] | LossSpecBase, regularizers: Iterable[RegularizerSpec] = ()
+) -> str:
     """A short stable id of a loss decision: ``<name>-<12 hex digits>``.
 
     The hash covers every option with its default filled in, so ``{"name": "focal"}`` and
@@ -211,13 +324,26 @@ class LossParameter:
 
 @dataclass(frozen=True)
 class LossInfo:
-    """A catalogue entry: what a loss is called, what it fits and how it is configured."""
+    """A catalogue entry: what a loss (or a weight penalty) is called, what it fits and how it
+    is configured. ``kind`` is ``"loss"`` (the ``loss`` section) or ``"penalty"`` (an entry of
+    ``regularizers``)."""
 
     name: str
     tasks: tuple[TaskType, ...]
     summary: str
     reference: str
     parameters: tuple[LossParameter, ...]
+    kind: Literal["loss", "penalty"] = "loss"
+
+
+_PENALTIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "l1": ("L1 (lasso) weight penalty: λ Σ|w|", ("strength", "include_bias_and_norm")),
+    "l2": ("L2 (ridge) weight penalty: λ Σw² (no 1/2)", ("strength", "include_bias_and_norm")),
+    "elastic_net": (
+        "Elastic net: λ (ρ Σ|w| + (1 - ρ) Σw²), ρ = l1_ratio",
+        ("strength", "l1_ratio", "include_bias_and_norm"),
+    ),
+}
 
 
 def _type_name(annotation: Any) -> str:
@@ -225,22 +351,30 @@ def _type_name(annotation: Any) -> str:
     return text.replace("typing.", "").replace("NoneType", "None")
 
 
+def _parameters(
+    cls: type[BaseModel], names: Iterable[str], required: Iterable[str] = ()
+) -> tuple[LossParameter, ...]:
+    must = set(required)
+    return tuple(
+        LossParameter(
+            name=name,
+            type=_type_name(cls.model_fields[name].annotation),
+            required=cls.model_fields[name].is_required() or name in must,
+            default=None
+            if cls.model_fields[name].is_required() or name in must
+            else cls.model_fields[name].default,
+            description=cls.model_fields[name].description or "",
+        )
+        for name in names
+    )
+
+
 def available_losses() -> list[LossInfo]:
-    """The catalogue: every registered loss with its task types and options (with defaults)."""
+    """The catalogue: every registered loss with its task types and options (with defaults),
+    then the weight penalties (``kind="penalty"``), which fit every task."""
     out = []
     for name in sorted(LOSS_SPECS):
         cls = LOSS_SPECS[name]
-        params = tuple(
-            LossParameter(
-                name=field_name,
-                type=_type_name(field.annotation),
-                required=field.is_required(),
-                default=None if field.is_required() else field.default,
-                description=field.description or "",
-            )
-            for field_name, field in cls.model_fields.items()
-            if field_name != "name"
-        )
         doc = (cls.__doc__ or "").strip().splitlines()
         out.append(
             LossInfo(
@@ -248,7 +382,18 @@ def available_losses() -> list[LossInfo]:
                 tasks=tuple(t for t in TASK_TYPES if t in cls.tasks),
                 summary=doc[0] if doc else "",
                 reference=cls.reference,
-                parameters=params,
+                parameters=_parameters(cls, [f for f in cls.model_fields if f != "name"]),
+            )
+        )
+    for name, (summary, options) in _PENALTIES.items():
+        out.append(
+            LossInfo(
+                name=name,
+                tasks=TASK_TYPES,
+                summary=summary,
+                reference="the formula summed over the penalised weights",
+                parameters=_parameters(RegularizerSpec, options, required=("l1_ratio",)),
+                kind="penalty",
             )
         )
     return out

@@ -5,11 +5,65 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from lossflow.data.preprocessing import Preprocessor
+
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class Standardize(nn.Module):
+    """Impute missing numerics with the training fill value, then standardise.
+
+    ``y = (where(isnan(x), fill, x) - mean) / std``, column-wise; all three statistics come from
+    the training split. Built by ``Standardize.of(preprocessor)``; exported with the network.
+
+    Args:
+        fill: ``(n_numeric,)`` value replacing NaN.
+        mean: ``(n_numeric,)`` training mean (of the imputed column).
+        std: ``(n_numeric,)`` training standard deviation; must be positive.
+
+    Shape:
+        - Input: ``(N, n_numeric)`` float.
+        - Output: same shape and dtype.
+    """
+
+    fill: Tensor
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, fill: Tensor, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        shapes = {tuple(fill.shape), tuple(mean.shape), tuple(std.shape)}
+        if len(shapes) != 1 or fill.ndim != 1:
+            raise ValueError(
+                "Standardize needs fill, mean and std of the same 1-D shape; got "
+                f"{tuple(fill.shape)}, {tuple(mean.shape)} and {tuple(std.shape)}"
+            )
+        if not bool(torch.all(std > 0)):
+            raise ValueError("Standardize needs std > 0 in every column")
+        self.register_buffer("fill", fill.detach().clone().float())
+        self.register_buffer("mean", mean.detach().clone().float())
+        self.register_buffer("std", std.detach().clone().float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Impute then standardise ``x``."""
+        fill = self.fill.to(x.dtype)
+        filled = torch.where(torch.isnan(x), fill, x)
+        return (filled - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    @classmethod
+    def of(cls, pre: Preprocessor) -> Standardize:
+        """The imputation and scaling fitted in ``pre`` (float32 buffers)."""
+        return cls(
+            fill=torch.tensor(pre.fill, dtype=torch.float32).reshape(-1),
+            mean=torch.tensor(pre.mean, dtype=torch.float32).reshape(-1),
+            std=torch.tensor(pre.std, dtype=torch.float32).reshape(-1),
+        )
 
 
 def embedding_width(cardinality: int, configured: int | None) -> int:

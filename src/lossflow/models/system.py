@@ -11,9 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from lossflow.config import OptimizerConfig, SchedulerConfig
+from lossflow.errors import UserError
 from lossflow.losses import TaskType
 from lossflow.losses.composite import CompositeLoss
 from lossflow.losses.regularizers import WeightPenalty
+from lossflow.models.optim import build_optimizer, optimizers_and_schedule
 
 Batch = tuple[tuple[Tensor, ...], Tensor]
 EpochMetrics = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
@@ -43,7 +45,7 @@ class RunningMeans:
         return means
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """Training produced a NaN or infinite loss; the message names the step and the term."""
 
 
@@ -52,31 +54,6 @@ class NonFiniteLossError(RuntimeError):
 BatchTransform = Callable[
     [tuple[Tensor, ...], Tensor], tuple[tuple[Tensor, ...], Tensor | None, float]
 ]
-
-
-def build_optimizer(
-    cfg: OptimizerConfig, net: nn.Module, extra: list[nn.Parameter]
-) -> torch.optim.Optimizer:
-    """Optimizer by name; ``weight_decay`` applies to the network, never to loss parameters."""
-    groups: list[dict[str, Any]] = [
-        {
-            "params": [p for p in net.parameters() if p.requires_grad],
-            "weight_decay": cfg.weight_decay,
-        }
-    ]
-    if extra:
-        groups.append({"params": extra, "weight_decay": 0.0})
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=cfg.lr)
-    raise ValueError(f"unknown optimizer {cfg.name!r}; known: sgd, adam, adamw, rmsprop, adagrad")
 
 
 class LossflowSystem(L.LightningModule):
@@ -231,23 +208,4 @@ class LossflowSystem(L.LightningModule):
     def configure_optimizers(self) -> Any:
         extra = [p for p in self.loss.parameters() if p.requires_grad]
         optimizer = build_optimizer(self.optimizer_cfg, self.net, extra)
-        cfg = self.scheduler_cfg
-        if cfg.name == "none":
-            return optimizer
-        if cfg.name == "cosine":
-            scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=self.max_epochs
-            )
-        elif cfg.name == "step":
-            scheduler = torch.optim.lr_scheduler.StepLR(
-                optimizer, step_size=cfg.step_size, gamma=cfg.gamma
-            )
-        else:
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", factor=cfg.gamma, patience=cfg.patience
-            )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
-            }
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizers_and_schedule(optimizer, self.scheduler_cfg, self.max_epochs)

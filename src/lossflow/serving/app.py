@@ -26,7 +26,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, Final
 
 import orjson
@@ -37,8 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from lossflow.config import ServingConfig, ServingLimits
-from lossflow.serving.log import (
+from lossflow import terminal
+from lossflow.config.serving import ServingConfig, ServingLimits
+from lossflow.errors import UserError
+from lossflow.predlog import (
     BatchWriter,
     FeedbackConflictError,
     LogBackpressureError,
@@ -46,6 +47,7 @@ from lossflow.serving.log import (
     PredictionLog,
     PredictionRecord,
     UnknownRequestError,
+    default_log_url,
 )
 from lossflow.serving.metrics import CONTENT_TYPE, UNROUTED, ServiceMetrics
 from lossflow.serving.predictor import Prediction, RecordError
@@ -196,11 +198,8 @@ class ServiceState:
         self.writer: BatchWriter | None = None
         self.admin_token: str | None = None
         self.admin_lock = asyncio.Lock()
-        self.metrics = ServiceMetrics(lambda: self.deployment, self.pending)
-
-    def pending(self) -> int:
-        """Predictions answered but not yet committed to the log."""
-        return 0 if self.writer is None else self.writer.pending
+        self.startup_error: UserError | None = None
+        self.metrics = ServiceMetrics(lambda: self.deployment, lambda: self.writer)
 
     def current(self) -> Deployment:
         """The deployment answering traffic now."""
@@ -212,11 +211,6 @@ class ServiceState:
         """Replace the deployment in one assignment; in-flight requests keep their snapshot."""
         self.deployment = deployment
         app.openapi_schema = None  # the records schema follows the loaded models' features
-
-
-def default_log_url(data_dir: Path) -> str:
-    """The embedded prediction log: ``sqlite:///<data_dir>/predictions.db``."""
-    return f"sqlite:///{(data_dir / 'predictions.db').resolve()}"
 
 
 # --- helpers of the hot path -----------------------------------------------------------------
@@ -304,7 +298,17 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.admin_token = os.environ.get(cfg.admin_token_env) or None
-        deployment = await run_in_threadpool(state.loader.deployment)
+        try:
+            deployment = await run_in_threadpool(state.loader.deployment)
+        except UserError as err:
+            state.startup_error = err
+            _log.error(
+                "cannot start: %s",
+                err,
+                exc_info=err,
+                extra={"event": "startup_failed", terminal.KEEP: True},
+            )
+            raise
         if cfg.log.enabled:
             url = cfg.log.url or default_log_url(cfg.data_dir)
             if cfg.log.url is None:
@@ -444,6 +448,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                         request_id,
                         unit_id,
                         datetime.now(UTC),
+                        deployment.router.split.experiment,
                         variant_name,
                         variant.model_version,
                         variant.loss_id,
@@ -456,7 +461,13 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                 return _fail(503, "log_backpressure", str(err), started, {"Retry-After": "1"})
         if deployment.shadow is not None:
             asyncio.get_running_loop().call_soon(
-                _score_shadow, state, deployment.shadow, request_id, unit_id, records
+                _score_shadow,
+                state,
+                deployment.shadow,
+                deployment.router.split.experiment,
+                request_id,
+                unit_id,
+                records,
             )
         state.metrics.answered(variant_name, len(outputs), elapsed)
         if cfg.access_log:
@@ -676,7 +687,12 @@ def _predict_schema(deployment: Deployment, limits: ServingLimits) -> dict[str, 
 
 
 def _score_shadow(
-    state: ServiceState, shadow: Variant, request_id: str, unit_id: str, records: Any
+    state: ServiceState,
+    shadow: Variant,
+    experiment: str,
+    request_id: str,
+    unit_id: str,
+    records: Any,
 ) -> None:
     """Score and log the shadow; a failure is counted and logged, never seen by the client."""
     started = time.perf_counter()
@@ -689,6 +705,7 @@ def _score_shadow(
                     shadow_request_id(request_id),
                     unit_id,
                     datetime.now(UTC),
+                    experiment,
                     SHADOW,
                     shadow.model_version,
                     shadow.loss_id,

@@ -2,13 +2,14 @@
 
 Per variant: requests by status, errors by reason, records scored and a latency histogram of
 ``/predict`` (from the first byte read to the response built). Per scrape: the loaded models
-(``lossflow_model_info``), their traffic shares and the prediction-log backlog.
+(``lossflow_model_info``), their traffic shares, the prediction-log backlog and the records the
+database refused for good (dead letters).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Final, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,7 +19,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from lossflow.serving.variants import Deployment
@@ -41,10 +42,24 @@ LATENCY_BUCKETS: Final = (
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 
+class LogState(Protocol):
+    """What the collector reads of the prediction-log writer at each scrape."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def dead_lettered(self) -> int: ...
+
+
 class _StateCollector(Collector):
-    def __init__(self, deployment: Callable[[], Deployment | None], pending: Callable[[], int]):
+    def __init__(
+        self,
+        deployment: Callable[[], Deployment | None],
+        log_state: Callable[[], LogState | None],
+    ):
         self._deployment = deployment
-        self._pending = pending
+        self._log_state = log_state
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -68,10 +83,16 @@ class _StateCollector(Collector):
                 share.add_metric([variant.name], shares.get(variant.name, 0.0))
         yield info
         yield share
+        writer = self._log_state()
         yield GaugeMetricFamily(
             "lossflow_prediction_log_pending",
             "Predictions answered but not yet committed to the prediction log (lost on SIGKILL)",
-            value=float(self._pending()),
+            value=0.0 if writer is None else float(writer.pending),
+        )
+        yield CounterMetricFamily(
+            "lossflow_prediction_log_dead_letters",
+            "Predictions the log database refused for good, kept in prediction_dead_letters",
+            value=0.0 if writer is None else float(writer.dead_lettered),
         )
 
 
@@ -79,7 +100,9 @@ class ServiceMetrics:
     """The service's counters and histograms; label children are cached per variant."""
 
     def __init__(
-        self, deployment: Callable[[], Deployment | None], pending: Callable[[], int]
+        self,
+        deployment: Callable[[], Deployment | None],
+        log_state: Callable[[], LogState | None],
     ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
         self.registry = CollectorRegistry(auto_describe=True)
@@ -114,7 +137,7 @@ class ServiceMetrics:
             ["outcome"],
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(deployment, pending))
+        self.registry.register(_StateCollector(deployment, log_state))
         self._ok: dict[str, tuple[Counter, Histogram, Counter]] = {}
 
     def answered(self, variant: str, records: int, seconds: float) -> None:

@@ -1,7 +1,8 @@
 """Score raw records with an exported lossflow ONNX model.
 
-``OnnxPredictor`` reads everything it needs from the model file's ``lossflow.*`` metadata: the
-task, the decision threshold, the class names and the fitted ``Preprocessor``. Requests are
+``OnnxPredictor`` reads everything it needs from the model file's ``lossflow.*`` metadata
+(:class:`lossflow.contract.ModelMetadata`): the task, the decision threshold, the class names and
+the fitted ``Preprocessor``. Requests are
 validated record by record (``RecordError`` names the record and field) and encoded straight
 into numpy arrays from the preprocessor's vocabularies; the encoding is the one of
 ``Preprocessor.encode`` (numeric values as float32 with NaN for null, categorical codes with 0
@@ -10,7 +11,6 @@ for unknown or null), without building a DataFrame per request.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,18 +19,11 @@ from typing import Any, Final, cast
 
 import numpy as np
 
-from lossflow.data import EncodedFeatures, Preprocessor
-from lossflow.export import OnnxRunner
+from lossflow.contract import ModelMetadata
+from lossflow.data.preprocessing import EncodedFeatures, Preprocessor
 from lossflow.losses import TaskType
-from lossflow.steps import model_inputs
+from lossflow.onnx_runner import OnnxRunner
 
-REQUIRED_METADATA: Final[tuple[str, ...]] = (
-    "lossflow.loss_id",
-    "lossflow.task",
-    "lossflow.preprocessor",
-    "lossflow.threshold",
-    "lossflow.label_names",
-)
 SERVED_TASKS: Final[tuple[TaskType, ...]] = ("binary", "multiclass", "regression", "ranking")
 _SHOWN_CHARS: Final = 60
 _FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
@@ -86,15 +79,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating)
 
 
-def _json_metadata(meta: Mapping[str, str], key: str, path: Path) -> Any:
-    try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError as err:
-        raise ValueError(
-            f"{path}: metadata {key!r} is not valid JSON ({err}); re-export the model with lossflow"
-        ) from err
-
-
 class OnnxPredictor:
     """An exported lossflow model with its preprocessing, ready to score raw records.
 
@@ -102,35 +86,28 @@ class OnnxPredictor:
 
     Args:
         runner: The onnxruntime session of the model.
-        preprocessor: The preprocessing fitted with the model.
-        loss_id: The loss decision the model was trained with.
-        threshold: Binary decision threshold (``None`` for other tasks).
+        metadata: What the model file says about itself (checked by ``from_props``).
 
     Raises:
-        ValueError: The task is not served, or a binary model has no threshold.
+        ValueError: The task is not served, or the preprocessing description is invalid.
     """
 
-    def __init__(
-        self,
-        runner: OnnxRunner,
-        preprocessor: Preprocessor,
-        loss_id: str,
-        threshold: float | None,
-    ) -> None:
-        task = preprocessor.task
+    def __init__(self, runner: OnnxRunner, metadata: ModelMetadata) -> None:
+        task = metadata.task
         if task not in SERVED_TASKS:
             raise ValueError(
                 f"{runner.path}: task {task!r} cannot be served; served tasks are {SERVED_TASKS}"
             )
-        if task == "binary" and (threshold is None or not math.isfinite(threshold)):
+        try:
+            preprocessor = Preprocessor.from_dict(metadata.preprocessor)
+        except (ValueError, TypeError, KeyError) as err:
             raise ValueError(
-                f"{runner.path}: a binary model needs a finite 'lossflow.threshold'; got "
-                f"{threshold!r}. Re-export it from a run that evaluated a threshold"
-            )
+                f"{runner.path}: invalid 'lossflow.preprocessor' metadata: {err}"
+            ) from err
         self._runner = runner
+        self._metadata = metadata
         self._pre = preprocessor
-        self._loss_id = loss_id
-        self._threshold = float(threshold) if task == "binary" and threshold is not None else None
+        self._threshold = metadata.threshold if task == "binary" else None
         self._features = preprocessor.feature_columns
         self._feature_set = frozenset(self._features)
         self._numeric = frozenset(preprocessor.numeric_columns)
@@ -147,35 +124,21 @@ class OnnxPredictor:
 
         Raises:
             FileNotFoundError: ``path`` does not exist.
-            ValueError: The file lacks a ``lossflow.*`` metadata key or holds an invalid one.
+            ValueError: The file lacks a ``lossflow.*`` metadata key or holds an invalid one
+                (``lossflow.contract.MetadataError``).
         """
         runner = OnnxRunner(path, intra_op_threads=intra_op_threads)
-        meta = runner.metadata
-        for key in REQUIRED_METADATA:
-            if key not in meta:
-                raise ValueError(
-                    f"{path} is not a lossflow model: its metadata has no {key!r}; serve a model "
-                    "exported by the lossflow training flow"
-                )
-        try:
-            pre = Preprocessor.from_dict(_json_metadata(meta, "lossflow.preprocessor", path))
-        except (ValueError, TypeError, KeyError) as err:
-            raise ValueError(f"{path}: invalid 'lossflow.preprocessor' metadata: {err}") from err
-        task = meta["lossflow.task"]
-        if task != pre.task:
-            raise ValueError(
-                f"{path}: metadata task {task!r} differs from the preprocessor's {pre.task!r}; "
-                "the file is inconsistent, re-export it"
-            )
-        threshold = _json_metadata(meta, "lossflow.threshold", path)
-        if threshold is not None and not _is_number(threshold):
-            raise ValueError(f"{path}: 'lossflow.threshold' must be a number or null")
-        return cls(runner, pre, meta["lossflow.loss_id"], threshold)
+        return cls(runner, ModelMetadata.from_props(runner.metadata, path))
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        """What the model file says about itself (loss, task, preprocessing, lineage)."""
+        return self._metadata
 
     @property
     def loss_id(self) -> str:
         """The loss decision the model was trained with."""
-        return self._loss_id
+        return self._metadata.loss_id
 
     @property
     def task(self) -> TaskType:
@@ -307,7 +270,7 @@ class OnnxPredictor:
             RuntimeError: The model's output does not have the shape its task implies.
         """
         encoded = self.encode(records)
-        output = self._runner.run(model_inputs(self._pre, encoded))
+        output = self._runner.run(self._pre.model_inputs(encoded))
         return self._predictions(output, len(records))
 
     def _predictions(self, output: np.ndarray, rows: int) -> list[Prediction]:

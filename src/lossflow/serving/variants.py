@@ -18,17 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossflow.config import ModelSource, ServingConfig
+from lossflow.config.serving import ModelSource, ServingConfig
+from lossflow.contract import CHALLENGER, CHAMPION
+from lossflow.errors import UserError
 from lossflow.losses import TaskType
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.serving.router import Router, TrafficSplit
 from lossflow.tracking import Tracker, resolve_tracking_uri
 
 SHADOW = "shadow"
-DEFAULT_VARIANTS: tuple[str, ...] = ("champion", "challenger")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A configured model could not be resolved or loaded; the message says which and why."""
 
 
@@ -227,16 +228,16 @@ class VariantLoader:
         return Variant(name, predictor, version, source.describe())
 
     def _default_sources(self) -> dict[str, ModelSource]:
-        sources = {"champion": ModelSource(alias="champion")}
-        champion = self._registry_version(sources["champion"])
+        sources = {CHAMPION: ModelSource(alias=CHAMPION)}
+        champion = self._registry_version(sources[CHAMPION])
         try:
-            challenger = self._registry().alias_version(self.model_name, "challenger")
+            challenger = self._registry().alias_version(self.model_name, CHALLENGER)
         except Exception as err:
             raise ModelLoadError(
-                f"cannot resolve alias 'challenger' of {self.model_name!r}: {err}"
+                f"cannot resolve alias {CHALLENGER!r} of {self.model_name!r}: {err}"
             ) from err
         if challenger is not None and challenger != champion:
-            sources["challenger"] = ModelSource(alias="challenger")
+            sources[CHALLENGER] = ModelSource(alias=CHALLENGER)
         return sources
 
     def deployment(self, weights: Mapping[str, float] | None = None) -> Deployment:

@@ -1,0 +1,281 @@
+"""The training process's configuration (``lossflow train``, the ``training`` flow).
+
+Values that parse but cannot work are rejected here, before any data is read: a loss that does
+not fit the task, a task the pipeline cannot train yet, an early-stopping metric the task never
+logs (or watched in the wrong direction), an unknown optimizer or scheduler (with the closest
+name), a data directory that cannot be written, a schedule that is not a cron expression.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from lossflow.config.common import ScheduleConfig, Section, TrackingConfig, WritableDir
+from lossflow.config.data import DataConfig
+from lossflow.config.loader import DEFAULT_CONFIG_DIR, ConfigKind, load
+from lossflow.losses import (
+    LossConfigError,
+    LossSpec,
+    LossSpecBase,
+    RegularizerSpec,
+    TaskType,
+    check_task,
+)
+from lossflow.registry import Registry
+
+# Tasks the training pipeline (data -> model -> metrics -> ONNX -> service) runs end to end.
+TRAINED_TASKS: tuple[TaskType, ...] = ("binary", "multiclass", "regression")
+
+Direction = Literal["min", "max"]
+# What the validation epoch logs per task (as ``val/<name>``), and which way is better.
+VALIDATION_METRICS: dict[str, dict[str, Direction]] = {
+    "binary": {"auc": "max", "pr_auc": "max", "log_loss": "min"},
+    "multiclass": {"accuracy": "max", "macro_f1": "max", "log_loss": "min"},
+    "regression": {"rmse": "min", "mae": "min", "r2": "max"},
+}
+QUANTILE_METRIC = "pinball"  # regression with a ``quantile`` loss also logs ``val/pinball``
+# What early stopping watches when the config names no metric.
+PRIMARY_METRICS: dict[str, str] = {
+    "binary": "val/auc",
+    "multiclass": "val/accuracy",
+    "regression": "val/rmse",
+}
+
+# Optimizers and schedulers by name; torch implementations register in lossflow.models.optim.
+OPTIMIZERS: Registry[Callable[..., Any]] = Registry(
+    "optimizer", loader=lambda: importlib.import_module("lossflow.models.optim")
+)
+SCHEDULERS: Registry[Callable[..., Any]] = Registry(
+    "scheduler", loader=lambda: importlib.import_module("lossflow.models.optim")
+)
+
+
+class ModelConfig(Section):
+    """Network architecture (the ``model`` section)."""
+
+    kind: Literal["mlp", "cnn"] = Field("mlp", description="mlp for tables, cnn for 8x8 images")
+    hidden: list[int] = Field([128, 64], description="hidden layer widths (mlp)")
+    activation: Literal["relu", "gelu", "silu"] = "relu"
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    embedding_dim: int | None = Field(
+        None, ge=1, description="embedding width per categorical column; None: min(16, (n+1)//2)"
+    )
+    channels: list[int] = Field([16, 32], description="conv channels (cnn)")
+
+    @model_validator(mode="after")
+    def _check_widths(self) -> ModelConfig:
+        for key in ("hidden", "channels"):
+            widths = getattr(self, key)
+            if not widths or min(widths) < 1:
+                raise ValueError(f"{key} must list at least one positive width; got {widths}")
+        return self
+
+
+class OptimizerConfig(Section):
+    """Optimizer by name (the ``optimizer`` section)."""
+
+    name: str = Field("adamw", description="sgd, adam, adamw, rmsprop or adagrad")
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, description="optimizer decay, not a loss penalty")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop only")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        OPTIMIZERS.lookup(name)
+        return name
+
+
+class SchedulerConfig(Section):
+    """Learning-rate schedule (the ``scheduler`` section)."""
+
+    name: str = Field("none", description="none, cosine, step or plateau")
+    step_size: int = Field(10, ge=1, description="epochs between decays (step)")
+    gamma: float = Field(0.5, gt=0.0, le=1.0, description="decay factor (step, plateau)")
+    patience: int = Field(2, ge=0, description="epochs without improvement (plateau)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        SCHEDULERS.lookup(name)
+        return name
+
+
+class EarlyStoppingConfig(Section):
+    """Stop when a validation metric stops improving (the best checkpoint follows it too)."""
+
+    monitor: str | None = Field(
+        None,
+        description="a val/ metric the run logs; None: the task's primary one (val/auc, "
+        "val/accuracy, val/rmse, or val/pinball for a quantile loss)",
+    )
+    mode: Direction | None = Field(None, description="None: the metric's own direction")
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainerConfig(Section):
+    """Training loop (the ``trainer`` section)."""
+
+    max_epochs: int = Field(5, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    seed: int = 42
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp"] = "auto"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    gradient_clip_val: float | None = Field(None, gt=0.0)
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    early_stopping: EarlyStoppingConfig | None = EarlyStoppingConfig()
+    log_every_n_steps: int = Field(50, ge=1)
+    deterministic: bool = False
+    limit_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch")
+
+
+class EvaluationConfig(Section):
+    """How the binary decision threshold is chosen on the validation split."""
+
+    threshold: Literal["f1", "cost"] = "f1"
+    fn_cost: float | None = Field(None, gt=0.0, description="cost of a false negative")
+    fp_cost: float | None = Field(None, gt=0.0, description="cost of a false positive")
+
+    @model_validator(mode="after")
+    def _costs(self) -> EvaluationConfig:
+        if self.threshold == "cost" and (self.fn_cost is None or self.fp_cost is None):
+            raise ValueError("threshold 'cost' needs both fn_cost and fp_cost")
+        return self
+
+
+class ExportConfig(Section):
+    """ONNX export and its parity gate."""
+
+    parity_atol: float = Field(1e-5, gt=0.0)
+
+
+def quantile_of(loss: LossSpecBase) -> float | None:
+    """The quantile a ``quantile`` loss targets (its pinball metric is then reported)."""
+    value = getattr(loss, "quantile", None) if loss.name == "quantile" else None
+    return None if value is None else float(value)
+
+
+def monitored_metrics(
+    task: TaskType, loss: LossSpecBase, regularizers: Sequence[RegularizerSpec]
+) -> dict[str, Direction]:
+    """Every ``val/...`` value the validation epoch logs for this run, and which way is better."""
+    metrics: dict[str, Direction] = {"val/loss": "min", "val/data_loss": "min"}
+    for term in getattr(loss, "terms", {}) or {}:
+        metrics[f"val/term/{term}"] = "min"
+    for i, reg in enumerate(regularizers):
+        metrics[f"val/reg/{i}_{reg.name}"] = "min"
+    metrics.update({f"val/{k}": v for k, v in VALIDATION_METRICS.get(task, {}).items()})
+    if task == "regression" and quantile_of(loss) is not None:
+        metrics[f"val/{QUANTILE_METRIC}"] = "min"
+    return metrics
+
+
+def primary_metric(task: TaskType, loss: LossSpecBase) -> str:
+    """The validation metric early stopping watches when none is configured."""
+    if task == "regression" and quantile_of(loss) is not None:
+        return f"val/{QUANTILE_METRIC}"
+    return PRIMARY_METRICS[task]
+
+
+class TrainingConfig(Section):
+    """The whole resolved configuration of a training run."""
+
+    data_dir: WritableDir = Field(Path("data"), description="MLflow store, runs, artifacts")
+    data: DataConfig
+    loss: LossSpec
+    regularizers: list[RegularizerSpec] = Field(default_factory=list)
+    model: ModelConfig = ModelConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    export: ExportConfig = ExportConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+
+    @model_validator(mode="after")
+    def _fits_together(self) -> TrainingConfig:
+        task = self.data.task
+        if task not in TRAINED_TASKS:
+            raise ValueError(
+                f"data.task: the training pipeline runs {', '.join(TRAINED_TASKS)} tasks; "
+                f"{task!r} has losses in the library (lossflow losses --task {task}) but no "
+                "pipeline yet"
+            )
+        try:
+            check_task(self.loss, task)
+        except LossConfigError as err:
+            raise ValueError(f"loss: {err}") from None
+        path = self.data.path
+        if path is not None and not path.is_file():
+            raise ValueError(
+                f"data.path: {self.data.source} file {path} does not exist (resolved: "
+                f"{path.resolve()}); set data.path to an existing file"
+            )
+        if self.model.kind == "cnn" and self.data.source != "digits":
+            raise ValueError("model.kind: 'cnn' needs 8x8 images; use it with data=digits")
+        if self.evaluation.threshold == "cost" and task != "binary":
+            raise ValueError(
+                f"evaluation.threshold: a cost-optimal threshold applies to binary tasks, not "
+                f"{task}; use threshold: f1 (ignored for {task})"
+            )
+        stopping = self.trainer.early_stopping
+        if stopping is not None:
+            logged = monitored_metrics(task, self.loss, self.regularizers)
+            monitor = stopping.monitor or primary_metric(task, self.loss)
+            direction = logged.get(monitor)
+            if direction is None:
+                raise ValueError(
+                    f"trainer.early_stopping.monitor: {monitor!r} is not logged by a {task} "
+                    f"run; choose one of {', '.join(logged)}"
+                )
+            if stopping.mode is not None and direction != stopping.mode:
+                better = "higher" if direction == "max" else "lower"
+                raise ValueError(
+                    f"trainer.early_stopping.mode: {monitor} is better when {better}; set "
+                    f"mode: {direction} (or leave mode out)"
+                )
+        return self
+
+    def early_stopping(self) -> EarlyStoppingConfig | None:
+        """``trainer.early_stopping`` with its metric and direction filled in."""
+        stopping = self.trainer.early_stopping
+        if stopping is None:
+            return None
+        monitor = stopping.monitor or primary_metric(self.data.task, self.loss)
+        direction = monitored_metrics(self.data.task, self.loss, self.regularizers)[monitor]
+        return stopping.model_copy(update={"monitor": monitor, "mode": direction})
+
+
+TRAINING: ConfigKind[TrainingConfig] = ConfigKind(
+    name="lossflow train",
+    model=TrainingConfig,
+    folder="experiment",
+    default=None,
+    groups=("data", "loss"),
+    example="loss.gamma=3",
+)
+
+
+def load_training_config(
+    overrides: Sequence[str] = (), config_dir: Path = DEFAULT_CONFIG_DIR
+) -> TrainingConfig:
+    """Read, merge and validate the training configuration.
+
+    Raises:
+        ConfigError: naming the file (or command line), the dotted key and what was expected.
+    """
+    return load(TRAINING, overrides, config_dir)
+
+
+def config_to_dict(cfg: TrainingConfig) -> dict[str, Any]:
+    """The resolved configuration as plain JSON-able data (for MLflow and reproduction)."""
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,224 @@
+"""Building, training and loading models from a training config and its fitted preprocessing.
+
+The training flow, cross-validation, hyper-parameter search and retraining all build models
+here: nothing in this module knows about flows, runs or the prepared directory. Arrays in,
+checkpoints and predictions out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lossflow.config.training import TrainingConfig, quantile_of
+from lossflow.data.augment import BatchAugment, ImageAugment
+from lossflow.data.preprocessing import EncodedFeatures, Preprocessor
+from lossflow.data.sources import DIGITS_SIDE
+from lossflow.evaluation.metrics import binary_metrics, multiclass_metrics, regression_metrics
+from lossflow.losses import LossSpecBase
+from lossflow.models import InferenceModel, OutputSpec, build_network, output_spec
+from lossflow.models.nets import Standardize
+from lossflow.models.system import BatchTransform, EpochMetrics, LossflowSystem
+from lossflow.training import FitResult, MetricSink, TensorBatches, fit
+
+PREDICT_BATCH = 65_536
+VAL_BATCH_MIN = 8192
+
+
+def resolved_loss_spec(cfg: TrainingConfig, class_counts: Sequence[int] | None) -> LossSpecBase:
+    """The configured loss with the training split's class counts filled in where it uses them."""
+    if class_counts is None:
+        return cfg.loss
+    return cfg.loss.with_class_counts(list(class_counts))
+
+
+def output_of(cfg: TrainingConfig, pre: Preprocessor) -> OutputSpec:
+    """The network's output width and transform for ``cfg``'s loss and task."""
+    return output_spec(cfg.loss, cfg.data.task, len(pre.label_names or ()))
+
+
+def build_inference_model(cfg: TrainingConfig, pre: Preprocessor) -> InferenceModel:
+    """The configured network (untrained) with its output transform."""
+    out = output_of(cfg, pre)
+    net = build_network(
+        cfg.model,
+        Standardize.of(pre),
+        pre.n_numeric,
+        pre.cardinalities,
+        out.dim,
+        image_side=DIGITS_SIDE if cfg.model.kind == "cnn" else None,
+    )
+    return InferenceModel(net, out.transform)
+
+
+def input_tensors(pre: Preprocessor, encoded: EncodedFeatures) -> tuple[Tensor, ...]:
+    """The network's input tensors (zero-copy views of the arrays)."""
+    return tuple(torch.from_numpy(a) for a in pre.model_inputs(encoded).values())
+
+
+def target_tensor(target: np.ndarray) -> Tensor:
+    """Targets as the losses take them: int64 class indices or float32 values."""
+    tensor = torch.from_numpy(target)
+    return tensor.long() if tensor.dtype in (torch.int32, torch.int64) else tensor.float()
+
+
+def batch_transform(cfg: TrainingConfig, pre: Preprocessor) -> BatchTransform | None:
+    """Training-only augmentation, in the network's raw input space.
+
+    Tabular noise and mixup are defined on standardised features: rows are imputed and
+    standardised with the model's own preprocessing layer, augmented, and mapped back, so the
+    network sees raw-space inputs as at serving time.
+    """
+    aug = cfg.data.augment
+    if aug.image is not None:
+        image = ImageAugment(aug.image)
+
+        def images(inputs: tuple[Tensor, ...], target: Tensor) -> Any:
+            pixels = inputs[0].reshape(-1, 1, DIGITS_SIDE, DIGITS_SIDE)
+            return (image(pixels).reshape(inputs[0].shape), *inputs[1:]), None, 1.0
+
+        return images
+    batch = BatchAugment.from_config(aug)
+    if not batch.active:
+        return None
+    standardize = Standardize.of(pre)
+
+    def tabular(inputs: tuple[Tensor, ...], target: Tensor) -> Any:
+        numeric = inputs[0]
+        categorical = inputs[1] if len(inputs) > 1 else numeric.new_zeros((len(numeric), 0))
+        standardize.to(numeric.device)  # no-op once the buffers live where the batches do
+        z = standardize(numeric)
+        out = batch(z, categorical, target)
+        raw = out.numeric * standardize.std + standardize.mean
+        return (raw, *inputs[1:]), out.perm, out.lam
+
+    return tabular
+
+
+def epoch_metrics(cfg: TrainingConfig) -> EpochMetrics:
+    """The validation metrics of ``cfg``'s task (``VALIDATION_METRICS``), from predictions."""
+    task = cfg.data.task
+    quantile = quantile_of(cfg.loss)
+
+    def metrics(y: np.ndarray, pred: np.ndarray) -> Mapping[str, float]:
+        if task == "binary":
+            m = binary_metrics(y, pred, 0.5)
+            return {"auc": m["roc_auc"], "pr_auc": m["pr_auc"], "log_loss": m["log_loss"]}
+        if task == "multiclass":
+            return multiclass_metrics(y, pred)
+        return regression_metrics(y, pred, quantile=quantile)
+
+    return metrics
+
+
+def build_system(
+    cfg: TrainingConfig, pre: Preprocessor, class_counts: Sequence[int] | None
+) -> LossflowSystem:
+    """The LightningModule for ``cfg``: network, resolved loss and regularisers injected."""
+    model = build_inference_model(cfg, pre)
+    regs = {f"{i}_{r.name}": r.build() for i, r in enumerate(cfg.regularizers)}
+    return LossflowSystem(
+        net=model.net,
+        loss=resolved_loss_spec(cfg, class_counts).build(),
+        regularizers=regs,
+        task=cfg.data.task,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.scheduler,
+        max_epochs=cfg.trainer.max_epochs,
+        epoch_metrics=epoch_metrics(cfg),
+        predict=InferenceModel(nn.Identity(), model.output),
+        batch_transform=batch_transform(cfg, pre),
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    """Encoded features and targets of one split."""
+
+    features: EncodedFeatures
+    target: np.ndarray
+
+
+def fit_model(
+    cfg: TrainingConfig,
+    pre: Preprocessor,
+    train: Split,
+    val: Split,
+    class_counts: Sequence[int] | None,
+    checkpoint_dir: Path,
+    *,
+    sink: MetricSink | None = None,
+    resume: bool = False,
+    progress_bar: bool = False,
+) -> FitResult:
+    """Fit the configured model on ``train``, validating (and early-stopping) on ``val``.
+
+    Non-finite epoch metrics never reach ``sink`` (they stay in the history).
+
+    Raises:
+        lossflow.models.system.NonFiniteLossError: the training loss became NaN or infinite.
+        RuntimeError: training wrote no checkpoint.
+    """
+    device = "cuda" if cfg.trainer.accelerator == "gpu" and torch.cuda.is_available() else None
+    batches = TensorBatches(
+        input_tensors(pre, train.features),
+        target_tensor(train.target),
+        cfg.trainer.batch_size,
+        shuffle=True,
+        seed=cfg.trainer.seed,
+        device=device,
+    )
+    val_batches = TensorBatches(
+        input_tensors(pre, val.features),
+        target_tensor(val.target),
+        max(cfg.trainer.batch_size, VAL_BATCH_MIN),
+        device=device,
+    )
+    finite_sink: MetricSink | None = None
+    if sink is not None:
+        outer = sink
+
+        def finite_sink(metrics: Mapping[str, float], step: int) -> None:
+            outer({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
+
+    result = fit(
+        build_system(cfg, pre, class_counts),
+        batches,
+        val_batches,
+        cfg.trainer.model_copy(update={"early_stopping": cfg.early_stopping()}),
+        checkpoint_dir,
+        sink=finite_sink,
+        resume=resume,
+        enable_progress_bar=progress_bar,
+    )
+    if (result.best_checkpoint or result.last_checkpoint) is None:
+        raise RuntimeError(f"training wrote no checkpoint under {checkpoint_dir}")
+    return result
+
+
+def load_trained_model(cfg: TrainingConfig, pre: Preprocessor, checkpoint: Path) -> InferenceModel:
+    """The inference model with the weights of a training checkpoint."""
+    model = build_inference_model(cfg, pre)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    model.net.load_state_dict(net_state)
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Batched torch predictions of an inference model on named numpy inputs."""
+    model.eval()
+    rows = len(next(iter(inputs.values())))
+    outs = []
+    for lo in range(0, rows, PREDICT_BATCH):
+        batch = [torch.from_numpy(a[lo : lo + PREDICT_BATCH]) for a in inputs.values()]
+        outs.append(model(*batch).float().numpy())
+    return np.concatenate(outs)

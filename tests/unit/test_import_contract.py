@@ -1,0 +1,103 @@
+"""Who may import what (DESIGN.md): each module is imported in a fresh interpreter and the heavy
+stacks it must not pull in are looked for in ``sys.modules``; and the ``serve`` dependency set,
+resolved from the installed packages' own metadata, holds none of the training stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAINING_STACK = ("torch", "lightning", "matplotlib", "kornia", "prefect", "evidently", "optuna")
+
+CONTRACTS = {
+    # The service and what it loads: no training stack, no scikit-learn (MLflow's client imports
+    # scipy when it is installed; the serve set does not install it).
+    "lossflow.serving.app": (*TRAINING_STACK, "sklearn"),
+    "lossflow.cli": (*TRAINING_STACK, "sklearn", "mlflow", "fastapi"),
+    "lossflow.config": ("torch", "kornia", "sklearn", "mlflow", "fastapi", "sqlalchemy"),
+    "lossflow.predlog": (*TRAINING_STACK, "sklearn", "fastapi", "mlflow"),
+    "lossflow.replay": (*TRAINING_STACK, "fastapi", "mlflow", "sqlalchemy"),
+    "lossflow.contract": (*TRAINING_STACK, "onnxruntime", "mlflow"),
+    # Metrics for monitoring and A/B analysis: no plotting, no training.
+    "lossflow.evaluation.metrics": ("matplotlib", "torch", "lightning", "prefect"),
+    "lossflow.losses": ("torch",),
+}
+
+
+def _loaded_after_import(module: str) -> set[str]:
+    code = (
+        f"import json, sys; import {module}; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("module", sorted(CONTRACTS))
+def test_module_does_not_import_what_its_process_never_uses(module: str) -> None:
+    loaded = _loaded_after_import(module)
+    forbidden = sorted(set(CONTRACTS[module]) & loaded)
+    assert not forbidden, f"import {module} loads {forbidden}"
+
+
+def _applicable(requirements: list[str], extras: set[str]) -> list[Requirement]:
+    """The requirements that apply on this machine with ``extras`` chosen."""
+    out = []
+    for text in requirements:
+        requirement = Requirement(text)
+        marker = requirement.marker
+        if marker is None or any(marker.evaluate({"extra": e}) for e in extras or {""}):
+            out.append(requirement)
+    return out
+
+
+def _closure(roots: list[Requirement]) -> set[str]:
+    """Every distribution the roots need, transitively, from the installed metadata."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = list(roots)
+    while todo:
+        requirement = todo.pop()
+        key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            requires = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo.extend(_applicable(requires, set(requirement.extras)))
+    return {name for name, _ in seen}
+
+
+def test_the_serve_dependency_set_holds_no_training_stack() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    roots = _applicable(
+        [*project["dependencies"], *project["optional-dependencies"]["serve"]], set()
+    )
+    closure = _closure(roots)
+    forbidden = {
+        "torch",
+        "lightning",
+        "pytorch-lightning",
+        "prefect",
+        "evidently",
+        "optuna",
+        "matplotlib",
+        "scikit-learn",
+        "kornia",
+        "mlflow",  # the full MLflow (server, UI, ML libraries); mlflow-skinny is the client
+    }
+    assert "onnxruntime" in closure
+    assert "mlflow-skinny" in closure
+    assert not forbidden & closure, f"the serve set pulls {sorted(forbidden & closure)}"
