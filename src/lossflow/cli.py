@@ -155,12 +155,13 @@ Overrides = Annotated[
 ]
 
 
-def _quiet_prefect() -> None:
-    """Prefect's console shows no record about a user error (the command prints it once)."""
+def _quiet_prefect(*, strip_only: bool = False) -> None:
+    """Prefect's console shows a user error not at all (the command prints it once), or, with
+    ``strip_only``, in Prefect's own lines without the traceback."""
     from prefect.logging.configuration import setup_logging
 
     setup_logging()
-    terminal.quiet_user_errors()
+    terminal.quiet_user_errors(strip_only=strip_only)
 
 
 @app.command()
@@ -240,7 +241,7 @@ def schedule(
         f"serving deployment '{deployment.name}' on cron '{cfg.schedule.cron}' "
         f"({cfg.schedule.timezone}); Ctrl-C stops it"
     )
-    _quiet_prefect()
+    _quiet_prefect(strip_only=True)  # a failed scheduled run is reported; the next one runs
     serve_deployments(deployment)
 
 

@@ -262,7 +262,14 @@ def register_model(
     output = OnnxRunner(exported.onnx_path).run(example)
     name = cfg.tracking.registered_model
     version = tracker.log_onnx_model(run_id, exported.onnx_path, example, output, name)
-    tracker.log_metrics(run_id, {"export/parity_max_abs_diff": exported.parity_max_abs_diff}, None)
+    tracker.log_metrics(
+        run_id,
+        {
+            "export/parity_max_abs_diff": exported.parity_max_abs_diff,
+            "export/parity_rows": exported.parity_rows,
+        },
+        None,
+    )
     aliases = [CHALLENGER]
     tracker.set_alias(name, CHALLENGER, version)
     if tracker.alias_version(name, CHAMPION) is None:

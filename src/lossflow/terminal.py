@@ -69,10 +69,16 @@ KEEP: Final = "user_error_message"
 class QuietUserErrors(logging.Filter):
     """Keeps records about a :class:`UserError` off the console: those carrying one as
     ``exc_info`` (unless marked with :data:`KEEP`: then only the traceback goes) and later records
-    that repeat its message (Prefect's "Finished in state Failed(...)", uvicorn's traceback)."""
+    that repeat its message (Prefect's "Finished in state Failed(...)", uvicorn's traceback).
 
-    def __init__(self) -> None:
+    Args:
+        strip_only: keep every record, only without the traceback: for processes that go on
+            after the error (a scheduler whose run failed), where nothing else reports it.
+    """
+
+    def __init__(self, strip_only: bool = False) -> None:
         super().__init__()
+        self.strip_only = strip_only
         self.messages: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -80,20 +86,22 @@ class QuietUserErrors(logging.Filter):
         err = user_error_in(record.exc_info[1] if record.exc_info else None)
         if err is not None:
             self.messages.add(str(err))
-            if getattr(record, KEEP, False):
+            if getattr(record, KEEP, False) or self.strip_only:
                 record.exc_info = None
                 record.exc_text = None
                 return True
             return False
-        if self.messages:
+        if self.messages and not self.strip_only:
             text = record.getMessage()
             return not any(message in text for message in self.messages)
         return True
 
 
-def quiet_user_errors(logger: logging.Logger | None = None) -> QuietUserErrors:
+def quiet_user_errors(
+    logger: logging.Logger | None = None, *, strip_only: bool = False
+) -> QuietUserErrors:
     """Attach one :class:`QuietUserErrors` to every handler of ``logger`` (default: root)."""
-    quiet = QuietUserErrors()
+    quiet = QuietUserErrors(strip_only)
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, QuietUserErrors) for f in handler.filters):
             handler.addFilter(quiet)

@@ -74,3 +74,28 @@ def test_serve_takes_host_and_port_flags_like_other_servers() -> None:
     assert result.exit_code == 0
     assert "--port" in result.output
     assert "--host" in result.output
+
+
+def test_console_filter_drops_user_error_records_and_their_repeats() -> None:
+    import logging
+
+    from lossflow import terminal
+
+    def record(message: str, exc: BaseException | None) -> logging.LogRecord:
+        info = (type(exc), exc, None) if exc is not None else None
+        return logging.LogRecord("prefect.task_runs", logging.ERROR, "x", 1, message, (), info)
+
+    err = DataValidationError("missing column 'c'")
+    wrapped = RuntimeError("task failed")
+    wrapped.__cause__ = err
+    quiet = terminal.QuietUserErrors()
+    assert not quiet.filter(record("Task run failed", wrapped))
+    assert not quiet.filter(record("Finished in state Failed(\"missing column 'c'\")", None))
+    assert quiet.filter(record("Beginning flow run", None))
+    assert quiet.filter(record("a bug", RuntimeError("boom")))  # bugs keep their traceback
+    scheduler = terminal.QuietUserErrors(strip_only=True)
+    for _ in range(2):  # every scheduled run that fails is reported, without the traceback
+        failed = record("Flow run failed", err)
+        assert scheduler.filter(failed)
+        assert failed.exc_info is None
+        assert scheduler.filter(record("Finished in state Failed(\"missing column 'c'\")", None))
