@@ -67,7 +67,9 @@ def build_registry(root: Path) -> Registry:
         exported = steps.export_model(cfg, prepared, trained, evaluation, lid, work / "model")
         tracker = steps.tracker_for(cfg)
         with tracker.start_run(loss, {}) as run_id:
-            steps.register_model(cfg, prepared, exported, run_id)
+            name, version = steps.register_version(cfg, prepared, exported, run_id)
+            steps.store_reference_profile(cfg, prepared, exported, run_id, name, version)
+            steps.assign_aliases(cfg, name, version)
         paths.append(exported.onnx_path)
     assert prepared is not None
     features = OnnxPredictor.from_path(paths[0]).feature_columns

@@ -38,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 from lossflow import terminal
 from lossflow.config.serving import ServingConfig, ServingLimits
+from lossflow.contract import SHADOW
 from lossflow.errors import UserError
 from lossflow.predlog import (
     BatchWriter,
@@ -52,7 +53,7 @@ from lossflow.predlog import (
 from lossflow.serving.metrics import CONTENT_TYPE, UNROUTED, ServiceMetrics
 from lossflow.serving.predictor import Prediction, RecordError
 from lossflow.serving.router import RoutingError, TrafficSplit
-from lossflow.serving.variants import SHADOW, Deployment, ModelLoadError, Variant, VariantLoader
+from lossflow.serving.variants import Deployment, ModelLoadError, Variant, VariantLoader
 
 _log = logging.getLogger("lossflow.serving")
 
