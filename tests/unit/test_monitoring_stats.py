@@ -208,7 +208,8 @@ def test_bbse_recovers_a_shifted_prior_and_its_interval_covers_it() -> None:
             seed=k,
         )
         assert shift.basis == "predictions"
-        assert shift.estimated_low is not None and shift.estimated_high is not None
+        assert shift.estimated_low is not None
+        assert shift.estimated_high is not None
         covered += shift.estimated_low[1] <= 0.10 <= shift.estimated_high[1]
         shifted += shift.shifted
     assert float(np.mean(estimates)) == pytest.approx(0.10, abs=0.005)
