@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from lossflow.config.training import TrainingConfig
-from lossflow.data.augment import oversample
 from lossflow.data.preprocessing import EncodedFeatures, Preprocessor
 from lossflow.data.sources import load_frame, resolve_columns
 from lossflow.data.splits import split_frame
@@ -102,6 +101,9 @@ def prepare_data(cfg: TrainingConfig, directory: Path) -> PreparedData:
                 n_classes = 2 if data_cfg.task == "binary" else len(pre.label_names or ())
                 class_counts = np.bincount(target.astype(np.int64), minlength=n_classes).tolist()
             if data_cfg.augment.oversample != "none":
+                # imported here: reading prepared data (monitoring) must not load torch
+                from lossflow.data.augment import oversample
+
                 np.savez(
                     directory / f"{part}{ORIGINAL}.npz",
                     numeric=encoded.numeric,

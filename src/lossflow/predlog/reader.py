@@ -1,11 +1,10 @@
 """Reading windows of the prediction log fast: one row per served **record**, in chunks.
 
 Monitoring reads up to millions of records per window. Building a DataFrame of request rows with
-their JSON columns decoded in Python costs seconds per hundred thousand rows, so this reader lets
-the database unnest the JSON (SQLite's ``json_each``, PostgreSQL's ``json_array_elements ... WITH
-ORDINALITY``), joins each record with its output and its label, and hands the records of a
-chunk to pyarrow's C++ JSON reader as newline-delimited JSON. The range is a scan of the
-``(variant, ts)`` index.
+their JSON columns decoded in Python costs seconds per hundred thousand rows, so this reader takes
+each request's records as the JSON text they were stored as, splits a request into its records
+(without parsing when it holds one, as most do), and hands the records of a chunk to pyarrow's
+C++ JSON reader as newline-delimited JSON. The range is a scan of the ``(variant, ts)`` index.
 
 This module imports pyarrow (the ``train`` set): the service never imports it.
 """
@@ -13,6 +12,7 @@ This module imports pyarrow (the ``train`` set): the service never imports it.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -29,7 +30,7 @@ from lossflow.predlog.records import require_utc
 from lossflow.predlog.schema import UTCDateTime
 from lossflow.predlog.store import PredictionLog
 
-CHUNK_ROWS: Final = 200_000
+CHUNK_ROWS: Final = 200_000  # requests per chunk
 
 
 @dataclass(frozen=True)
@@ -144,28 +145,24 @@ def numeric_column(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
     return np.asarray(pc.fill_null(table[name], np.nan).to_numpy(), dtype=np.float64)
 
 
+# One row per request: its records, outputs and labels as the JSON text they were stored as.
+# Most requests hold one record, whose JSON is the array's text without its brackets; unnesting
+# in SQL (json_each) re-serialises every record and costs more than the rest of the read.
 _SQLITE: Final = """
-SELECT j.value, o.value, l.value,
+SELECT p.features, p.outputs, f.labels,
        CASE WHEN f.ts IS NULL THEN NULL
             ELSE (julianday(f.ts) - julianday(p.ts)) * 86400.0 END,
-       p.model_version
+       p.model_version, p.n_records
 FROM {predictions} p
-JOIN json_each(p.features) j
-JOIN json_each(p.outputs) o ON o.key = j.key
 LEFT JOIN {feedback} f ON f.request_id = p.request_id
-LEFT JOIN json_each(f.labels) l ON l.key = j.key
 WHERE p.variant = :variant AND p.ts >= :start AND p.ts < :end {filters}
 """
 _POSTGRES: Final = """
-SELECT r.rec::text, o.out::text, l.lab::text,
+SELECT p.features::text, p.outputs::text, f.labels::text,
        EXTRACT(EPOCH FROM (f.ts - p.ts)),
-       p.model_version
+       p.model_version, p.n_records
 FROM {predictions} p
-CROSS JOIN LATERAL json_array_elements(p.features) WITH ORDINALITY AS r(rec, ord)
-JOIN LATERAL json_array_elements(p.outputs) WITH ORDINALITY AS o(out, ord2) ON o.ord2 = r.ord
 LEFT JOIN {feedback} f ON f.request_id = p.request_id
-LEFT JOIN LATERAL json_array_elements(f.labels) WITH ORDINALITY AS l(lab, ord3)
-       ON l.ord3 = r.ord
 WHERE p.variant = :variant AND p.ts >= :start AND p.ts < :end {filters}
 """
 
@@ -189,7 +186,7 @@ def iter_records(
         variant: the variant.
         model_version: only records of this model version.
         experiment: only records of this routing experiment.
-        chunk_rows: records per chunk.
+        chunk_rows: requests per chunk.
 
     Raises:
         ValueError: the window is not aware or ends before it starts.
@@ -210,25 +207,53 @@ def iter_records(
         feedback=preparer.format_table(log.feedback),
         filters=filters,
     )
-    statement = sa.text(sql).bindparams(
-        sa.bindparam("start", type_=UTCDateTime()), sa.bindparam("end", type_=UTCDateTime())
-    )
+    if postgres:  # psycopg takes %(name)s and aware datetimes
+        sql = re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)  # not the ::text casts
+    else:  # as SQLAlchemy stores them on SQLite: naive UTC text with microseconds
+        for name in ("start", "end"):
+            params[name] = params[name].replace(tzinfo=None).isoformat(" ", "microseconds")
+    # The driver's cursor directly: SQLAlchemy's row objects cost more than the query.
     with log.engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
-            statement, params
-        )
-        for rows in result.partitions(chunk_rows):
-            yield _chunk(rows, postgres)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            while rows := cursor.fetchmany(chunk_rows):
+                yield _chunk(rows)
+        finally:
+            cursor.close()
 
 
-def _chunk(rows: Sequence[Any], postgres: bool) -> RecordChunk:
-    records = "\n".join(r[0] for r in rows).encode()
-    outputs = "\n".join(r[1] for r in rows).encode()
-    if postgres:  # labels come as JSON text there ('1', '"cat"', NULL)
-        import orjson
+def _elements(text: str, count: int) -> list[str]:
+    """The JSON texts of an array's ``count`` elements (one element: no parsing needed)."""
+    if count == 1:
+        return [text[1:-1]]
+    return [orjson.dumps(item).decode() for item in orjson.loads(text)]
 
-        labels = [None if r[2] is None else orjson.loads(r[2]) for r in rows]
+
+def _label(stored: str | None) -> Any:
+    return None if stored is None else orjson.loads(stored[1:-1])
+
+
+def _chunk(rows: Sequence[Any]) -> RecordChunk:
+    if all(row[5] == 1 for row in rows):  # one record per request: slicing, no parsing
+        records = [row[0][1:-1] for row in rows]
+        outputs = [row[1][1:-1] for row in rows]
+        labels = [_label(row[2]) for row in rows]
+        delays = [np.nan if row[3] is None else row[3] for row in rows]
+        versions = [row[4] for row in rows]
     else:
-        labels = [r[2] for r in rows]
-    delay = np.array([np.nan if r[3] is None else float(r[3]) for r in rows], dtype=np.float64)
-    return RecordChunk(records, outputs, labels, delay, [str(r[4]) for r in rows], len(rows))
+        records, outputs, labels, delays, versions = [], [], [], [], []
+        for features, outs, stored, delay, version, count in rows:
+            records.extend(_elements(features, count))
+            outputs.extend(_elements(outs, count))
+            labels.extend([None] * count if stored is None else orjson.loads(stored))
+            delays.extend([np.nan if delay is None else delay] * count)
+            versions.extend([version] * count)
+    return RecordChunk(
+        "\n".join(records).encode(),
+        "\n".join(outputs).encode(),
+        labels,
+        np.asarray(delays, dtype=np.float64),
+        [str(v) for v in versions],
+        len(records),
+    )
