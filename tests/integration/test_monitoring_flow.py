@@ -1,6 +1,7 @@
 """The ``monitoring`` flow on real components: models from a real MLflow registry (with the
-reference profiles the training steps stored), traffic answered by the real service (its ASGI
-app in process) into a real SQLite log, the Prefect test harness, Evidently's report.
+reference profiles the training steps stored), production rows replayed by ``lossflow
+traffic``'s client against ``lossflow serve`` (a subprocess on loopback) into a real SQLite log
+with delayed feedback, the Prefect test harness, Evidently's report.
 
 Winter production rows (November–December) drift from the January–June training data; rows of
 the training period itself do not."""
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,18 +20,14 @@ import pytest
 import sqlalchemy as sa
 from pipelines.monitoring import RETRAIN_EVENT, monitoring
 
-from lossflow.config import load_serving_config
 from lossflow.data.sources import load_flights
 from lossflow.predlog import PredictionLog, PredictionRecord
+from lossflow.replay.client import run_traffic
+from lossflow.replay.requests import TrafficOptions
 from lossflow.replay.rows import records_of
-from lossflow.serving.app import create_app
 from lossflow.tracking import Tracker, default_tracking_uri
 
-from .serving_models import CONFIG_DIR, Registry, copy_registry
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from fastapi.testclient import TestClient
+from .serving_models import CONFIG_DIR, Registry, copy_registry, live_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 ROWS = 1200
@@ -53,29 +49,24 @@ def _months(frame: pd.DataFrame, months: list[int], n: int, seed: int) -> pd.Dat
     return rows.sample(n=n, random_state=seed).reset_index(drop=True)
 
 
-def _serve(
-    registry: Registry, frame: pd.DataFrame, label_every: int = 1
-) -> tuple[datetime, datetime]:
-    """Answer ``frame``'s rows with the real service (champion only) and post their labels."""
-    cfg = load_serving_config(
-        [f"data_dir={registry.data_dir}", "watch_registry_s=null", "log.max_delay_s=0.01",
-         "variants.champion.alias=champion", "variants.champion.weight=100"],
-        CONFIG_DIR,
-    )  # fmt: skip
+@pytest.fixture(scope="module")
+def service(registry: Registry) -> Iterator[str]:
+    """``lossflow serve`` (champion only) on the registry, in a subprocess on loopback."""
+    with live_service(
+        registry.data_dir, "variants.champion.alias=champion", "variants.champion.weight=100",
+        "log.max_delay_s=0.01", "watch_registry_s=null",
+    ) as url:  # fmt: skip
+        yield url
+
+
+def _serve(service: str, frame: pd.DataFrame, fraction: float = 1.0) -> tuple[datetime, datetime]:
+    """Replay ``frame``'s rows against the service with ``lossflow traffic``'s client, labels
+    (``fraction`` of them) posted back as delayed feedback."""
     start = datetime.now(UTC)
-    with TestClient(create_app(cfg)) as client:
-        features = client.get("/info").json()["features"]
-        records = records_of(frame, features)
-        answered = []
-        for i, record in enumerate(records):
-            response = client.post("/predict", json={"unit_id": f"u{i}", "records": [record]})
-            assert response.status_code == 200, response.text
-            answered.append(response.json()["request_id"])
-        for i, request_id in enumerate(answered):
-            if i % label_every == 0:
-                label = int(frame["delayed"].iloc[i])
-                r = client.post("/feedback", json={"request_id": request_id, "labels": [label]})
-                assert r.status_code in (200, 201), r.text
+    options = TrafficOptions(rate=400, concurrency=8, delay_s=0.05, fraction=fraction)
+    report = run_traffic(frame.reset_index(drop=True), service, options)
+    assert report.answered == len(frame), report.summary()
+    assert report.feedback_posted == report.feedback_due
     return start, datetime.now(UTC) + timedelta(milliseconds=1)
 
 
@@ -112,9 +103,9 @@ def _events(since: datetime) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def winter(registry: Registry, flights: pd.DataFrame) -> Iterator[tuple[Any, datetime]]:
+def winter(registry: Registry, service: str, flights: pd.DataFrame) -> tuple[Any, datetime]:
     since = datetime.now(UTC) - timedelta(seconds=1)
-    start, end = _serve(registry, _months(flights, [11, 12], ROWS, seed=1))
+    start, end = _serve(service, _months(flights, [11, 12], ROWS, seed=1))
     return _run(registry, start, end), since
 
 
@@ -193,9 +184,9 @@ def test_the_same_causes_in_an_overlapping_window_do_not_ask_again(
 
 
 def test_rows_of_the_training_period_do_not_drift(
-    winter: tuple[Any, datetime], registry: Registry, flights: pd.DataFrame
+    winter: tuple[Any, datetime], registry: Registry, service: str, flights: pd.DataFrame
 ) -> None:
-    start, end = _serve(registry, _months(flights, [1, 2, 3, 4, 5, 6], ROWS, seed=2))
+    start, end = _serve(service, _months(flights, [1, 2, 3, 4, 5, 6], ROWS, seed=2))
     outcome = _run(registry, start, end)
     (variant,) = outcome.variants
     drift = variant.analysis["drift"]
@@ -240,14 +231,15 @@ def test_an_unreachable_log_is_one_clear_error(registry: Registry) -> None:
 
 
 def test_too_few_labels_give_insufficient_labels_not_a_noisy_number(
-    registry: Registry, flights: pd.DataFrame
+    registry: Registry, service: str, flights: pd.DataFrame
 ) -> None:
-    start, end = _serve(registry, _months(flights, [9], 600, seed=3), label_every=10)
+    start, end = _serve(service, _months(flights, [9], 600, seed=3), fraction=0.1)
     outcome = _run(registry, start, end)
     (variant,) = outcome.variants
     performance = variant.analysis["performance"]
     assert performance["measured"] == {}
-    assert performance["insufficient"].startswith("insufficient labels: 60 labelled of 600")
+    assert performance["insufficient"].startswith("insufficient labels: ")
+    assert 30 <= performance["labelled"] <= 90, "a tenth of 600 requests labelled"
     with sa.create_engine(f"sqlite:///{registry.data_dir / 'predictions.db'}").connect() as c:
         assert c.execute(sa.text("select count(*) from feedback")).scalar_one() > 0
 
