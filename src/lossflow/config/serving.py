@@ -92,6 +92,11 @@ class ServingConfig(Section):
         description="poll the aliases (and local files) this often and reload when they move",
     )
     log: PredictionLogConfig = PredictionLogConfig()
+    share_traffic: bool = Field(
+        True,
+        description="keep the routing (experiment, weights) in the log database: PUT "
+        "/admin/traffic on one replica reaches every replica at its next registry check",
+    )
     limits: ServingLimits = ServingLimits()
     admin_token_env: str = Field(
         "LOSSFLOW_ADMIN_TOKEN", description="environment variable holding the admin bearer token"
