@@ -130,7 +130,7 @@ def test_unit_means_aggregate_requests_of_one_unit() -> None:
 
 @pytest.mark.parametrize(("alpha", "phi"), [(0.0, 1.0), (1.0, 1.0), (0.05, 0.0)])
 def test_invalid_options_are_named(alpha: float, phi: float) -> None:
-    with pytest.raises(ValueError, match="alpha|phi"):
+    with pytest.raises(ValueError, match=r"alpha|phi"):
         always_valid_test([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], alpha, phi=phi)
 
 
