@@ -25,15 +25,9 @@ from lossflow.monitoring.decision import Decision
 from lossflow.monitoring.profile import ReferenceProfile
 from lossflow.monitoring.record import analysis_json
 from lossflow.monitoring.window import WindowSummary
+from pipelines.common import RETRYING
 
-RETRIES = 2
-RETRY_DELAY_S = 3
 RETRAIN_EVENT = "lossflow.retrain.requested"
-
-
-def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
-    """MLflow and the log may be briefly unreachable; a user's mistake does not go away."""
-    return not isinstance(state.result(raise_on_failure=False), UserError)
 
 
 @task(name="plan", cache_policy=NO_CACHE)
@@ -46,9 +40,7 @@ def plan(
 @task(
     name="reference-profile",
     cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_unless_user_error,
+    **RETRYING,
 )
 def reference(cfg: MonitoringConfig, target: steps.Target) -> ReferenceProfile:
     return steps.reference(cfg, target)
@@ -76,9 +68,7 @@ def judge(
 @task(
     name="record",
     cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_unless_user_error,
+    **RETRYING,
 )
 def record(
     cfg: MonitoringConfig,

@@ -20,10 +20,7 @@ from lossflow.config import DEFAULT_CONFIG_DIR
 from lossflow.config.training import TrainingConfig, load_training_config
 from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.tracking import git_commit
-
-# MLflow calls retry: a tracking server may be briefly unreachable.
-RETRIES = 2
-RETRY_DELAY_S = 3
+from pipelines.common import RETRYING
 
 
 @task(name="validate-and-prepare", cache_policy=NO_CACHE)
@@ -31,9 +28,7 @@ def prepare(cfg: TrainingConfig, directory: Path) -> PreparedData:
     return prepare_data(cfg, directory)
 
 
-@task(
-    name="log-run-inputs", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S
-)
+@task(name="log-run-inputs", cache_policy=NO_CACHE, **RETRYING)
 def log_inputs(cfg: TrainingConfig, prepared: PreparedData, run_id: str) -> str:
     return steps.log_run_inputs(cfg, prepared, steps.tracker_for(cfg), run_id)
 
@@ -52,7 +47,7 @@ def train(
     )
 
 
-@task(name="evaluate", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
+@task(name="evaluate", cache_policy=NO_CACHE, **RETRYING)
 def evaluate(
     cfg: TrainingConfig, prepared: PreparedData, trained: steps.TrainResult, run_id: str
 ) -> steps.EvaluationResult:
@@ -71,7 +66,7 @@ def export(
     return steps.export_model(cfg, prepared, trained, evaluation, lid, out_dir)
 
 
-@task(name="register", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
+@task(name="register", cache_policy=NO_CACHE, **RETRYING)
 def register(
     cfg: TrainingConfig, prepared: PreparedData, exported: steps.ExportResult, run_id: str
 ) -> tuple[str, str]:
@@ -90,7 +85,7 @@ def reference_profile(
     return steps.store_reference_profile(cfg, prepared, exported, run_id, name, version)
 
 
-@task(name="aliases", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
+@task(name="aliases", cache_policy=NO_CACHE, **RETRYING)
 def aliases(cfg: TrainingConfig, name: str, version: str) -> steps.Registration:
     return steps.assign_aliases(cfg, name, version)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar, get_args
+from typing import Annotated, Any, ParamSpec, TypeVar, get_args
 
 import typer
 from rich.console import Console
@@ -52,6 +52,9 @@ ENVIRONMENT = {
 # What a command needs beyond the serving set, by the extra that installs it.
 EXTRAS = {"train": ("torch", "lightning", "prefect", "matplotlib", "sklearn")}
 
+# Commands of sub-apps, as the user types them.
+_COMMAND_NAMES = {"ab_status": "ab status", "ab_decide": "ab decide", "ab_rollback": "ab rollback"}
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -70,7 +73,7 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
         except UserError as err:
             if terminal.debug_enabled():
                 raise
-            name = command.__name__.replace("_", "-")
+            name = _COMMAND_NAMES.get(command.__name__, command.__name__.replace("_", "-"))
             path = terminal.report(err, name)
             console = _stderr()
             console.print(f"[red]lossflow {name}:[/red] {escape(str(err))}")
@@ -447,3 +450,117 @@ def dead_letters(
     for row in letters.itertuples(index=False):
         table.add_row(str(row.id), row.request_id, str(row.ts), row.error)
     Console(width=None if sys.stdout.isatty() else 170).print(table)
+
+
+ab_app = typer.Typer(
+    help="A/B analysis of loss variants: status, decide (promote/reject), rollback.",
+    no_args_is_help=True,
+)
+app.add_typer(ab_app, name="ab")
+
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="report what would be done; change nothing")
+]
+AbOverrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="A/B overrides: min_units=2000 primary_metric=brier serving=prod"),
+]
+
+
+def _print_analysis(analysis: Any, action: dict[str, Any] | None = None) -> None:
+    from lossflow.ab.console import arms_table, comparisons_table, decision_lines
+
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    console.print(arms_table(analysis.setup, analysis.measured, analysis.metric))
+    compared = comparisons_table(analysis.decision, analysis.metric)
+    if compared is not None:
+        console.print(compared)
+    for line in decision_lines(analysis.decision, action):
+        console.print(escape(line))
+
+
+@ab_app.command("status")
+@user_errors
+def ab_status(
+    overrides: AbOverrides = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="write the analysis here as JSON")
+    ] = None,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """Per variant: units, labels, metric, guardrails; the decision now (changes nothing)."""
+    from lossflow.ab import promotion, steps
+    from lossflow.ab.record import decision_json
+    from lossflow.config.ab import load_ab_config
+
+    cfg = load_ab_config(overrides or [], config_dir)
+    analysis = steps.analyse(cfg, config_dir=config_dir)
+    action = promotion.planned(analysis.setup, analysis.decision)
+    would = promotion.Action(action.kind, False, True, f"would: {action.message}", action.moves)
+    _print_analysis(analysis, would.to_json())
+    if json_path is not None:
+        report = decision_json(
+            analysis.setup, analysis.measured, analysis.decision, would, steps.actor(),
+            analysis.metric,
+        )  # fmt: skip
+        json_path.write_text(json.dumps(report, indent=2, default=str))
+
+
+@ab_app.command("decide")
+@user_errors
+def ab_decide(
+    overrides: AbOverrides = None,
+    dry_run: DryRun = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="write the decision here as JSON")
+    ] = None,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """Run the ab_analysis flow: decide, move the aliases (promote/reject), record the audit run."""
+    _needs("train")
+    from pipelines.ab_analysis import ab_analysis
+
+    from lossflow.config.ab import load_ab_config
+
+    load_ab_config(overrides or [], config_dir)  # a config mistake before Prefect starts
+    _quiet_prefect()
+    outcome = ab_analysis(dry_run=dry_run, overrides=overrides or [], config_dir=str(config_dir))
+    report = outcome.report
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    decision = report["decision"]
+    console.print(f"decision: {decision['verdict'].upper()}")
+    for reason in decision["reasons"]:
+        console.print(escape(f"  - {reason}"))
+    console.print(escape(f"action: {report['action']['message']}"))
+    if outcome.run_id is not None:
+        console.print(f"audit run: {outcome.run_id} (MLflow experiment lossflow-ab)")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"run_id": outcome.run_id, **report}, indent=2))
+
+
+@ab_app.command("rollback")
+@user_errors
+def ab_rollback(
+    overrides: AbOverrides = None,
+    dry_run: DryRun = False,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """Move the champion alias back to the previous champion (kept by the last promotion)."""
+    from lossflow.ab import promotion, steps
+    from lossflow.ab.record import record_rollback
+    from lossflow.config.ab import load_ab_config
+
+    cfg = load_ab_config(overrides or [], config_dir)
+    action = promotion.rollback(cfg, dry_run=dry_run, config_dir=config_dir)
+    Console().print(
+        escape(
+            action.message if action.applied or dry_run else f"not rolled back: {action.message}"
+        )
+    )
+    if not dry_run:
+        run_id = record_rollback(
+            steps.tracker(cfg), cfg.tracking.registered_model, action, steps.actor()
+        )
+        Console().print(f"audit run: {run_id} (MLflow experiment {cfg.mlflow_experiment})")
+    if not action.applied and not dry_run:
+        raise typer.Exit(1)

@@ -422,6 +422,21 @@ class Tracker:
         """Point ``alias`` (e.g. ``champion``) of registered model ``name`` at ``version``."""
         self.client.set_registered_model_alias(name, alias, version)
 
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias`` of registered model ``name`` (nothing when it does not exist)."""
+        if self.alias_version(name, alias) is not None:
+            self.client.delete_registered_model_alias(name, alias)
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """Every alias of registered model ``name`` and the version it points at."""
+        try:
+            model = self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code == _NOT_FOUND:
+                return {}
+            raise
+        return {str(k): str(v) for k, v in model.aliases.items()}
+
     def alias_version(self, name: str, alias: str) -> str | None:
         """The version ``alias`` points at; None when the alias or the model does not exist."""
         try:

@@ -4,6 +4,7 @@ two versions trained with different losses (``champion`` = focal v1, ``challenge
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from lossflow.models.build import resolved_loss_spec
 from lossflow.replay.rows import records_of
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+PG_URL = os.environ.get("LOSSFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SMALL = ("data.subsample=2000", "trainer.max_epochs=1", "trainer.batch_size=512")
 
 
@@ -58,36 +60,60 @@ def json_records(
     return records_of(prepared.raw(part), features)
 
 
+@dataclass(frozen=True)
+class Registered:
+    """A version registered by :func:`register_model`."""
+
+    version: str
+    onnx_path: Path
+    prepared: PreparedData
+    exported: Any
+    overrides: tuple[str, ...]
+
+    def register_again(self, root: Path) -> str:
+        """The same model file as one more version (an A/A test's identical challenger)."""
+        cfg = load_training_config([f"data_dir={root}", *SMALL, *self.overrides], CONFIG_DIR)
+        with steps.tracker_for(cfg).start_run("again", {}) as run_id:
+            model, version = steps.register_version(cfg, self.prepared, self.exported, run_id)
+            steps.store_reference_profile(cfg, self.prepared, self.exported, run_id, model, version)
+        return version
+
+
+def register_model(root: Path, name: str, *overrides: str, alias: bool = True) -> Registered:
+    """Train, evaluate, export and register a small flights model in ``root``'s registry the way
+    the training flow does (reference profile included); ``alias``: let the training config's
+    aliases move as after a training run (champion when none, else challenger)."""
+    cfg = load_training_config([f"data_dir={root}", *SMALL, *overrides], CONFIG_DIR)
+    work = root / "work" / name
+    prepared = prepare_data(cfg, work / "prepared")
+    trained = steps.train_model(cfg, prepared, work / "checkpoints")
+    evaluation = steps.evaluate_model(cfg, prepared, trained)
+    lid = loss_id(resolved_loss_spec(cfg, prepared.class_counts), cfg.regularizers)
+    exported = steps.export_model(cfg, prepared, trained, evaluation, lid, work / "model")
+    tracker = steps.tracker_for(cfg)
+    with tracker.start_run(name, {}) as run_id:
+        model, version = steps.register_version(cfg, prepared, exported, run_id)
+        steps.store_reference_profile(cfg, prepared, exported, run_id, model, version)
+        if alias:
+            steps.assign_aliases(cfg, model, version)
+    return Registered(version, exported.onnx_path, prepared, exported, overrides)
+
+
 def build_registry(root: Path) -> Registry:
     """Register focal (v1: champion + challenger) then bce (v2: challenger) in ``root``."""
     from lossflow.serving.predictor import OnnxPredictor
 
-    paths: list[Path] = []
-    prepared: PreparedData | None = None
-    for loss in ("focal", "bce"):
-        overrides = [f"data_dir={root}", *SMALL, f"loss={loss}"]
-        cfg = load_training_config(overrides, CONFIG_DIR)
-        work = root / "work" / loss
-        prepared = prepare_data(cfg, work / "prepared")
-        trained = steps.train_model(cfg, prepared, work / "checkpoints")
-        evaluation = steps.evaluate_model(cfg, prepared, trained)
-        lid = loss_id(resolved_loss_spec(cfg, prepared.class_counts), cfg.regularizers)
-        exported = steps.export_model(cfg, prepared, trained, evaluation, lid, work / "model")
-        tracker = steps.tracker_for(cfg)
-        with tracker.start_run(loss, {}) as run_id:
-            name, version = steps.register_version(cfg, prepared, exported, run_id)
-            steps.store_reference_profile(cfg, prepared, exported, run_id, name, version)
-            steps.assign_aliases(cfg, name, version)
-        paths.append(exported.onnx_path)
-    assert prepared is not None
-    features = OnnxPredictor.from_path(paths[0]).feature_columns
+    focal = register_model(root, "focal", "loss=focal")
+    bce = register_model(root, "bce", "loss=bce")
+    features = OnnxPredictor.from_path(focal.onnx_path).feature_columns
+    prepared = bce.prepared
     test = prepared.raw("test")
     cfg = load_training_config([f"data_dir={root}"], CONFIG_DIR)
     return Registry(
         data_dir=root,
         model_name=cfg.tracking.registered_model,
-        champion=paths[0],
-        challenger=paths[1],
+        champion=focal.onnx_path,
+        challenger=bce.onnx_path,
         records=json_records(prepared, features),
         labels=[int(v) for v in test[prepared.preprocessor().target].tolist()],
     )

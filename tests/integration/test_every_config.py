@@ -52,10 +52,14 @@ def _cases() -> list[tuple[str, list[str]]]:
 
 
 SERVING = sorted(p.stem for p in (CONFIG_DIR / "serving").glob("*.yaml"))
+MONITORING = sorted(p.stem for p in (CONFIG_DIR / "monitoring").glob("*.yaml"))
+AB = sorted(p.stem for p in (CONFIG_DIR / "ab").glob("*.yaml"))
 
 
 def test_every_config_file_is_covered() -> None:
     covered = {name for name, _ in _cases()} | {f"serving/{stem}.yaml" for stem in SERVING}
+    covered |= {f"monitoring/{stem}.yaml" for stem in MONITORING}
+    covered |= {f"ab/{stem}.yaml" for stem in AB}
     on_disk = {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*.yaml")}
     assert covered == on_disk
 
@@ -89,3 +93,23 @@ def test_serving_config_starts_the_service_and_answers(
         answer = client.post("/predict", json={"unit_id": "u", "records": registry.records[:2]})
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["predictions"]) == 2
+
+
+@pytest.mark.parametrize("stem", MONITORING)
+def test_monitoring_config_loads(stem: str, tmp_path: Path) -> None:
+    from lossflow.config.monitoring import load_monitoring_config
+    from lossflow.monitoring.steps import policy
+
+    cfg = load_monitoring_config([f"monitoring={stem}", f"data_dir={tmp_path}"], CONFIG_DIR)
+    assert policy(cfg).min_rows == cfg.decision.min_rows
+
+
+@pytest.mark.parametrize("stem", AB)
+def test_ab_config_loads_and_names_a_serving_config(stem: str, tmp_path: Path) -> None:
+    from lossflow.ab.steps import serving_config
+    from lossflow.config.ab import load_ab_config
+
+    cfg = load_ab_config([f"ab={stem}", f"data_dir={tmp_path}"], CONFIG_DIR)
+    served = serving_config(cfg, CONFIG_DIR)
+    assert served.data_dir == cfg.data_dir
+    assert served.tracking == cfg.tracking

@@ -27,7 +27,7 @@ from lossflow.replay.requests import TrafficOptions
 from lossflow.replay.rows import records_of
 from lossflow.tracking import Tracker, default_tracking_uri
 
-from .serving_models import CONFIG_DIR, Registry, copy_registry, live_service
+from .serving_models import CONFIG_DIR, PG_URL, Registry, copy_registry, live_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 ROWS = 1200
@@ -245,24 +245,14 @@ def test_too_few_labels_give_insufficient_labels_not_a_noisy_number(
 
 
 def test_the_postgresql_log_reads_the_same_window_as_sqlite(
-    registry: Registry, flights: pd.DataFrame, tmp_path: Path
+    registry: Registry, flights: pd.DataFrame, tmp_path: Path, pg_schema: str
 ) -> None:
-    import os
-    import uuid
-
     from lossflow.monitoring.references import ReferenceStore
     from lossflow.monitoring.window import summarise_window
     from lossflow.serving.predictor import OnnxPredictor
 
-    url = os.environ.get("LOSSFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    schema = f"lossflow_monitoring_{uuid.uuid4().hex[:12]}"
-    try:
-        pg = PredictionLog(url, schema=schema)
-        pg.create_schema()
-    except sa.exc.OperationalError as err:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL at {url} is unreachable: {err} (CI=true requires it)")
-        pytest.skip(f"PostgreSQL at {url} is unreachable: {err}")
+    pg = PredictionLog(PG_URL, schema=pg_schema)
+    pg.create_schema()
     lite = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
     lite.create_schema()
     tracker = Tracker(default_tracking_uri(registry.data_dir), "lossflow-flights", None)
@@ -295,8 +285,6 @@ def test_the_postgresql_log_reads_the_same_window_as_sqlite(
         assert a.label_counts == b.label_counts
         assert sorted(a.labels.tolist()) == sorted(b.labels.tolist())
     finally:
-        with pg.engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         pg.dispose()
         lite.dispose()
 

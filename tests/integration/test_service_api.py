@@ -279,6 +279,47 @@ def test_local_file_variants_with_explicit_weights(registry: Registry, tmp_path:
     assert not (data_dir / "mlflow.db").exists()
 
 
+def test_a_variant_whose_model_fails_answers_500_and_the_failure_is_logged(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A real broken export: the graph's batch dimension fixed to 1, which onnxruntime refuses
+    for a request of two records. The failure is counted against its variant and unit (the A/B
+    analysis's error-rate guardrail reads it from the log)."""
+    import onnx
+
+    model = onnx.load(registry.challenger)
+    for graph_input in model.graph.input:
+        graph_input.type.tensor_type.shape.dim[0].dim_value = 1
+    broken = tmp_path / "fixed-batch.onnx"
+    onnx.save(model, broken)
+    overrides = [f"variants.ok.path={registry.champion}", f"variants.broken.path={broken}"]
+    log_db = tmp_path / "p.db"
+    with _serve(_config(tmp_path / "data", log_db, *overrides)) as c:
+        unit = _unit_for(c, "broken")
+        assert _predict(c, unit, registry.records[:1])["variant"] == "broken", "batch 1 works"
+        failed = c.post("/predict", json={"unit_id": unit, "records": registry.records[:2]})
+        assert failed.status_code == 500
+        assert failed.json() == {"detail": "variant 'broken' failed to answer; see the service log"}
+        ok = _predict(c, _unit_for(c, "ok"), registry.records[:2])
+        assert ok["variant"] == "ok"
+        metrics = c.get("/metrics").text
+        assert 'lossflow_request_errors_total{reason="model_error",variant="broken"} 1.0' in (
+            metrics
+        ), metrics
+        version = c.get("/info").json()["variants"]["broken"]["model_version"]
+    log = PredictionLog(f"sqlite:///{log_db}")
+    with log.engine.connect() as conn:
+        rows = conn.execute(log.failures.select()).mappings().all()
+    log.dispose()
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["unit_id"], row["variant"], row["model_version"], row["status"]) == (
+        unit, "broken", version, 500,
+    )  # fmt: skip
+    assert row["experiment"] == "loss-ab"
+    assert "dimensions" in row["error"] or "INVALID_ARGUMENT" in row["error"], row["error"]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

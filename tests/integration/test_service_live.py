@@ -15,28 +15,24 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from lossflow.predlog import PredictionLog
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.tracking import Tracker
 
-from .serving_models import Registry, copy_registry
+from .serving_models import PG_URL, Registry, copy_registry
 
 pytestmark = pytest.mark.slow
 
 LOSSFLOW = Path(sys.executable).parent / "lossflow"
 TOKEN = "test-admin-token"
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _free_port() -> int:
@@ -305,27 +301,6 @@ def test_admin_needs_the_bearer_token(data_dir: Path) -> None:
         assert ok.status_code == 200
         assert ok.json()["variants"]["challenger"]["share"] == 0.0
     assert TOKEN not in service.log_path.read_text()
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A schema name on the machine's PostgreSQL (the service creates it), dropped afterwards."""
-    schema = f"lossflow_live_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError as err:
-        engine.dispose()
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL at {PG_URL} is unreachable (CI=true requires it): {err}")
-        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable: {err}")
-    try:
-        yield schema
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        engine.dispose()
 
 
 def test_prediction_log_and_feedback_in_postgresql(

@@ -214,3 +214,39 @@ def test_the_schedule_validator_agrees_with_prefect() -> None:
             cron_expression(expression)
         with pytest.raises(ValueError, match="cron"):
             CronSchedule(cron=expression)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["primary_metric=expected_cost"], "expected_cost needs fn_cost and fp_cost"),
+        (["primary_metric=pinball"], "pinball needs quantile"),
+        (["challengers=[champion]"], "cannot challenge itself"),
+        (["primary_metric=auc"], "primary_metric"),
+        (["alpha=1.5"], "alpha"),
+        (["min_duration=soon"], "not a duration"),
+        (["guardrail.latency_ms=3"], "did you mean 'guardrails'"),
+    ],
+)
+def test_ab_configs_that_cannot_work_are_refused(overrides: list[str], message: str) -> None:
+    from lossflow.config.ab import load_ab_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_ab_config(overrides, CONFIG_DIR)
+
+
+def test_the_ab_defaults_load() -> None:
+    from lossflow.config.ab import load_ab_config
+
+    cfg = load_ab_config([], CONFIG_DIR)
+    assert (cfg.serving, cfg.champion, cfg.alpha, cfg.srm.alpha) == (
+        "default",
+        "champion",
+        0.05,
+        0.001,
+    )
+    assert cfg.guardrails.error_rate == 0.01
+    assert (
+        load_ab_config(["guardrails.positive_rate=null"], CONFIG_DIR).guardrails.positive_rate
+        is None
+    )

@@ -138,3 +138,18 @@ def test_too_few_units_continue() -> None:
     result = always_valid_test([1.0], [2.0, 3.0])
     assert result.decision == "continue"
     assert result.p_value == 1.0
+
+
+def test_a_non_inferiority_margin_shifts_the_null() -> None:
+    rng = np.random.default_rng(11)
+    control, treatment = rng.normal(10.0, 2.0, 3000), rng.normal(10.5, 2.0, 3000)
+    shifted = always_valid_test(control, treatment - 1.0)
+    margin = always_valid_test(control, treatment, margin=1.0)
+    assert margin.p_value == pytest.approx(shifted.p_value, rel=1e-12)
+    assert margin.ci_high - 1.0 == pytest.approx(shifted.ci_high, rel=1e-12)
+    assert margin.decision == "reject", "not worse by 1.0"
+    assert margin.ci_high < 1.0, "not worse by 1.0"
+    # The p-value and the interval agree: p < alpha exactly when the margin lies outside.
+    for m in (0.3, 0.5, 0.7, 0.9):
+        r = always_valid_test(control, treatment, margin=m)
+        assert (r.p_value < 0.05) == (not r.ci_low <= m <= r.ci_high)

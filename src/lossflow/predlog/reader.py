@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import numpy as np
@@ -41,6 +41,7 @@ class VersionRows:
     model_version: str
     loss_id: str
     requests: int
+    first_ts: datetime
     last_ts: datetime
 
 
@@ -60,6 +61,7 @@ def versions_in_window(
             p.c.model_version,
             sa.func.max(p.c.loss_id),
             sa.func.count(),
+            sa.func.min(p.c.ts),
             sa.func.max(p.c.ts),
         )
         .where(p.c.ts >= start, p.c.ts < end)
@@ -77,14 +79,21 @@ def versions_in_window(
             str(mv),
             str(lid),
             int(n),
+            _aware(ts_type.process_result_value(_parse_ts(first), dialect)),
             _aware(ts_type.process_result_value(_parse_ts(last), dialect)),
         )
-        for v, mv, lid, n, last in rows
+        for v, mv, lid, n, first, last in rows
     ]
 
 
 def _parse_ts(value: Any) -> datetime:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _utc(value: Any) -> datetime:
+    """A stored time as aware UTC (SQLite keeps naive UTC text)."""
+    ts = _parse_ts(value)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def _aware(value: datetime | None) -> datetime:
@@ -207,20 +216,8 @@ def iter_records(
         feedback=preparer.format_table(log.feedback),
         filters=filters,
     )
-    if postgres:  # psycopg takes %(name)s and aware datetimes
-        sql = re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)  # not the ::text casts
-    else:  # as SQLAlchemy stores them on SQLite: naive UTC text with microseconds
-        for name in ("start", "end"):
-            params[name] = params[name].replace(tzinfo=None).isoformat(" ", "microseconds")
-    # The driver's cursor directly: SQLAlchemy's row objects cost more than the query.
-    with log.engine.connect() as conn:
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(sql, params)
-            while rows := cursor.fetchmany(chunk_rows):
-                yield _chunk(rows)
-        finally:
-            cursor.close()
+    for rows in _fetch(log, sql, params, chunk_rows):
+        yield _chunk(rows)
 
 
 def _elements(text: str, count: int) -> list[str]:
@@ -257,3 +254,124 @@ def _chunk(rows: Sequence[Any]) -> RecordChunk:
         [str(v) for v in versions],
         len(records),
     )
+
+
+@dataclass(frozen=True)
+class OutcomeChunk:
+    """What the A/B analysis needs of a chunk of requests (no features).
+
+    Attributes:
+        unit_id: the routed unit of each request.
+        variant: the variant that answered.
+        ts: when it was answered (aware UTC).
+        latency_ms: time to answer.
+        outputs: the request's outputs (one per record).
+        labels: its feedback labels (one per record), ``None`` when none arrived.
+    """
+
+    unit_id: list[str]
+    variant: list[str]
+    ts: list[datetime]
+    latency_ms: npt.NDArray[np.float64]
+    outputs: list[list[dict[str, Any]]]
+    labels: list[list[Any] | None]
+
+
+_OUTCOMES: Final = """
+SELECT p.unit_id, p.variant, p.ts, p.latency_ms, {outputs}, {labels}
+FROM {predictions} p
+LEFT JOIN {feedback} f ON f.request_id = p.request_id
+WHERE p.experiment = :experiment AND p.ts >= :start AND p.ts < :end AND ({arms})
+"""
+
+_FAILURES: Final = """
+SELECT p.unit_id, p.variant, p.ts FROM {failures} p
+WHERE p.experiment = :experiment AND p.ts >= :start AND p.ts < :end AND ({arms})
+"""
+
+
+def _arms_filter(arms: dict[str, str], params: dict[str, Any]) -> str:
+    """``(variant, model_version)`` pairs as SQL (parameters added to ``params``)."""
+    if not arms:
+        raise ValueError("no arms to read")
+    terms = []
+    for i, (variant, version) in enumerate(sorted(arms.items())):
+        params[f"v{i}"], params[f"m{i}"] = variant, version
+        terms.append(f"(p.variant = :v{i} AND p.model_version = :m{i})")
+    return " OR ".join(terms)
+
+
+def iter_outcomes(
+    log: PredictionLog,
+    start: datetime,
+    end: datetime,
+    experiment: str,
+    arms: dict[str, str],
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Generator[OutcomeChunk, None, None]:
+    """The requests of ``experiment`` answered in ``[start, end)`` by the ``arms`` (variant ->
+    model version; other versions of a variant are not part of the test), with their outputs
+    and labels.
+
+    Raises:
+        ValueError: the window is not aware or ends before it starts.
+    """
+    start, end = _window(start, end)
+    postgres = log.engine.dialect.name == "postgresql"
+    preparer = log.engine.dialect.identifier_preparer
+    params: dict[str, Any] = {"experiment": experiment, "start": start, "end": end}
+    sql = _OUTCOMES.format(
+        outputs="p.outputs::text" if postgres else "p.outputs",
+        labels="f.labels::text" if postgres else "f.labels",
+        predictions=preparer.format_table(log.predictions),
+        feedback=preparer.format_table(log.feedback),
+        arms=_arms_filter(arms, params),
+    )
+    for rows in _fetch(log, sql, params, chunk_rows):
+        yield OutcomeChunk(
+            unit_id=[str(r[0]) for r in rows],
+            variant=[str(r[1]) for r in rows],
+            ts=[_utc(r[2]) for r in rows],
+            latency_ms=np.asarray([float(r[3]) for r in rows], dtype=np.float64),
+            outputs=[orjson.loads(r[4]) for r in rows],
+            labels=[None if r[5] is None else orjson.loads(r[5]) for r in rows],
+        )
+
+
+def failures(
+    log: PredictionLog, start: datetime, end: datetime, experiment: str, arms: dict[str, str]
+) -> list[tuple[str, str, datetime]]:
+    """``(unit_id, variant, ts)`` of every request the ``arms`` failed to answer in the window."""
+    start, end = _window(start, end)
+    params: dict[str, Any] = {"experiment": experiment, "start": start, "end": end}
+    sql = _FAILURES.format(
+        failures=log.engine.dialect.identifier_preparer.format_table(log.failures),
+        arms=_arms_filter(arms, params),
+    )
+    return [
+        (str(r[0]), str(r[1]), _utc(r[2]))
+        for rows in _fetch(log, sql, params, CHUNK_ROWS)
+        for r in rows
+    ]
+
+
+def _fetch(
+    log: PredictionLog, sql: str, params: dict[str, Any], chunk_rows: int
+) -> Iterator[Sequence[Any]]:
+    """Rows of ``sql`` in chunks, through the driver's cursor (``:name`` parameters; aware
+    ``start``/``end`` stored as SQLAlchemy stores them)."""
+    if log.engine.dialect.name == "postgresql":  # psycopg takes %(name)s and aware datetimes
+        sql = re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)  # not the ::text casts
+    else:  # as SQLAlchemy stores them on SQLite: naive UTC text with microseconds
+        for name in ("start", "end"):
+            params[name] = params[name].replace(tzinfo=None).isoformat(" ", "microseconds")
+    # The driver's cursor directly: SQLAlchemy's row objects cost more than the query.
+    with log.engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            while rows := cursor.fetchmany(chunk_rows):
+                yield rows
+        finally:
+            cursor.close()

@@ -11,6 +11,8 @@
 - ``traffic_state``: the routing experiment and variant weights every replica of a service
   follows (``lossflow.predlog.state``), so a traffic change on one replica reaches all.
 - ``locks``: named leases, so that one A/B analysis at a time may move aliases.
+- ``failures``: requests a variant was routed but failed to answer (a 5xx from its model), with
+  the unit and experiment, so the A/B analysis counts the unit and the variant's error rate.
 
 Databases created before the ``experiment`` column existed are upgraded in place by
 :func:`upgrade` (rows logged before get ``experiment = ''``).
@@ -132,6 +134,19 @@ class Tables:
             sa.Column("owner", sa.Text(), nullable=False),
             sa.Column("acquired_at", UTCDateTime(), nullable=False),
             sa.Column("expires_at", UTCDateTime(), nullable=False),
+        )
+        self.failures = sa.Table(
+            "failures",
+            self.metadata,
+            sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+            sa.Column("unit_id", sa.String(256), nullable=False),
+            sa.Column("ts", UTCDateTime(), nullable=False),
+            sa.Column("experiment", sa.String(EXPERIMENT_LENGTH), nullable=False),
+            sa.Column("variant", sa.String(64), nullable=False),
+            sa.Column("model_version", sa.String(64), nullable=False),
+            sa.Column("status", sa.Integer(), nullable=False),
+            sa.Column("error", sa.Text(), nullable=False),
+            sa.Index("ix_failures_experiment_ts", "experiment", "ts"),
         )
         self.dead_letters = sa.Table(
             "prediction_dead_letters",

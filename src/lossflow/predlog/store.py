@@ -111,6 +111,7 @@ class PredictionLog:
         self.predictions = self.tables.predictions
         self.feedback = self.tables.feedback
         self.dead_letters = self.tables.dead_letters
+        self.failures = self.tables.failures
         preparer = self.engine.dialect.identifier_preparer
         columns = [preparer.quote(name) for name in PREDICTION_COLUMNS]
         into = f"INSERT INTO {preparer.format_table(self.predictions)} ({', '.join(columns)}) "
@@ -278,6 +279,34 @@ class PredictionLog:
                     "ts": datetime.now(UTC),
                     "error": f"{type(error).__name__}: {error}"[:_ERROR_CHARS],
                     "record": row,
+                },
+            )
+
+    def record_failure(
+        self,
+        unit_id: str,
+        experiment: str,
+        variant: str,
+        model_version: str,
+        status: int,
+        error: str,
+    ) -> None:
+        """Count a request ``variant`` was routed but failed to answer (``failures``).
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: it cannot be written.
+        """
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(self.failures),
+                {
+                    "unit_id": unit_id,
+                    "ts": datetime.now(UTC),
+                    "experiment": experiment,
+                    "variant": variant,
+                    "model_version": model_version,
+                    "status": status,
+                    "error": error[:_ERROR_CHARS],
                 },
             )
 

@@ -434,6 +434,20 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                 predictions = variant.predictor.predict(records)
         except RecordError as err:
             return _reject(_invalid(_record_loc(err), err.problem), variant_name, started)
+        except Exception as err:  # the model failed: counted against its variant (A/B guardrail)
+            _log.exception(
+                "variant failed to answer",
+                extra={"event": "predict_failed", "variant": variant_name},
+            )
+            if state.log is not None:
+                await run_in_threadpool(_record_failure, state, unit_id, deployment, variant, err)
+            return _fail(
+                500,
+                "model_error",
+                f"variant {variant_name!r} failed to answer; see the service log",
+                started,
+                variant=variant_name,
+            )
         names = variant.predictor.label_names
         outputs = [_output(p, names) for p in predictions]
         request_id = uuid.uuid4().hex
@@ -500,8 +514,9 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
         msg: str,
         started: float,
         headers: Mapping[str, str] | None = None,
+        variant: str = UNROUTED,
     ) -> Response:
-        state.metrics.failed(UNROUTED, status, reason, time.perf_counter() - started)
+        state.metrics.failed(variant, status, reason, time.perf_counter() - started)
         return _error(status, msg, headers)
 
     @app.post(
@@ -820,6 +835,23 @@ def _record_feedback(
             headers={"Retry-After": "5"},
         ) from None
     return log.record_feedback(request_id, labels)
+
+
+def _record_failure(
+    state: ServiceState, unit_id: str, deployment: Deployment, variant: Variant, err: Exception
+) -> None:
+    assert state.log is not None
+    try:
+        state.log.record_failure(
+            unit_id,
+            deployment.router.split.experiment,
+            variant.name,
+            variant.model_version,
+            500,
+            f"{type(err).__name__}: {err}",
+        )
+    except Exception:  # the answer is a 500 either way; the service log has both errors
+        _log.exception("cannot record the failure", extra={"event": "failure_not_logged"})
 
 
 def _store_feedback(state: ServiceState, request_id: str, labels: list[Any]) -> bool:

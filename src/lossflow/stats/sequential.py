@@ -47,8 +47,8 @@ class SequentialResult:
         estimate: the difference of the means.
         ci_low: lower end of the ``1 - alpha`` always-valid confidence interval.
         ci_high: upper end.
-        p_value: the always-valid p-value of "no difference" (``margin`` 0).
-        decision: ``reject`` (the interval excludes 0) or ``continue``.
+        p_value: the always-valid p-value of the null "the difference is ``margin``".
+        decision: ``reject`` (the interval excludes ``margin``) or ``continue``.
         n_control: units in control.
         n_treatment: units in treatment.
         alpha: the error rate the interval and decision hold at.
@@ -76,8 +76,13 @@ def always_valid_test(
     *,
     phi: float = DEFAULT_PHI,
     variance: Variance = "welch",
+    margin: float = 0.0,
 ) -> SequentialResult:
     """Always-valid test and interval of ``mean(treatment) - mean(control)``.
+
+    With a non-inferiority ``margin`` (a guardrail: latency may rise by at most 5 ms) the null
+    is "the difference is ``margin``": rejecting it with ``ci_high < margin`` shows the treatment
+    is not worse by that much (the interval holds at every look, so does the verdict).
 
     Args:
         control: per-unit outcomes of the control arm (the champion).
@@ -85,6 +90,7 @@ def always_valid_test(
         alpha: error rate of the interval and of the decision.
         phi: prior scale of the mixture (larger: tighter late, looser early).
         variance: ``welch`` (robust to unequal spreads) or ``pooled`` (the paper's).
+        margin: the difference under the null (0: "no difference").
 
     Raises:
         ValueError: ``alpha`` outside (0, 1), a non-positive ``phi``, or outcomes that are not
@@ -112,17 +118,19 @@ def always_valid_test(
     nu = n - 3.0
     z2 = n_c * n_t / n
     if se == 0:
-        decided = estimate != 0
+        decided = estimate != margin
         return SequentialResult(
             estimate, estimate, estimate, 0.0 if decided else 1.0,
             "reject" if decided else "continue", n_c, n_t, alpha,
         )  # fmt: skip
-    p_value = float(min(1.0, np.exp(-_log_bf((estimate / se) ** 2, nu, phi, z2))))
+    t2 = ((estimate - margin) / se) ** 2
+    p_value = float(min(1.0, np.exp(-_log_bf(t2, nu, phi, z2))))
     r = phi / (phi + z2)
     root = (r * alpha**2) ** (1 / (nu + 1))
     radius = se * float(np.sqrt(nu * (1 - root) / max(root - r, 1e-300)))
     low, high = estimate - radius, estimate + radius
-    decision: Literal["reject", "continue"] = "reject" if low > 0 or high < 0 else "continue"
+    excluded = low > margin or high < margin
+    decision: Literal["reject", "continue"] = "reject" if excluded else "continue"
     return SequentialResult(estimate, low, high, p_value, decision, n_c, n_t, alpha)
 
 

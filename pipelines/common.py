@@ -1,0 +1,24 @@
+"""What every flow's tasks share: retries of what may be briefly unreachable (MLflow, the log
+database), never of a user's mistake."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from lossflow.errors import UserError
+
+RETRIES: Final = 2
+RETRY_DELAY_S: Final = 3
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed task unless it failed on a :class:`UserError` (that does not go away)."""
+    return not isinstance(state.result(raise_on_failure=False), UserError)
+
+
+# ``@task(**RETRYING)``: the retry settings of a task that talks to MLflow or the log.
+RETRYING: Final[dict[str, Any]] = {
+    "retries": RETRIES,
+    "retry_delay_seconds": RETRY_DELAY_S,
+    "retry_condition_fn": retry_unless_user_error,
+}

@@ -1,0 +1,222 @@
+"""What each variant of an A/B test measured, per randomisation unit, from the prediction log.
+
+A request's metric is the mean over its labelled records of the per-record loss (log loss,
+Brier, error, cost...); a unit's outcome is the mean over its requests. Units, not requests, are
+independent (the router assigns units), so every test compares per-unit outcomes.
+
+Guardrails are per-unit means too: latency (every request), positive rate (the share of
+records predicted positive) and calibration (``probability - label`` on labelled records).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lossflow.predlog.reader import OutcomeChunk
+
+FloatArray = npt.NDArray[np.float64]
+_EPS = 1e-15
+HIGHER_IS_BETTER = frozenset({"accuracy"})
+
+
+def record_loss(
+    metric: str,
+    output: dict[str, Any],
+    label: Any,
+    *,
+    fn_cost: float | None = None,
+    fp_cost: float | None = None,
+    quantile: float | None = None,
+) -> float:
+    """One record's value of ``metric`` (``label``: 0/1, a class name, or a number)."""
+    if "probability" in output:
+        p = min(max(float(output["probability"]), _EPS), 1 - _EPS)
+        y = float(label)
+        if metric == "log_loss":
+            return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+        if metric == "brier":
+            return (p - y) ** 2
+        predicted = int(output["label"])
+        if metric == "accuracy":
+            return float(predicted == int(y))
+        if metric == "expected_cost" and fn_cost is not None and fp_cost is not None:
+            return fn_cost * (predicted == 0 and y == 1) + fp_cost * (predicted == 1 and y == 0)
+    elif "probabilities" in output:
+        if metric == "log_loss":
+            return -math.log(max(float(output["probabilities"].get(str(label), 0.0)), _EPS))
+        if metric == "accuracy":
+            return float(str(output["label"]) == str(label))
+    elif "value" in output:
+        err = float(label) - float(output["value"])
+        if metric == "mse":
+            return err * err
+        if metric == "mae":
+            return abs(err)
+        if metric == "pinball" and quantile is not None:
+            return max(quantile * err, (quantile - 1) * err)
+    raise ValueError(f"metric {metric!r} does not apply to output {sorted(output)}")
+
+
+@dataclass
+class _Unit:
+    """Running sums of one unit's requests."""
+
+    requests: int = 0
+    failed: int = 0
+    latency: float = 0.0
+    metric: float = 0.0
+    labelled: int = 0
+    positive: float = 0.0
+    scored: int = 0
+    residual: float = 0.0
+    calibrated: int = 0
+
+
+@dataclass(frozen=True)
+class VariantMetrics:
+    """One variant of an A/B test, measured per unit.
+
+    Attributes:
+        variant: the variant.
+        units: distinct units routed to it (answered or failed).
+        requests: requests answered.
+        failed: requests it failed to answer.
+        labelled_units: units with at least one labelled request.
+        coverage: ``labelled_units / units``.
+        outcome: per labelled unit, the mean of the primary metric.
+        latency_ms: per answered unit, the mean latency.
+        error_rate: per unit, the share of its requests that failed.
+        positive_rate: per unit, the share predicted positive (binary).
+        calibration: per labelled unit, the mean of ``probability - label`` (binary).
+        p99_latency_ms: the 99th percentile of every request's latency.
+        first: the earliest answer.
+        last: the latest answer.
+    """
+
+    variant: str
+    units: int
+    requests: int
+    failed: int
+    labelled_units: int
+    coverage: float
+    outcome: FloatArray
+    latency_ms: FloatArray
+    error_rate: FloatArray
+    positive_rate: FloatArray
+    calibration: FloatArray
+    p99_latency_ms: float
+    first: datetime | None
+    last: datetime | None
+
+    @property
+    def mean(self) -> float:
+        """The mean per-unit outcome (NaN without labelled units)."""
+        return float(self.outcome.mean()) if self.outcome.size else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able numbers (no per-unit arrays)."""
+        return {
+            "variant": self.variant,
+            "units": self.units,
+            "requests": self.requests,
+            "failed": self.failed,
+            "labelled_units": self.labelled_units,
+            "coverage": self.coverage,
+            "metric_mean": None if math.isnan(self.mean) else self.mean,
+            "latency_ms_mean": float(self.latency_ms.mean()) if self.latency_ms.size else None,
+            "p99_latency_ms": None if math.isnan(self.p99_latency_ms) else self.p99_latency_ms,
+            "error_rate": self.failed / max(self.requests + self.failed, 1),
+            "positive_rate": float(self.positive_rate.mean()) if self.positive_rate.size else None,
+            "first": None if self.first is None else self.first.isoformat(),
+            "last": None if self.last is None else self.last.isoformat(),
+        }
+
+
+def variant_metrics(
+    chunks: Iterable[OutcomeChunk],
+    metric: str,
+    *,
+    failures: Iterable[tuple[str, str, datetime]] = (),
+    fn_cost: float | None = None,
+    fp_cost: float | None = None,
+    quantile: float | None = None,
+) -> dict[str, VariantMetrics]:
+    """Per variant, the per-unit outcomes and guardrails of the requests in ``chunks`` and the
+    ``failures`` (``(unit_id, variant, ts)`` of requests a variant failed to answer).
+
+    Raises:
+        ValueError: ``metric`` does not apply to the logged outputs.
+    """
+    units: dict[str, dict[str, _Unit]] = defaultdict(dict)
+    latencies: dict[str, list[npt.NDArray[np.float64]]] = defaultdict(list)
+    span: dict[str, list[datetime]] = {}
+
+    def seen(variant: str, ts: datetime) -> None:
+        first_last = span.setdefault(variant, [ts, ts])
+        first_last[0] = min(first_last[0], ts)
+        first_last[1] = max(first_last[1], ts)
+
+    for chunk in chunks:
+        for variant in set(chunk.variant):
+            mask = np.fromiter((v == variant for v in chunk.variant), bool, len(chunk.variant))
+            latencies[variant].append(chunk.latency_ms[mask])
+        for i, variant in enumerate(chunk.variant):
+            unit = units[variant].get(chunk.unit_id[i])
+            if unit is None:
+                unit = units[variant][chunk.unit_id[i]] = _Unit()
+            unit.requests += 1
+            unit.latency += float(chunk.latency_ms[i])
+            outputs, labels = chunk.outputs[i], chunk.labels[i]
+            binary = bool(outputs) and "probability" in outputs[0]
+            if binary:
+                unit.positive += sum(int(o["label"]) for o in outputs) / len(outputs)
+                unit.scored += 1
+            if labels is not None and outputs:
+                pairs = list(zip(outputs, labels, strict=True))
+                unit.metric += sum(
+                    record_loss(metric, o, y, fn_cost=fn_cost, fp_cost=fp_cost, quantile=quantile)
+                    for o, y in pairs
+                ) / len(pairs)
+                unit.labelled += 1
+                if binary:
+                    unit.residual += sum(
+                        float(o["probability"]) - float(y) for o, y in pairs
+                    ) / len(pairs)
+                    unit.calibrated += 1
+            seen(variant, chunk.ts[i])
+    for unit_id, variant, ts in failures:
+        unit = units[variant].setdefault(unit_id, _Unit())
+        unit.failed += 1
+        seen(variant, ts)
+    out = {}
+    for variant, by_unit in units.items():
+        every = list(by_unit.values())
+        labelled = [u for u in every if u.labelled]
+        answered = [u for u in every if u.requests]
+        first, last = span[variant]
+        latency = np.concatenate(latencies[variant]) if latencies[variant] else np.zeros(0)
+        out[variant] = VariantMetrics(
+            variant=variant,
+            units=len(every),
+            requests=sum(u.requests for u in every),
+            failed=sum(u.failed for u in every),
+            labelled_units=len(labelled),
+            coverage=len(labelled) / len(every),
+            outcome=np.array([u.metric / u.labelled for u in labelled]),
+            latency_ms=np.array([u.latency / u.requests for u in answered]),
+            error_rate=np.array([u.failed / (u.failed + u.requests) for u in every]),
+            positive_rate=np.array([u.positive / u.scored for u in every if u.scored]),
+            calibration=np.array([u.residual / u.calibrated for u in every if u.calibrated]),
+            p99_latency_ms=float(np.percentile(latency, 99)) if latency.size else float("nan"),
+            first=first,
+            last=last,
+        )
+    return out

@@ -1,0 +1,434 @@
+"""The A/B analysis's steps, each one call the ``ab_analysis`` flow makes as a task.
+
+``resolve`` finds the test: the service's variants (from its serving config), the model version
+each serves now (the registry's aliases), the routing experiment and weights (the shared routing
+the replicas follow, else the serving config) and the window (from when the last arm began
+answering, or the weights last changed); ``measure`` reads the arms' requests, failures and
+labels from the prediction log; ``judge`` decides; :mod:`lossflow.ab.promotion` acts;
+``record`` logs the audit run.
+
+Anything that makes the test impossible (no challenger, an alias or version that does not
+exist, no traffic) is a :class:`Setup` problem, reported as a status and never acted on.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from lossflow.ab.decision import AbDecision, Policy, decide
+from lossflow.ab.metrics import VariantMetrics, variant_metrics
+from lossflow.config.ab import AbConfig
+from lossflow.config.common import LogLocation, duration_seconds
+from lossflow.config.loader import DEFAULT_CONFIG_DIR
+from lossflow.config.serving import ModelSource, ServingConfig, load_serving_config
+from lossflow.contract import CHALLENGER, CHAMPION
+from lossflow.errors import UserError
+from lossflow.predlog.reader import failures, iter_outcomes, versions_in_window
+from lossflow.predlog.state import read_traffic
+from lossflow.predlog.store import PredictionLog, default_log_url
+from lossflow.tracking import RegistryError, Tracker, resolve_tracking_uri
+
+REGRESSION_METRICS = frozenset({"mse", "mae", "pinball"})
+
+
+class AbSetupError(UserError):
+    """The A/B test cannot be analysed as configured; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One variant under test.
+
+    Attributes:
+        variant: its name in the service and the log.
+        source: how the service resolves it (``alias:champion``, ``version:3``, ``path:...``).
+        alias: the registry alias serving it (``None``: served by version or file, so the
+            analysis cannot promote it).
+        model_version: the version it serves now (``None``: unresolvable, see ``problem``).
+        loss_id: the loss it was trained with (from the log).
+        requests: requests it answered in the window.
+        first: when its current version first answered in the experiment.
+        problem: why it cannot be tested.
+    """
+
+    variant: str
+    source: str
+    alias: str | None
+    model_version: str | None
+    loss_id: str = ""
+    requests: int = 0
+    first: datetime | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What is under test, and from when.
+
+    Attributes:
+        model_name: the registered model.
+        experiment: the routing experiment (the log's ``experiment`` column).
+        weights: the traffic weights of every routed variant.
+        weights_from: where they were read (shared routing, serving config, default split).
+        champion: the control arm.
+        challengers: the arms challenging it.
+        start: the test's first moment (see the module).
+        end: now.
+        start_reason: why it starts there.
+        problems: what prevents the analysis (empty: it can run).
+    """
+
+    model_name: str
+    experiment: str
+    weights: dict[str, float]
+    weights_from: str
+    champion: Arm
+    challengers: list[Arm]
+    start: datetime
+    end: datetime
+    start_reason: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def arms(self) -> list[Arm]:
+        """Champion first, then the challengers."""
+        return [self.champion, *self.challengers]
+
+    def versions(self) -> dict[str, str]:
+        """variant -> model version, of the arms that resolved."""
+        return {a.variant: a.model_version for a in self.arms if a.model_version is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "model_name": self.model_name,
+            "experiment": self.experiment,
+            "weights": self.weights,
+            "weights_from": self.weights_from,
+            "arms": [
+                {**a.__dict__, "first": None if a.first is None else a.first.isoformat()}
+                for a in self.arms
+            ],
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "start_reason": self.start_reason,
+            "problems": self.problems,
+        }
+
+
+def serving_config(cfg: AbConfig, config_dir: Path = DEFAULT_CONFIG_DIR) -> ServingConfig:
+    """The serving config of the service under test, with this config's data_dir and tracking.
+
+    Raises:
+        ConfigError: it does not load.
+    """
+    served = load_serving_config([f"serving={cfg.serving}"], config_dir)
+    return served.model_copy(update={"data_dir": cfg.data_dir, "tracking": cfg.tracking})
+
+
+def log_location(cfg: AbConfig, served: ServingConfig) -> LogLocation:
+    """The prediction log: the A/B config's ``log`` when given, else the service's."""
+    return cfg.log if cfg.log is not None else served.log
+
+
+def open_log(cfg: AbConfig, served: ServingConfig) -> PredictionLog:
+    """The prediction log the service writes.
+
+    Raises:
+        AbSetupError: the embedded log file does not exist (nothing was served yet).
+    """
+    where = log_location(cfg, served)
+    url = where.url or default_log_url(cfg.data_dir)
+    if where.url is None and not (cfg.data_dir / "predictions.db").is_file():
+        raise AbSetupError(
+            f"no prediction log at {cfg.data_dir / 'predictions.db'}: nothing has been served "
+            "with this data_dir; start `lossflow serve` (and send traffic) or set log.url"
+        )
+    return PredictionLog(url, where.db_schema)
+
+
+def tracker(cfg: AbConfig) -> Tracker:
+    """The tracker of the A/B experiment (registry included)."""
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
+    return Tracker(uri, cfg.mlflow_experiment, None)
+
+
+def _sources(served: ServingConfig, registry: Tracker, model: str) -> dict[str, ModelSource]:
+    """What the service routes to: its configured variants, else its default layout (champion,
+    and challenger when that alias exists and differs)."""
+    if served.variants:
+        return {name: ModelSource(alias=v.alias, version=v.version, path=v.path)
+                for name, v in served.variants.items()}  # fmt: skip
+    sources = {CHAMPION: ModelSource(alias=CHAMPION)}
+    aliases = registry.aliases(model)
+    if CHALLENGER in aliases and aliases[CHALLENGER] != aliases.get(CHAMPION):
+        sources[CHALLENGER] = ModelSource(alias=CHALLENGER)
+    return sources
+
+
+def _resolve_version(
+    source: ModelSource, registry: Tracker, model: str
+) -> tuple[str | None, str | None]:
+    """``(version, problem)`` of a source now."""
+    if source.path is not None:
+        from lossflow.serving.variants import file_version
+
+        if not source.path.is_file():
+            return None, f"no ONNX file at {source.path}"
+        return file_version(source.path), None
+    if source.alias is not None:
+        version = registry.alias_version(model, source.alias)
+        if version is None:
+            return None, f"registered model {model!r} has no alias {source.alias!r}"
+        return version, None
+    try:
+        registry.version_tags(model, str(source.version))
+    except RegistryError as err:
+        return None, str(err)
+    return str(source.version), None
+
+
+def resolve(
+    cfg: AbConfig, now: datetime | None = None, config_dir: Path = DEFAULT_CONFIG_DIR
+) -> Setup:
+    """The test as it stands now (see the module); problems are listed, not raised.
+
+    Raises:
+        AbSetupError: the serving config names no such champion, or the log cannot be read.
+    """
+    end = (now or datetime.now(UTC)).astimezone(UTC)
+    served = serving_config(cfg, config_dir)
+    model = cfg.tracking.registered_model
+    registry = tracker(cfg)
+    sources = _sources(served, registry, model)
+    if cfg.champion not in sources:
+        raise AbSetupError(
+            f"the champion variant {cfg.champion!r} is not served by configs/serving/"
+            f"{cfg.serving}.yaml (it routes to {sorted(sources)}); set champion= to one of them"
+        )
+    unknown = sorted(set(cfg.challengers or []) - set(sources))
+    if unknown:
+        raise AbSetupError(
+            f"challengers {unknown} are not served by configs/serving/{cfg.serving}.yaml (it "
+            f"routes to {sorted(sources)}); list only served variants"
+        )
+    names = [cfg.champion, *(cfg.challengers or sorted(set(sources) - {cfg.champion}))]
+    log = open_log(cfg, served)
+    try:
+        shared = read_traffic(log, model)
+        if shared is not None and set(shared.weights) == set(sources):
+            weights, experiment = dict(shared.weights), shared.experiment
+            weights_from = f"shared routing (set {shared.updated_at:%Y-%m-%d %H:%M} UTC by " \
+                           f"{shared.updated_by})"  # fmt: skip
+        else:
+            shared = None
+            experiment = served.experiment
+            if served.variants:
+                weights = {n: v.weight for n, v in served.variants.items()}
+                weights_from = f"configs/serving/{cfg.serving}.yaml"
+            else:
+                weights = {n: 100.0 / len(sources) for n in sources}
+                weights_from = "the service's default equal split"
+        experiment = cfg.experiment or experiment
+        earliest = end - timedelta(seconds=duration_seconds(cfg.since))
+        rows = versions_in_window(log, earliest, end, experiment)
+    except SQLAlchemyError as err:
+        raise AbSetupError(
+            f"cannot read the prediction log at {log.engine.url.render_as_string()}: "
+            f"{type(err).__name__}: {err.args[0]}; check log.url"
+        ) from None
+    finally:
+        log.dispose()
+    arms, problems = [], []
+    for name in names:
+        source = sources[name]
+        version, problem = _resolve_version(source, registry, model)
+        mine = [r for r in rows if r.variant == name and r.model_version == version]
+        if problem is None and not mine:
+            problem = (
+                f"variant {name!r} (version {version}) answered nothing in experiment "
+                f"{experiment!r} since {earliest:%Y-%m-%d %H:%M} UTC"
+            )
+        arms.append(
+            Arm(
+                name,
+                source.describe(),
+                source.alias,
+                version,
+                mine[0].loss_id if mine else "",
+                mine[0].requests if mine else 0,
+                mine[0].first_ts if mine else None,
+                problem,
+            )
+        )
+        if problem is not None:
+            problems.append(problem)
+    if len(names) < 2:
+        problems.insert(
+            0,
+            f"no challenger: the service routes only to {cfg.champion!r}; register one "
+            f"(alias {CHALLENGER!r}) or configure a second variant",
+        )
+    start, reason = earliest, f"since={cfg.since}"
+    for arm in arms:
+        if arm.first is not None and arm.first > start:
+            start, reason = arm.first, f"{arm.variant} version {arm.model_version} began answering"
+    if shared is not None and shared.updated_at > start:
+        start, reason = shared.updated_at, "the weights last changed"
+    return Setup(model, experiment, weights, weights_from, arms[0], arms[1:], start, end, reason,
+                 problems)  # fmt: skip
+
+
+METRICS: dict[str, tuple[str, ...]] = {
+    "probability": ("log_loss", "brier", "accuracy", "expected_cost"),
+    "probabilities": ("log_loss", "accuracy"),
+    "value": ("mse", "mae", "pinball"),
+}
+
+
+def primary_metric(cfg: AbConfig, setup: Setup, config_dir: Path = DEFAULT_CONFIG_DIR) -> str:
+    """The configured metric, else ``log_loss`` (classification) or ``mse`` (regression).
+
+    Raises:
+        AbSetupError: the configured metric does not apply to what the champion answers.
+    """
+    log = open_log(cfg, serving_config(cfg, config_dir))
+    champion = {setup.champion.variant: str(setup.champion.model_version)}
+    try:
+        chunks = iter_outcomes(
+            log, setup.start, setup.end, setup.experiment, champion, chunk_rows=1
+        )
+        first = next(chunks, None)
+        chunks.close()
+    finally:
+        log.dispose()
+    output = first.outputs[0][0] if first and first.outputs and first.outputs[0] else {}
+    kind = next((k for k in METRICS if k in output), None)
+    if kind is None:
+        return cfg.primary_metric or "log_loss"
+    if cfg.primary_metric is None:
+        return METRICS[kind][0]
+    if cfg.primary_metric not in METRICS[kind]:
+        task = {"probability": "binary", "probabilities": "multiclass", "value": "regression"}
+        raise AbSetupError(
+            f"primary_metric={cfg.primary_metric} does not apply to the {task[kind]} models "
+            f"under test; choose one of {', '.join(METRICS[kind])}"
+        )
+    return cfg.primary_metric
+
+
+def measure(
+    cfg: AbConfig, setup: Setup, metric: str, config_dir: Path = DEFAULT_CONFIG_DIR
+) -> dict[str, VariantMetrics]:
+    """Per arm, its per-unit outcomes and guardrails over the test's window.
+
+    Raises:
+        AbSetupError: the metric does not apply to what the models answer.
+    """
+    log = open_log(cfg, serving_config(cfg, config_dir))
+    arms = setup.versions()
+    try:
+        chunks = iter_outcomes(log, setup.start, setup.end, setup.experiment, arms)
+        failed = failures(log, setup.start, setup.end, setup.experiment, arms)
+        return variant_metrics(chunks, metric, failures=failed, fn_cost=cfg.fn_cost,
+                               fp_cost=cfg.fp_cost, quantile=cfg.quantile)  # fmt: skip
+    except ValueError as err:
+        raise AbSetupError(
+            f"primary_metric={metric}: {err}; choose one the models answer"
+        ) from None
+    finally:
+        log.dispose()
+
+
+def policy(cfg: AbConfig, metric: str) -> Policy:
+    """The decision rules of the config."""
+    g = cfg.guardrails
+    return Policy(
+        metric=metric,
+        alpha=cfg.alpha,
+        phi=cfg.phi,
+        min_effect=cfg.min_effect,
+        min_units=cfg.min_units,
+        min_duration_s=duration_seconds(cfg.min_duration),
+        srm_alpha=cfg.srm.alpha,
+        srm_concentration=cfg.srm.concentration,
+        latency_margin_ms=g.latency_ms,
+        error_rate_margin=g.error_rate,
+        positive_rate_margin=g.positive_rate,
+        calibration_margin=g.calibration,
+        coverage_alpha=g.coverage_alpha,
+    )
+
+
+def judge(
+    cfg: AbConfig, setup: Setup, measured: dict[str, VariantMetrics], metric: str
+) -> AbDecision:
+    """The decision. Setup problems decide first: no challenger (``no_challenger``), an arm that
+    no longer resolves (``invalid``), an arm without traffic yet (``continue``)."""
+    if not setup.challengers:
+        return AbDecision("no_challenger", None, list(setup.problems))
+    if any(a.model_version is None for a in setup.arms):  # an alias, version or file is gone
+        return AbDecision("invalid", None, list(setup.problems))
+    if setup.problems:  # an arm has not answered yet: wait for traffic
+        return AbDecision("continue", None, list(setup.problems))
+    return decide(
+        measured,
+        setup.champion.variant,
+        [a.variant for a in setup.challengers],
+        setup.weights,
+        policy(cfg, metric),
+    )
+
+
+def actor() -> str:
+    """Who acts: ``$LOSSFLOW_ACTOR``, else ``user@host:pid`` (and the Prefect flow run)."""
+    if os.environ.get("LOSSFLOW_ACTOR"):
+        return os.environ["LOSSFLOW_ACTOR"]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    who = f"{user}@{socket.gethostname()}:{os.getpid()}"
+    try:
+        from prefect.runtime import flow_run
+
+        if flow_run.id:
+            who += f" (prefect flow run {flow_run.name} {flow_run.id})"
+    except ImportError:
+        pass
+    return who
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The test, what was measured and the decision (before anything is acted on)."""
+
+    setup: Setup
+    metric: str
+    measured: dict[str, VariantMetrics]
+    decision: AbDecision
+
+
+def analyse(
+    cfg: AbConfig, now: datetime | None = None, config_dir: Path = DEFAULT_CONFIG_DIR
+) -> Analysis:
+    """``resolve``, ``measure`` and ``judge`` in one call (what ``lossflow ab status`` shows).
+
+    Raises:
+        AbSetupError: the test cannot be read as configured.
+    """
+    setup = resolve(cfg, now, config_dir)
+    if setup.problems:
+        unknown = cfg.primary_metric or "-"
+        return Analysis(setup, unknown, {}, judge(cfg, setup, {}, unknown))
+    metric = primary_metric(cfg, setup, config_dir)
+    measured = measure(cfg, setup, metric, config_dir)
+    return Analysis(setup, metric, measured, judge(cfg, setup, measured, metric))
