@@ -29,7 +29,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -351,6 +351,16 @@ def _objective(trial: Trial, plan: StudyPlan, prepared: PreparedData, work_dir: 
     return max(values) if plan.better == "max" else min(values)
 
 
+def open_study(storage: str, study_name: str, worker: int = 0) -> tuple[optuna.Study, StudyPlan]:
+    """The study with worker ``worker``'s sampler and the plan's pruner, and its plan.
+
+    Raises:
+        HPOError: the storage cannot be opened or holds no lossflow study of that name.
+    """
+    plan = load_plan(storage, study_name)
+    return _load(storage, study_name, _sampler(plan, worker), _pruner(plan)), plan
+
+
 def run_worker(storage: str, study_name: str, work_dir: Path, worker: int = 0) -> int:
     """Run tickets of the study until none is left; return how many this worker ran.
 
@@ -360,20 +370,22 @@ def run_worker(storage: str, study_name: str, work_dir: Path, worker: int = 0) -
     Raises:
         HPOError: the storage cannot be opened or holds no lossflow study of that name.
     """
-    handle = _storage(storage)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=handle)
-    except KeyError as err:
-        raise HPOError(f"no study {study_name!r} in {storage.split('@')[-1]}") from err
-    text = study.user_attrs.get(PLAN_ATTR)
-    if text is None:
-        raise HPOError(f"study {study_name!r} was not created by lossflow (it has no plan)")
-    plan = StudyPlan.from_json(text)
-    study = optuna.load_study(
-        study_name=study_name, storage=handle, sampler=_sampler(plan, worker), pruner=_pruner(plan)
-    )
+    study, plan = open_study(storage, study_name, worker)
     work_dir.mkdir(parents=True, exist_ok=True)
     prepared = _prepared(trial_config(plan, {ARM_PARAM: next(iter(plan.arms))}, work_dir), work_dir)
+
+    def objective(trial: Trial) -> float:
+        return _objective(trial, plan, prepared, work_dir)
+
+    return take_tickets(study, objective, worker)
+
+
+def take_tickets(study: optuna.Study, objective: Callable[[Trial], float], worker: int) -> int:
+    """Run ``objective`` on the study's tickets until none is left; return how many ran.
+
+    A pruned trial is told as pruned; one that fails with a user error (a diverging loss) is
+    told as failed with the error as its ``lossflow.error`` attribute, and the next ticket runs.
+    """
     ran = 0
     while _waiting(study):
         trial = study.ask()
@@ -383,7 +395,7 @@ def run_worker(storage: str, study_name: str, work_dir: Path, worker: int = 0) -
             break
         trial.set_user_attr(WORKER_ATTR, worker)
         try:
-            value = _objective(trial, plan, prepared, work_dir)
+            value = objective(trial)
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
         except UserError as err:
@@ -520,11 +532,8 @@ def study_result(storage: str, study_name: str) -> StudyResult:
     Raises:
         HPOError: the storage cannot be opened or holds no lossflow study of that name.
     """
-    try:
-        study = optuna.load_study(study_name=study_name, storage=_storage(storage))
-    except KeyError as err:
-        raise HPOError(f"no study {study_name!r} in {storage.split('@')[-1]}") from err
-    plan = StudyPlan.from_json(study.user_attrs[PLAN_ATTR])
+    study = _load(storage, study_name)
+    plan = _plan_of(study)
     trials = tuple(_record(t) for t in study.get_trials(deepcopy=False))
     complete = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
     best = None
@@ -556,20 +565,34 @@ def study_result(storage: str, study_name: str) -> StudyResult:
     )
 
 
+def _load(
+    storage: str,
+    study_name: str,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study:
+    try:
+        return optuna.load_study(
+            study_name=study_name, storage=_storage(storage), sampler=sampler, pruner=pruner
+        )
+    except KeyError as err:
+        raise HPOError(f"no study {study_name!r} in {storage.split('@')[-1]}") from err
+
+
+def _plan_of(study: optuna.Study) -> StudyPlan:
+    text = study.user_attrs.get(PLAN_ATTR)
+    if text is None:
+        raise HPOError(f"study {study.study_name!r} was not created by lossflow (it has no plan)")
+    return StudyPlan.from_json(text)
+
+
 def load_plan(storage: str, study_name: str) -> StudyPlan:
     """The plan stored in a lossflow study.
 
     Raises:
         HPOError: no such study, or not a lossflow one.
     """
-    try:
-        study = optuna.load_study(study_name=study_name, storage=_storage(storage))
-    except KeyError as err:
-        raise HPOError(f"no study {study_name!r} in {storage.split('@')[-1]}") from err
-    text = study.user_attrs.get(PLAN_ATTR)
-    if text is None:
-        raise HPOError(f"study {study_name!r} was not created by lossflow (it has no plan)")
-    return StudyPlan.from_json(text)
+    return _plan_of(_load(storage, study_name))
 
 
 def best_overlay(plan: StudyPlan, best: TrialRecord) -> dict[str, Any]:

@@ -25,11 +25,13 @@ def threads_per_worker(workers: int) -> int:
 
 
 def _init_worker(threads: int) -> None:
+    import lightning.pytorch
     import torch
 
     torch.set_num_threads(threads)
-    # Lightning's per-fit banners ("GPU available: ...") would repeat once per unit.
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    # Lightning's per-fit banners ("GPU available: ...") would repeat once per unit (its import
+    # sets its loggers to INFO, so this comes after it).
+    for name in (lightning.pytorch.__name__, "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # The same filter the CLI and the tests set: lightning 2.6 warns about its own torch use.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")

@@ -343,7 +343,9 @@ def summarize_arm(
 
 def pairwise_tests(
     pairs: Sequence[tuple[ArmSummary, ArmSummary]],
-    folds: FoldSet,
+    *,
+    n_train: float,
+    n_test: float,
     better: Direction,
     alpha: float,
     power: float,
@@ -357,7 +359,7 @@ def pairwise_tests(
         return []
     tests = [
         corrected_resampled_ttest(
-            a.scores, b.scores, n_train=folds.n_train, n_test=folds.n_test, alpha=alpha, power=power
+            a.scores, b.scores, n_train=n_train, n_test=n_test, alpha=alpha, power=power
         )
         for a, b in pairs
     ]
@@ -443,7 +445,10 @@ def summarize(
     alpha, power = plan.settings.alpha, plan.settings.power
     arms = [one(a) for a in plan.arms]
     ok = [a for a in arms if a.ok]
-    pairs = pairwise_tests(list(itertools.combinations(ok, 2)), folds, plan.better, alpha, power)
+    sizes = {"n_train": folds.n_train, "n_test": folds.n_test}
+    pairs = pairwise_tests(
+        list(itertools.combinations(ok, 2)), **sizes, better=plan.better, alpha=alpha, power=power
+    )
     ablations = [one(a) for a in plan.ablations]
     full: Mapping[str, ArmSummary] = {a.name: a for a in ok}
     ablation_pairs = [
@@ -463,7 +468,9 @@ def summarize(
         arms=tuple(arms),
         pairs=tuple(pairs),
         ablations=tuple(ablations),
-        ablation_tests=tuple(pairwise_tests(ablation_pairs, folds, plan.better, alpha, power)),
+        ablation_tests=tuple(
+            pairwise_tests(ablation_pairs, **sizes, better=plan.better, alpha=alpha, power=power)
+        ),
         verdict=decide(arms, pairs, plan.metric, alpha, power),
         workers=workers,
         elapsed_s=elapsed_s,

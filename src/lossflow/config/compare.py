@@ -271,9 +271,17 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     mine: list[str] = []
     training: list[str] = []
     for item in overrides:
-        key = item.partition("=")[0].strip().split(".", 1)[0]
-        (mine if key in own else training).append(item)
+        key = item.partition("=")[0].strip()
+        first = key.split(".", 1)[0]
+        # ``loss=focal,bce`` names the arms; ``loss.gamma=3`` sets an option of every arm's loss.
+        ours = first in own and not (first == "loss" and key != "loss")
+        (mine if ours else training).append(item)
     return mine, training
+
+
+def _arms_given(overrides: Sequence[str]) -> tuple[bool, bool]:
+    keys = [item.partition("=")[0].strip() for item in overrides]
+    return "loss" in keys, any(k == "arms" or k.startswith("arms.") for k in keys)
 
 
 def load_compare_config(
@@ -281,11 +289,18 @@ def load_compare_config(
 ) -> CompareConfig:
     """Read the comparison: ``compare/<name>.yaml`` (``compare=<name>``, default ``default``),
     then the comparison's overrides; the training overrides of the command line are appended to
-    the file's ``overrides``.
+    the file's ``overrides``. Arms given on the command line (``loss=...`` or ``arms=...``)
+    replace the file's arms.
 
     Raises:
         ConfigError: naming the file (or command line), the dotted key and what was expected.
     """
     mine, training = split_overrides(overrides)
+    # Arms named on the command line replace the file's, in whichever form the file has them.
+    by_losses, by_arms = _arms_given(mine)
+    if by_losses and not by_arms:
+        mine = ["arms={}", *mine]
+    elif by_arms and not by_losses:
+        mine = ["loss=null", *mine]
     cfg = load(COMPARE, mine, config_dir)
     return cfg.model_copy(update={"overrides": [*cfg.overrides, *training]})

@@ -218,7 +218,8 @@ def _class_probabilities(prob: npt.ArrayLike, n: int) -> FloatArray:
             f"({int(off.sum())} rows off): apply softmax to logits before evaluating"
         )
     # float32 softmax rows are off by ~1e-7; renormalised, they are what log_loss expects.
-    return arr / row_sums[:, None]
+    normalised: FloatArray = arr / row_sums[:, None]
+    return normalised
 
 
 def multiclass_metrics(y_true: npt.ArrayLike, prob: npt.ArrayLike) -> dict[str, float]:
