@@ -86,7 +86,17 @@ def _inner_split(
     return np.sort(train).astype(np.int64), np.sort(val).astype(np.int64)
 
 
+def _two_classes(labels: npt.NDArray[np.generic], target: str) -> None:
+    values = np.unique(labels)
+    if len(values) < 2:
+        raise FoldError(
+            f"the {len(labels)} rows cross-validated hold only class {values[0].item()!r} of "
+            f"{target!r}; use more rows (data.subsample) or another split"
+        )
+
+
 def _check_class_sizes(labels: npt.NDArray[np.generic], folds: int, target: str) -> None:
+    _two_classes(labels, target)
     values, counts = np.unique(labels, return_counts=True)
     rare = int(np.argmin(counts))
     if counts[rare] < folds:
@@ -182,6 +192,7 @@ def check_fold_classes(
     """
     if task not in ("binary", "multiclass"):
         return
+    _two_classes(labels, target)
     classes = set(np.unique(labels).tolist())
     parts = ("train", "val", "test") if task == "binary" else ("train",)
     for fold in folds:
