@@ -13,7 +13,7 @@ workers), so it does not count the gain of fewer threads per process as a parall
 last line prints the ratio.
 
     python benchmarks/compare.py                      # 4 arms x 5 folds, 50k rows, 2 workers
-    python benchmarks/compare.py --quick              # 2 arms x 2 folds, 3k rows, 1 epoch
+    python benchmarks/compare.py --quick              # 2 arms x 2 folds, 2k rows, 1 epoch
     python benchmarks/compare.py --rows 20000 --workers 2 --json out.json
 """
 
@@ -45,6 +45,7 @@ def _plan(args: argparse.Namespace, data_dir: Path) -> ComparisonPlan:
         f"trainer.max_epochs={args.epochs}",
         f"cv.folds={args.folds}",
         f"loss={args.losses}",
+        *args.set,
     ]
     settings = load_compare_config(overrides, ROOT / "configs")
     return plan_comparison(settings, ROOT / "configs")
@@ -80,11 +81,19 @@ def main() -> None:
         "--losses", default="focal,bce,logit_adjusted,class_balanced", help="arms (loss files)"
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--quick", action="store_true", help="2 arms x 2 folds, 3k rows, 1 epoch")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a compare override"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 arms x 2 folds, 2k rows, 1 epoch, no importances or landscapes",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     if args.quick:
-        args.rows, args.folds, args.epochs, args.losses = 3000, 2, 1, "focal,bce"
+        args.rows, args.folds, args.epochs, args.losses = 2000, 2, 1, "focal,bce"
+        args.set += ["importance.enabled=false", "landscape.enabled=false"]
 
     work = Path(tempfile.mkdtemp(prefix="lossflow-bench-compare-"))
     try:
