@@ -11,6 +11,7 @@ from torch import nn
 
 from lossflow.comparison.importance import permutation_importance
 from lossflow.comparison.landscape import (
+    MarginCurve,
     filter_normalized_direction,
     loss_landscape,
     loss_vs_margin,
@@ -56,25 +57,16 @@ def test_landscape_is_centred_on_the_trained_weights_and_restores_them() -> None
     np.testing.assert_allclose(again.surface, land.surface)
 
 
+def _binary_curve(spec: dict[str, object]) -> MarginCurve:
+    curve = loss_vs_margin(build_loss(spec), "binary", n_classes=2, span=4.0, points=9)
+    assert curve is not None
+    return curve
+
+
 def test_focal_with_gamma_zero_weighs_examples_like_bce() -> None:
-    bce = loss_vs_margin(build_loss({"name": "bce"}), "binary", n_classes=2, span=4.0, points=9)
-    focal0 = loss_vs_margin(
-        build_loss({"name": "focal", "gamma": 0.0, "alpha": None}),
-        "binary",
-        n_classes=2,
-        span=4.0,
-        points=9,
-    )
-    focal2 = loss_vs_margin(
-        build_loss({"name": "focal", "gamma": 2.0, "alpha": None}),
-        "binary",
-        n_classes=2,
-        span=4.0,
-        points=9,
-    )
-    assert bce is not None
-    assert focal0 is not None
-    assert focal2 is not None
+    bce = _binary_curve({"name": "bce"})
+    focal0 = _binary_curve({"name": "focal", "gamma": 0.0, "alpha": None})
+    focal2 = _binary_curve({"name": "focal", "gamma": 2.0, "alpha": None})
     np.testing.assert_allclose(focal0.losses["y=1"], bce.losses["y=1"], rtol=1e-6)
     # |d bce / d z| = sigmoid(-margin): the textbook pull of log loss.
     np.testing.assert_allclose(bce.gradients["y=1"], 1 / (1 + np.exp(bce.margins)), rtol=1e-5)

@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,6 @@ from lossflow.data.preprocessing import EncodedFeatures
 from lossflow.data.splits import split_frame
 from lossflow.errors import UserError
 from lossflow.models.build import Split, build_system, fit_model, load_trained_model, predict
-from lossflow.training import FitResult
 
 HELDOUT_PARTS = ("val", "test", "production")
 HELDOUT_RAW = "heldout.parquet"
@@ -282,13 +282,6 @@ def _monitor(cfg: TrainingConfig) -> tuple[str, Direction]:
     return name, monitored_metrics(cfg.data.task, cfg.loss, cfg.regularizers)[name]
 
 
-def _checkpoint(result: FitResult) -> Path:
-    checkpoint = result.best_checkpoint or result.last_checkpoint
-    if checkpoint is None:  # fit_model raises first
-        raise RuntimeError("training wrote no checkpoint")
-    return checkpoint
-
-
 def _landscape(unit: Unit, checkpoint: Path, settings: LandscapeConfig) -> None:
     cfg, prepared = unit.config, unit.fold.prepared
     pre = prepared.preprocessor()
@@ -366,7 +359,7 @@ def _train_and_score(unit: Unit, start: float) -> UnitResult:
         unit.directory / "checkpoints",
     )
     (unit.directory / "history.json").write_text(json.dumps(result.history))
-    checkpoint = _checkpoint(result)
+    checkpoint = result.checkpoint
     model = load_trained_model(cfg, pre, checkpoint)
     val_x, val_y = prepared.arrays("val")
     threshold = fold_threshold(cfg, val_y, predict(model, pre.model_inputs(val_x)))
@@ -385,18 +378,19 @@ def _train_and_score(unit: Unit, start: float) -> UnitResult:
         _importance(unit, model, threshold, unit.importance)
     if unit.landscape is not None:
         _landscape(unit, checkpoint, unit.landscape)
-    return UnitResult(
-        arm=unit.arm,
-        fold=unit.fold.name,
-        repeat=unit.fold.repeat,
-        index=unit.fold.index,
-        directory=unit.directory,
+    return _result(
+        unit,
         metrics=metrics,
         threshold=threshold,
         epochs=result.epochs,
         epochs_to_95=converged,
         wall_s=wall,
     )
+
+
+def _result(unit: Unit, **outcome: Any) -> UnitResult:
+    fold = unit.fold
+    return UnitResult(unit.arm, fold.name, fold.repeat, fold.index, unit.directory, **outcome)
 
 
 def run_unit(unit: Unit) -> UnitResult:
@@ -415,16 +409,8 @@ def run_unit(unit: Unit) -> UnitResult:
     except Exception as err:  # the unit's failure is its result: the other arms still compare
         (unit.directory / "error.txt").write_text("".join(traceback.format_exception(err)))
         message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-        return UnitResult(
-            arm=unit.arm,
-            fold=unit.fold.name,
-            repeat=unit.fold.repeat,
-            index=unit.fold.index,
-            directory=unit.directory,
-            error=message,
-            wall_s=time.perf_counter() - start,
-            total_s=time.perf_counter() - start,
-        )
+        elapsed = time.perf_counter() - start
+        return _result(unit, error=message, wall_s=elapsed, total_s=elapsed)
 
 
 def units_for(plan: ComparisonPlan, folds: FoldSet, directory: Path) -> list[Unit]:

@@ -393,13 +393,19 @@ def decide(
                 f"Holm-adjusted p <= {worst:.3g} at alpha {alpha:g})",
                 mde,
             )
+    smallest = min(p.min_detectable_effect for p in pairs)
+    detects = (
+        f"a difference of {mde:.3g}"
+        if len(pairs) == 1 or smallest > 0.8 * mde
+        else f"differences from {smallest:.3g} to {mde:.3g}, depending on the pair,"
+    )
     wins = [p for p in pairs if p.significant]
     if not wins:
         return Verdict(
             None,
             f"no detectable difference at this data size: no pair differs significantly on "
-            f"{metric} (Holm, alpha {alpha:g}); the design detects a difference of {mde:.3g} "
-            f"with {power:.0%} power",
+            f"{metric} (Holm, alpha {alpha:g}); the design detects {detects} with {power:.0%} "
+            "power",
             mde,
         )
     listed = "; ".join(
@@ -409,7 +415,7 @@ def decide(
     return Verdict(
         None,
         f"no single winner on {metric}: {listed}; the other pairs show no detectable difference "
-        f"(detectable: {mde:.3g} with {power:.0%} power)",
+        f"(the design detects {detects} with {power:.0%} power)",
         mde,
     )
 
