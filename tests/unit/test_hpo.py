@@ -138,3 +138,9 @@ def test_the_best_trial_is_an_overlay_the_training_loader_reads(tmp_path: Path) 
     assert path.read_text().startswith("# Best trial 3 of Optuna study 's' (val/auc = 0.71)")
     loaded = load_training_config(["experiment=best", f"data_dir={tmp_path}"], configs)
     assert config_to_dict(loaded) == config_to_dict(trained)
+
+
+def test_an_unreachable_storage_is_one_message() -> None:
+    with pytest.raises(HPOError, match=r"cannot open the Optuna storage '127.0.0.1:9/none'") as err:
+        open_study("postgresql://postgres@127.0.0.1:9/none", "s")
+    assert "\n" not in str(err.value)

@@ -31,10 +31,10 @@ CONTRACTS = {
     "lossflow.evaluation.metrics": ("matplotlib", "torch", "lightning", "prefect"),
     "lossflow.losses": ("torch",),
     # The comparison's config is read by the CLI before anything heavy; its statistics are
-    # numpy/scipy; only comparison.hpo imports optuna and only tracking imports mlflow.
+    # numpy/scipy; only comparison.hpo imports optuna and only tracking imports mlflow (summary
+    # imports the CV runner, the plan and the scoring).
     "lossflow.config.compare": ("torch", "kornia", "sklearn", "mlflow", "optuna"),
     "lossflow.stats.paired": ("torch", "matplotlib", "mlflow", "optuna", "sklearn"),
-    "lossflow.comparison.cv": ("optuna", "mlflow", "prefect"),
     "lossflow.comparison.summary": ("optuna", "mlflow", "prefect"),
 }
 

@@ -4,8 +4,8 @@ The loss is a search dimension: the categorical parameter ``loss`` chooses an ar
 comparison (a loss file with its regularisers and overrides), and the arm's own parameters are
 searched only when it is chosen (``focal.gamma`` for an arm ``focal``, ``logit_adjusted.tau``,
 ``huber.delta``, ``quantile.quantile``, the strength of each of its regularisers), beside the
-learning rate ``optimizer.lr``. Samplers: ``tpe`` (Bayesian, multivariate with groups for the
-conditional space), ``random``, ``grid`` (every combination of ``grid_points`` values per
+learning rate ``optimizer.lr``. Samplers: ``tpe`` (Bayesian; each parameter modelled from the
+trials that have it), ``random``, ``grid`` (every combination of ``grid_points`` values per
 parameter, each arm with only its own parameters). Bad trials are pruned from their per-epoch
 validation metric (median rule).
 
@@ -250,9 +250,10 @@ def _storage(url: str) -> optuna.storages.RDBStorage:
         if not type(err).__module__.startswith("sqlalchemy"):
             raise
         # A database error: the storage URL is malformed or the server is unreachable.
+        lines = str(getattr(err, "orig", None) or err).strip().splitlines() or [""]
         raise HPOError(
             f"hpo.storage: cannot open the Optuna storage {url.split('@')[-1]!r} "
-            f"({type(err).__name__}: {err}); check the URL and that the database is reachable"
+            f"({type(err).__name__}: {lines[0]}); check the URL and that the database is reachable"
         ) from err
 
 
@@ -260,12 +261,10 @@ def _sampler(plan: StudyPlan, worker: int) -> optuna.samplers.BaseSampler:
     # Workers sample with different seeds, so their first (random) draws differ.
     seed = plan.seed + 1009 * worker
     if plan.sampler == "tpe":
+        # Independent TPE: each parameter is modelled from the trials that have it, which is
+        # what a conditional space needs without Optuna's experimental grouping.
         return optuna.samplers.TPESampler(
-            seed=seed,
-            n_startup_trials=max(2, min(10, plan.n_trials // 4)),
-            multivariate=True,
-            group=True,
-            warn_independent_sampling=False,
+            seed=seed, n_startup_trials=max(2, min(10, plan.n_trials // 4))
         )
     # random, and grid (every parameter of a grid ticket is fixed)
     return optuna.samplers.RandomSampler(seed=seed)
