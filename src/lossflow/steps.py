@@ -117,11 +117,8 @@ def train_model(
     )
     history_path = checkpoint_dir / "history.json"
     history_path.write_text(json.dumps(result.history))
-    checkpoint = result.best_checkpoint or result.last_checkpoint
-    if checkpoint is None:  # fit_model raises first; kept for the type checker
-        raise RuntimeError(f"training wrote no checkpoint under {checkpoint_dir}")
     return TrainResult(
-        checkpoint=checkpoint,
+        checkpoint=result.checkpoint,
         epochs=result.epochs,
         global_step=result.global_step,
         stopped_early=result.stopped_early,

@@ -60,6 +60,7 @@ TRACKING_URI_ENV: Final[str] = "MLFLOW_TRACKING_URI"
 DB_FILE: Final[str] = "mlflow.db"
 ARTIFACTS_DIR: Final[str] = "mlartifacts"
 ERROR_TAG: Final[str] = "lossflow.error"
+PARENT_RUN_TAG: Final[str] = "mlflow.parentRunId"
 TRUNCATION_MARKER: Final[str] = "...[truncated]"
 MODEL_ARTIFACT_NAME: Final[str] = "model"
 REGISTRATION_TIMEOUT_S: Final[float] = 300.0
@@ -209,20 +210,27 @@ class Tracker:
             )
         return str(existing.experiment_id)
 
+    def _create_run(self, run_name: str, tags: Mapping[str, str], parent_run_id: str | None) -> str:
+        all_tags = dict(tags) if parent_run_id is None else {**tags, PARENT_RUN_TAG: parent_run_id}
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={key: _truncate(str(v), MAX_TAG_VAL_LENGTH) for key, v in all_tags.items()},
+        )
+        return str(run.info.run_id)
+
     @contextmanager
-    def start_run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
+    def start_run(
+        self, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None
+    ) -> Iterator[str]:
         """Open a run and yield its id; end it FINISHED, or FAILED if the block raises.
 
         On an exception the ``lossflow.error`` tag holds ``"<type>: <message>"`` and the
         exception propagates; a ``KeyboardInterrupt`` (or other non-``Exception``) ends the run
-        KILLED.
+        KILLED. With ``parent_run_id`` the run is nested under that run (MLflow's
+        ``mlflow.parentRunId`` tag), as the UI shows it.
         """
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=run_name,
-            tags={key: _truncate(str(v), MAX_TAG_VAL_LENGTH) for key, v in tags.items()},
-        )
-        run_id: str = run.info.run_id
+        run_id = self._create_run(run_name, tags, parent_run_id)
         try:
             yield run_id
         except BaseException as exc:
@@ -233,6 +241,56 @@ class Tracker:
             self.client.set_terminated(run_id, status=RunStatus.to_string(status))
             raise
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+
+    def log_child_run(
+        self,
+        parent_run_id: str,
+        run_name: str,
+        *,
+        tags: Mapping[str, str],
+        params: Mapping[str, object],
+        metrics: Mapping[str, float],
+        history: Mapping[str, Sequence[float]] | None = None,
+        error: str | None = None,
+    ) -> str:
+        """Record a finished run nested under ``parent_run_id`` in one go; return its id.
+
+        ``history`` is logged step by step (step = position in the series); its NaN and
+        infinite values are left out, as during training (they stay in the run's own history
+        file). With ``error`` the run ends FAILED and carries it as the ``lossflow.error`` tag.
+        """
+        run_id = self._create_run(run_name, tags, parent_run_id)
+        self.log_params(run_id, params)
+        self.log_metrics(run_id, metrics, None)
+        if history:
+            self.log_metric_history(run_id, history)
+        if error is not None:
+            self.client.set_tag(run_id, ERROR_TAG, _truncate(error, MAX_TAG_VAL_LENGTH))
+        status = RunStatus.FAILED if error is not None else RunStatus.FINISHED
+        self.client.set_terminated(run_id, status=RunStatus.to_string(status))
+        return run_id
+
+    def log_metric_history(self, run_id: str, history: Mapping[str, Sequence[float]]) -> None:
+        """Log each series of ``history`` at steps 0, 1, ... (NaN/inf values left out)."""
+        timestamp = int(time.time() * 1000)
+        entries = [
+            Metric(key, float(value), timestamp, step)
+            for key, series in history.items()
+            for step, value in enumerate(series)
+            if math.isfinite(float(value))
+        ]
+        for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=list(chunk))
+
+    def child_runs(self, parent_run_id: str) -> list[str]:
+        """The ids of the runs nested under ``parent_run_id``, oldest first."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=50_000,
+        )
+        return [str(run.info.run_id) for run in runs]
 
     flatten = staticmethod(flatten)
 

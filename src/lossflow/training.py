@@ -143,6 +143,18 @@ class FitResult:
     best_score: float | None
     history: dict[str, list[float]] = field(default_factory=dict)
 
+    @property
+    def checkpoint(self) -> Path:
+        """The weights to use: the best checkpoint, else the last one.
+
+        Raises:
+            RuntimeError: training wrote no checkpoint.
+        """
+        checkpoint = self.best_checkpoint or self.last_checkpoint
+        if checkpoint is None:
+            raise RuntimeError("training wrote no checkpoint")
+        return checkpoint
+
 
 def build_trainer(
     cfg: TrainerConfig,

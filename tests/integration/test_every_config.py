@@ -1,5 +1,7 @@
 """Every file under configs/ is exercised, so no config rots: training configs train for one tiny
-batch, serving configs start the service on a real registry and answer a prediction."""
+batch, serving configs start the service on a real registry and answer a prediction, comparison
+configs plan their arms, cut their folds and train every arm (and ablation variant) one tiny
+batch on a fold."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from lossflow.comparison.cv import prepare_folds
+from lossflow.comparison.plan import plan_comparison
 from lossflow.config import load_serving_config
-from lossflow.config.training import load_training_config
-from lossflow.data.prepare import prepare_data
+from lossflow.config.compare import load_compare_config
+from lossflow.config.training import TrainingConfig, load_training_config
+from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.losses import LOSS_SPECS
 from lossflow.models.build import build_system, input_tensors, target_tensor
 from lossflow.serving.app import create_app
@@ -21,6 +26,8 @@ from .serving_models import Registry, copy_registry
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 TINY = ["data.subsample=400", "trainer.batch_size=64"]
+# Forward-chaining folds of 400 flights rows leave the first fold's validation without a delay.
+COMPARE_TINY = ["data.subsample=2000", "trainer.batch_size=64"]
 DIGITS = ["data=digits"]
 
 
@@ -54,20 +61,19 @@ def _cases() -> list[tuple[str, list[str]]]:
 SERVING = sorted(p.stem for p in (CONFIG_DIR / "serving").glob("*.yaml"))
 MONITORING = sorted(p.stem for p in (CONFIG_DIR / "monitoring").glob("*.yaml"))
 AB = sorted(p.stem for p in (CONFIG_DIR / "ab").glob("*.yaml"))
+COMPARE = sorted(p.stem for p in (CONFIG_DIR / "compare").glob("*.yaml"))
 
 
 def test_every_config_file_is_covered() -> None:
     covered = {name for name, _ in _cases()} | {f"serving/{stem}.yaml" for stem in SERVING}
     covered |= {f"monitoring/{stem}.yaml" for stem in MONITORING}
     covered |= {f"ab/{stem}.yaml" for stem in AB}
+    covered |= {f"compare/{stem}.yaml" for stem in COMPARE}
     on_disk = {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*.yaml")}
     assert covered == on_disk
 
 
-@pytest.mark.parametrize(("name", "overrides"), _cases(), ids=[c[0] for c in _cases()])
-def test_config_trains_one_tiny_batch(name: str, overrides: list[str], tmp_path: Path) -> None:
-    cfg = load_training_config([*overrides, *TINY, f"data_dir={tmp_path}"], CONFIG_DIR)
-    prepared = prepare_data(cfg, tmp_path / "prepared")
+def _one_tiny_batch(cfg: TrainingConfig, prepared: PreparedData, name: str) -> None:
     system = build_system(cfg, prepared.preprocessor(), prepared.class_counts)
     system.train()
     pre = prepared.preprocessor()
@@ -80,6 +86,28 @@ def test_config_trains_one_tiny_batch(name: str, overrides: list[str], tmp_path:
     assert torch.isfinite(loss), name
     assert grads, name
     assert all(torch.isfinite(g).all() for g in grads), name
+
+
+@pytest.mark.parametrize(("name", "overrides"), _cases(), ids=[c[0] for c in _cases()])
+def test_config_trains_one_tiny_batch(name: str, overrides: list[str], tmp_path: Path) -> None:
+    cfg = load_training_config([*overrides, *TINY, f"data_dir={tmp_path}"], CONFIG_DIR)
+    _one_tiny_batch(cfg, prepare_data(cfg, tmp_path / "prepared"), name)
+
+
+@pytest.mark.parametrize("stem", COMPARE)
+def test_compare_config_plans_folds_and_trains_each_arm(stem: str, tmp_path: Path) -> None:
+    overrides = [f"compare={stem}", *COMPARE_TINY, f"data_dir={tmp_path}"]
+    settings = load_compare_config(overrides, CONFIG_DIR)
+    plan = plan_comparison(settings, CONFIG_DIR)
+    assert [a.error for a in plan.arms] == [None] * len(plan.arms)
+    assert plan.search is not None or not settings.hpo.enabled
+    folds = prepare_folds(plan.reference, settings.cv, plan.cv_kind, plan.slices, tmp_path / "f")
+    assert len(folds.folds) == settings.cv.folds * (
+        1 if plan.cv_kind == "time" else settings.cv.repeats
+    )
+    for arm in plan.runnable:
+        assert arm.config is not None
+        _one_tiny_batch(arm.config, folds.folds[0].prepared, f"{stem}:{arm.name}")
 
 
 @pytest.mark.slow

@@ -89,3 +89,35 @@ def test_serving_benchmark_quick_run(tmp_path: Path) -> None:
     assert batch1["torch_model"].startswith("checkpoint ")
     assert batch1["torch_vs_onnx_max_abs_diff"] < 1e-4
     assert figures["ort_vs_torch_batch1"] == batch1["ratio_torch_over_ort"] > 0
+
+
+COMPARE = ROOT / "benchmarks" / "compare.py"
+
+
+@pytest.mark.slow
+def test_compare_benchmark_quick_run(tmp_path: Path) -> None:
+    # 2 arms x 2 folds on 2k flights rows, one epoch, serial (two thread counts) and in two
+    # spawned processes: about half a minute on two cores, mostly process start-up.
+    out = tmp_path / "figures.json"
+    proc = subprocess.run(
+        [sys.executable, str(COMPARE), "--quick", "--workers", "2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("serial / parallel seconds: ")
+    figures = json.loads(out.read_text())
+    assert figures["units"] == 4
+    assert figures["workers"] == 2
+    assert figures["ratio"] == pytest.approx(figures["serial_s"] / figures["parallel_s"])
+    assert f"{figures['ratio']:.3f}x" in lines[-1]
+    fastest_serial = min(figures["serial_s"], figures["serial_one_thread_s"])
+    assert figures["parallel_efficiency"] == pytest.approx(
+        fastest_serial / (2 * figures["parallel_s"])
+    )
+    # Every unit is seeded: the same folds give the same scores whatever runs them.
+    assert figures["max_score_diff"] == 0.0

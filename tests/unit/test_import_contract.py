@@ -41,6 +41,12 @@ CONTRACTS = {
     # Metrics for monitoring and A/B analysis: no plotting, no training.
     "lossflow.evaluation.metrics": ("matplotlib", "torch", "lightning", "prefect"),
     "lossflow.losses": ("torch",),
+    # The comparison's config is read by the CLI before anything heavy; its statistics are
+    # numpy/scipy; only comparison.hpo imports optuna and only tracking imports mlflow (summary
+    # imports the CV runner, the plan and the scoring).
+    "lossflow.config.compare": ("torch", "kornia", "sklearn", "mlflow", "optuna"),
+    "lossflow.stats.paired": ("torch", "matplotlib", "mlflow", "optuna", "sklearn"),
+    "lossflow.comparison.summary": ("optuna", "mlflow", "prefect"),
 }
 
 

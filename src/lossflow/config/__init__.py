@@ -2,6 +2,7 @@
 
 - ``lossflow.config.training``: ``lossflow train`` and the ``training`` flow;
 - ``lossflow.config.serving``: ``lossflow serve``;
+- ``lossflow.config.compare``: ``lossflow compare`` and the ``compare_losses`` flow;
 - ``lossflow.config.data``: the ``data`` section the training process reads;
 - ``lossflow.config.common``: what they share (tracking, schedules, checked directories).
 

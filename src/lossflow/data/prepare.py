@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lossflow.config.data import ColumnSchema
 from lossflow.config.training import TrainingConfig
 from lossflow.data.preprocessing import EncodedFeatures, Preprocessor
 from lossflow.data.sources import load_frame, resolve_columns
@@ -30,6 +32,9 @@ PARTS = ("train", "val", "test")
 ORIGINAL = "_original"  # train_original.npz: the training split before oversampling
 
 
+META_FILE = "prepared.json"
+
+
 @dataclass(frozen=True)
 class PreparedData:
     """The encoded splits on disk and what describes them."""
@@ -39,6 +44,12 @@ class PreparedData:
     sizes: dict[str, int]
     class_counts: list[int] | None
 
+    @classmethod
+    def load(cls, directory: Path) -> PreparedData:
+        """The prepared splits written to ``directory`` by :func:`write_prepared`."""
+        meta = json.loads((directory / META_FILE).read_text())
+        return cls(directory, meta["fingerprint"], meta["sizes"], meta["class_counts"])
+
     def preprocessor(self) -> Preprocessor:
         """The preprocessing fitted on the training split."""
         return Preprocessor.from_dict(
@@ -46,7 +57,7 @@ class PreparedData:
         )
 
     def arrays(self, part: str, *, original: bool = False) -> tuple[EncodedFeatures, np.ndarray]:
-        """Encoded features and targets of ``train``, ``val`` or ``test``.
+        """Encoded features and targets of ``train``, ``val``, ``test`` (or an extra part).
 
         Args:
             part: the split.
@@ -73,52 +84,66 @@ def dataset_fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def prepare_data(cfg: TrainingConfig, directory: Path) -> PreparedData:
-    """Load, validate, split, fit preprocessing on train, encode and (optionally) oversample."""
-    data_cfg = cfg.data
-    columns = resolve_columns(data_cfg)
-    frame = load_frame(data_cfg)
-    validate_frame(frame, columns, data_cfg.task, split=data_cfg.split)
-    splits = split_frame(frame, data_cfg, columns)
-    hint = (
-        "move data.split.train_end, val_end or test_end"
-        if data_cfg.split.kind == "time"
-        else "use a stratified split or more rows"
-    )
-    check_split_classes(splits.parts(), columns.target, data_cfg.task, hint)
-    pre = Preprocessor.fit(splits.train, columns, data_cfg.impute_numeric, task=data_cfg.task)
+def oversampled(
+    cfg: TrainingConfig, encoded: EncodedFeatures, target: np.ndarray
+) -> tuple[EncodedFeatures, np.ndarray]:
+    """The training rows with ``data.augment.oversample`` applied (unchanged when ``none``)."""
+    aug = cfg.data.augment
+    if aug.oversample == "none":
+        return encoded, target
+    # imported here: reading prepared data (monitoring) must not load torch
+    from lossflow.data.augment import oversample
 
+    before = len(encoded)
+    encoded, target = oversample(
+        encoded, target, aug.oversample, aug.oversample_ratio, cfg.data.seed
+    )
+    log.info("oversampling added %d training rows", len(encoded) - before)
+    return encoded, target
+
+
+def write_prepared(
+    cfg: TrainingConfig,
+    columns: ColumnSchema,
+    parts: Mapping[str, pd.DataFrame],
+    directory: Path,
+    fingerprint: str,
+    *,
+    raw: Mapping[str, pd.DataFrame] | None = None,
+    oversample_train: bool = True,
+) -> PreparedData:
+    """Fit the preprocessing on ``parts["train"]``, encode every part and write them.
+
+    Args:
+        cfg: the training configuration (task, imputation, oversampling).
+        columns: column roles of the frames.
+        parts: ``train``, ``val``, ``test`` and any extra part, as raw frames to encode.
+        directory: where the ``.npz`` files, ``preprocessor.json`` and the raw rows go.
+        fingerprint: the content hash of the source frame.
+        raw: frames written as raw ``.parquet`` rows (``test``, ``production``), as a service
+            would receive them.
+        oversample_train: apply ``data.augment.oversample`` to the encoded training rows.
+    """
+    pre = Preprocessor.fit(parts["train"], columns, cfg.data.impute_numeric, task=cfg.data.task)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "preprocessor.json").write_text(json.dumps(pre.to_dict()))
     sizes: dict[str, int] = {}
     class_counts: list[int] | None = None
-    for part in PARTS:
-        df = splits.parts()[part]
+    for part, df in parts.items():
         encoded = pre.encode(df)
         target: np.ndarray = pre.encode_target(df)
         if part == "train":
-            if data_cfg.task in ("binary", "multiclass"):
-                n_classes = 2 if data_cfg.task == "binary" else len(pre.label_names or ())
+            if cfg.data.task in ("binary", "multiclass"):
+                n_classes = 2 if cfg.data.task == "binary" else len(pre.label_names or ())
                 class_counts = np.bincount(target.astype(np.int64), minlength=n_classes).tolist()
-            if data_cfg.augment.oversample != "none":
-                # imported here: reading prepared data (monitoring) must not load torch
-                from lossflow.data.augment import oversample
-
+            if oversample_train and cfg.data.augment.oversample != "none":
                 np.savez(
                     directory / f"{part}{ORIGINAL}.npz",
                     numeric=encoded.numeric,
                     categorical=encoded.categorical,
                     target=target,
                 )
-                before = len(encoded)
-                encoded, target = oversample(
-                    encoded,
-                    target,
-                    data_cfg.augment.oversample,
-                    data_cfg.augment.oversample_ratio,
-                    data_cfg.seed,
-                )
-                log.info("oversampling added %d training rows", len(encoded) - before)
+                encoded, target = oversampled(cfg, encoded, target)
         np.savez(
             directory / f"{part}.npz",
             numeric=encoded.numeric,
@@ -126,7 +151,48 @@ def prepare_data(cfg: TrainingConfig, directory: Path) -> PreparedData:
             target=target,
         )
         sizes[part] = len(encoded)
-    for part in ("test", "production"):
-        splits.parts()[part].to_parquet(directory / f"{part}.parquet", index=False)
-    sizes["production"] = len(splits.production)
-    return PreparedData(directory, dataset_fingerprint(frame), sizes, class_counts)
+    for part, df in (raw or {}).items():
+        df.to_parquet(directory / f"{part}.parquet", index=False)
+        sizes.setdefault(part, len(df))
+    meta = {"fingerprint": fingerprint, "sizes": sizes, "class_counts": class_counts}
+    (directory / META_FILE).write_text(json.dumps(meta))
+    return PreparedData(directory, fingerprint, sizes, class_counts)
+
+
+def load_checked(cfg: TrainingConfig) -> tuple[pd.DataFrame, ColumnSchema]:
+    """The source frame of ``cfg.data`` and its columns, validated against its schema and task."""
+    data_cfg = cfg.data
+    columns = resolve_columns(data_cfg)
+    frame = load_frame(data_cfg)
+    validate_frame(frame, columns, data_cfg.task, split=data_cfg.split)
+    return frame, columns
+
+
+def prepare_data(
+    cfg: TrainingConfig, directory: Path, *, oversample_train: bool = True
+) -> PreparedData:
+    """Load, validate, split, fit preprocessing on train, encode and (optionally) oversample.
+
+    With ``oversample_train=False`` the training rows are written as they are, for callers that
+    apply each configuration's own oversampling (:func:`oversampled`) when they train.
+    """
+    data_cfg = cfg.data
+    frame, columns = load_checked(cfg)
+    splits = split_frame(frame, data_cfg, columns)
+    hint = (
+        "move data.split.train_end, val_end or test_end"
+        if data_cfg.split.kind == "time"
+        else "use a stratified split or more rows"
+    )
+    check_split_classes(splits.parts(), columns.target, data_cfg.task, hint)
+    parts = {part: splits.parts()[part] for part in PARTS}
+    raw = {"test": splits.test, "production": splits.production}
+    return write_prepared(
+        cfg,
+        columns,
+        parts,
+        directory,
+        dataset_fingerprint(frame),
+        raw=raw,
+        oversample_train=oversample_train,
+    )

@@ -217,7 +217,9 @@ def _class_probabilities(prob: npt.ArrayLike, n: int) -> FloatArray:
             f"rows of prob must sum to 1; row {row} sums to {row_sums[row]:.6g} "
             f"({int(off.sum())} rows off): apply softmax to logits before evaluating"
         )
-    return arr
+    # float32 softmax rows are off by ~1e-7; renormalised, they are what log_loss expects.
+    normalised: FloatArray = arr / row_sums[:, None]
+    return normalised
 
 
 def multiclass_metrics(y_true: npt.ArrayLike, prob: npt.ArrayLike) -> dict[str, float]:
@@ -366,3 +368,47 @@ def expected_calibration_error(
         - np.bincount(index, weights=y, minlength=n_bins)
     )
     return float(gaps.sum() / y.shape[0])
+
+
+def point_predictions(output: npt.ArrayLike) -> FloatArray:
+    """Regression output as ``(N,)`` point predictions: a gaussian ``(N, 2)`` output gives its
+    mean (column 0).
+
+    Raises:
+        ValueError: the output is neither ``(N,)`` nor ``(N, 2)``.
+    """
+    pred = np.asarray(output, dtype=np.float64)
+    if pred.ndim == 2 and pred.shape[1] == 2:
+        return pred[:, 0]
+    if pred.ndim != 1:
+        raise ValueError(
+            "regression output must be (N,) predictions or (N, 2) gaussian output "
+            f"(mean, scale); got shape {pred.shape}"
+        )
+    return pred
+
+
+def task_metrics(
+    task: str,
+    y_true: npt.ArrayLike,
+    output: npt.ArrayLike,
+    *,
+    threshold: float | None = None,
+    fn_cost: float | None = None,
+    fp_cost: float | None = None,
+    quantile: float | None = None,
+) -> dict[str, float]:
+    """The metrics of one task's model output: :func:`binary_metrics` (at ``threshold``, 0.5
+    when None), :func:`multiclass_metrics` or :func:`regression_metrics`.
+
+    Raises:
+        ValueError: an unknown task or invalid inputs.
+    """
+    if task == "binary":
+        t = 0.5 if threshold is None else threshold
+        return binary_metrics(y_true, output, t, fn_cost=fn_cost, fp_cost=fp_cost)
+    if task == "multiclass":
+        return multiclass_metrics(y_true, output)
+    if task == "regression":
+        return regression_metrics(y_true, point_predictions(output), quantile=quantile)
+    raise ValueError(f"task_metrics handles binary, multiclass and regression; got {task!r}")

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
-from lossflow.evaluation.metrics import binary_metrics, multiclass_metrics, regression_metrics
+from lossflow.evaluation.metrics import point_predictions, task_metrics
 from lossflow.evaluation.plots import (
     plot_calibration,
     plot_confusion_matrix,
@@ -88,7 +88,7 @@ def evaluation_report(
         names = ["0", "1"] if label_names is None else list(label_names)
         if len(names) != 2:
             raise ValueError(f"label_names must have 2 entries for a binary task; got {names}")
-        metrics = binary_metrics(y_true, output, t, fn_cost=fn_cost, fp_cost=fp_cost)
+        metrics = task_metrics(task, y_true, output, threshold=t, fn_cost=fn_cost, fp_cost=fp_cost)
         prob = np.asarray(output, dtype=np.float64)
         figures["roc.png"] = plot_roc(y_true, prob)
         figures["pr.png"] = plot_pr(y_true, prob)
@@ -97,7 +97,7 @@ def evaluation_report(
         figures["confusion_matrix.png"] = plot_confusion_matrix(y_true, pred, names)
     elif task == "multiclass":
         _reject(task, threshold=threshold, fn_cost=fn_cost, fp_cost=fp_cost, quantile=quantile)
-        metrics = multiclass_metrics(y_true, output)
+        metrics = task_metrics(task, y_true, output)
         prob = np.asarray(output, dtype=np.float64)
         n_classes = prob.shape[1]
         names = [str(c) for c in range(n_classes)] if label_names is None else list(label_names)
@@ -110,16 +110,9 @@ def evaluation_report(
         _reject(
             task, threshold=threshold, fn_cost=fn_cost, fp_cost=fp_cost, label_names=label_names
         )
-        pred = np.asarray(output, dtype=np.float64)
-        if pred.ndim == 2 and pred.shape[1] == 2:
-            pred = pred[:, 0]
-        elif pred.ndim != 1:
-            raise ValueError(
-                "regression output must be (N,) predictions or (N, 2) gaussian output "
-                f"(mean, scale); got shape {pred.shape}"
-            )
-        metrics = regression_metrics(y_true, pred, quantile=quantile)
-        figures["residuals.png"] = plot_residuals(y_true, pred)
+        point = point_predictions(output)
+        metrics = task_metrics(task, y_true, point, quantile=quantile)
+        figures["residuals.png"] = plot_residuals(y_true, point)
     elif task == "ranking":
         raise ValueError(
             "evaluation_report does not handle task 'ranking'; call "

@@ -188,6 +188,9 @@ def fit_model(
         def finite_sink(metrics: Mapping[str, float], step: int) -> None:
             outer({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
 
+    # The initial weights come from the seed too, not from whatever drew random numbers in this
+    # process before (another fold, another trial): a run is the same wherever it runs.
+    torch.manual_seed(cfg.trainer.seed)
     result = fit(
         build_system(cfg, pre, class_counts),
         batches,

@@ -132,8 +132,7 @@ class LossflowSystem(L.LightningModule):
             other, other_terms = self._data_loss(out, target[perm])
             data_loss = lam * data_loss + (1.0 - lam) * other
             terms = {k: lam * v + (1.0 - lam) * other_terms[k] for k, v in terms.items()}
-        penalties = {name: reg(self.net) for name, reg in self.regularizers.items()}
-        total = data_loss + sum(penalties.values()) if penalties else data_loss
+        penalties, total = self._with_penalties(data_loss)
         if stage == "train":
             self._check_finite(total, data_loss, terms, penalties)
         log = {f"{stage}/loss": total, f"{stage}/data_loss": data_loss}
@@ -141,6 +140,16 @@ class LossflowSystem(L.LightningModule):
         log.update({f"{stage}/reg/{k}": v for k, v in penalties.items()})
         self._means[stage].add(log, float(target.shape[0]))
         return total, out
+
+    def _with_penalties(self, data_loss: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        penalties = {name: reg(self.net) for name, reg in self.regularizers.items()}
+        total = data_loss + sum(penalties.values()) if penalties else data_loss
+        return penalties, total
+
+    def objective(self, inputs: tuple[Tensor, ...], target: Tensor) -> Tensor:
+        """The full training objective (loss + penalties) on a batch, without augmentation or
+        logging: what the loss landscape is drawn of."""
+        return self._with_penalties(self._data_loss(self(*inputs), target)[0])[1]
 
     def _check_finite(
         self,

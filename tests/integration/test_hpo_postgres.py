@@ -1,0 +1,98 @@
+"""HPO scale-out: two worker processes (``lossflow hpo-worker``) share one Optuna study on the
+local PostgreSQL and together run exactly the requested trials, none twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from lossflow.comparison.hpo import create_study, study_plan, study_result
+from lossflow.comparison.plan import plan_comparison
+from lossflow.config.compare import load_compare_config
+
+ROOT = Path(__file__).resolve().parents[2]
+LOSSFLOW = Path(sys.executable).parent / "lossflow"
+ADMIN_URL = os.environ.get(
+    "LOSSFLOW_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+TRIALS = 8
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server, dropped afterwards."""
+    name = f"lossflow_hpo_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL at {ADMIN_URL} is unreachable: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI=true requires it)")
+        pytest.skip(message + "; start it or set LOSSFLOW_TEST_POSTGRES_ADMIN")
+    try:
+        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_two_workers_share_one_study_without_duplicates(database: str, tmp_path: Path) -> None:
+    settings = load_compare_config(
+        [
+            "compare=flights_hpo",
+            f"data_dir={tmp_path / 'data'}",
+            "data.subsample=1500",
+            "trainer.max_epochs=2",
+            f"hpo.n_trials={TRIALS}",
+            f"hpo.storage={database}",
+            "hpo.pruner=none",
+        ],
+        ROOT / "configs",
+    )
+    plan = plan_comparison(settings, ROOT / "configs")
+    assert create_study(study_plan(plan), database, "shared") == TRIALS
+    env = {**os.environ, "LOSSFLOW_LOG_FILE": str(tmp_path / "lossflow.log")}
+    workers = [
+        subprocess.Popen(
+            [
+                str(LOSSFLOW),
+                "hpo-worker",
+                "shared",
+                "--storage",
+                database,
+                "--work-dir",
+                str(tmp_path / f"worker-{i}"),
+                "--worker",
+                str(i),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (1, 2)
+    ]
+    ran = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-3000:]
+        ran.append(int(out.strip().splitlines()[-1].split()[1]))
+    result = study_result(database, "shared")
+    finished = result.finished()
+    assert sum(ran) == len(finished) == TRIALS
+    assert sorted(t.ticket for t in finished) == list(range(TRIALS))  # each ticket ran once
+    assert len({t.number for t in result.trials}) == len(result.trials)
+    assert {t.worker for t in finished} == {1, 2}  # both processes took part
+    extra = [t for t in result.trials if t.ticket is None]
+    assert all(t.state == "FAIL" for t in extra)  # a late ask after the last ticket trains nothing
