@@ -7,8 +7,8 @@ champion, a pair of losses in an offline comparison). Benjamini & Hochberg (1995
 expected share of false rejections at ``alpha`` for independent or positively dependent tests;
 lossflow uses it across the features of a drift report, where many columns are tested at once.
 
-Both return the adjusted p-values (monotone, capped at 1) and which hypotheses are rejected:
-``adjusted <= alpha``.
+Both return the adjusted p-values (monotone, capped at 1) and which hypotheses are rejected
+(by the procedures' own thresholds, so a p-value exactly at one is rejected as statsmodels does).
 
 Example:
     >>> rejected, adjusted = holm([0.01, 0.04, 0.03], alpha=0.05)
@@ -59,7 +59,13 @@ def holm(p_values: npt.ArrayLike, alpha: float = 0.05) -> tuple[BoolArray, Float
     stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])
     adjusted = np.empty(m)
     adjusted[order] = np.minimum(stepped, 1.0)
-    return adjusted <= alpha, adjusted
+    # Step down on the thresholds themselves (p_(i) <= alpha / (m - i + 1)), not on the
+    # adjusted values, whose rounding can differ from alpha at the boundary.
+    below = p[order] <= alpha / (m - np.arange(m))
+    passed = int(np.argmin(below)) if not below.all() else m
+    rejected = np.zeros(m, dtype=bool)
+    rejected[order[:passed]] = True
+    return rejected, adjusted
 
 
 def benjamini_hochberg(
@@ -86,4 +92,9 @@ def benjamini_hochberg(
     stepped = np.minimum.accumulate(ranked[::-1])[::-1]
     adjusted = np.empty(m)
     adjusted[order] = np.minimum(stepped, 1.0)
-    return adjusted <= alpha, adjusted
+    # Step up on the thresholds themselves: the largest k with p_(k) <= k alpha / m.
+    below = np.flatnonzero(p[order] <= np.arange(1, m + 1) * alpha / m)
+    rejected = np.zeros(m, dtype=bool)
+    if below.size:
+        rejected[order[: below[-1] + 1]] = True
+    return rejected, adjusted
