@@ -8,6 +8,7 @@ from statsmodels.stats.multitest import multipletests
 
 from lossflow.stats.multiple import benjamini_hochberg, holm
 
+
 def _p_lists() -> list[list[float]]:
     """300 seeded families of 1-40 p-values, with ties, zeros, ones and values near alpha."""
     rng = np.random.default_rng(3)
