@@ -14,7 +14,7 @@ export ORT_DISABLE_TELEMETRY := 1
 TYPED := src $(wildcard pipelines)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve traffic monitor losses ui test test-fast lint format typecheck bench clean
+.PHONY: help install run serve traffic monitor demo losses ui test test-fast lint format typecheck bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ traffic: $(STAMP) ## Replay production flights against `make serve` (TRAFFIC_ARG
 MONITOR_ARGS ?= --since 24h
 monitor: $(STAMP) ## Judge the logged traffic: drift, quality, retrain decision (MONITOR_ARGS=...)
 	$(BIN)/lossflow monitor $(MONITOR_ARGS)
+
+demo: $(STAMP) ## The closed loop on Sep-Dec 2013 (train, serve, replay, monitor, retrain, A/B): ~10 min
+	$(BIN)/lossflow demo --json data/demo-timeline.json
 
 losses: $(STAMP) ## Print the loss catalogue
 	$(BIN)/lossflow losses

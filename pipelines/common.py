@@ -22,3 +22,17 @@ RETRYING: Final[dict[str, Any]] = {
     "retry_delay_seconds": RETRY_DELAY_S,
     "retry_condition_fn": retry_unless_user_error,
 }
+
+
+def tag_flow_run(tags: list[str]) -> None:
+    """Add ``tags`` to the flow run this is called in (the Prefect UI filters runs by them);
+    nothing outside a flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.id
+    if not run_id:
+        return
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(run_id)
+        client.update_flow_run(run_id, tags=sorted({*current.tags, *tags}))

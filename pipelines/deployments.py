@@ -1,26 +1,231 @@
-"""Deployments: the flows on schedules from config (``lossflow schedule``)."""
+"""The flows as deployments, with schedules, triggers and parameters from config.
+
+- ``training`` on ``schedule`` of the training config;
+- ``monitoring`` on ``schedule`` of ``configs/monitoring/`` (hourly), over its ``window``;
+- ``ab-analysis`` on ``schedule`` of ``configs/ab/`` (hourly, at half past);
+- ``retrain``, triggered by the ``lossflow.retrain.requested`` event of the registered model (the
+  monitoring flow emits it), the event's payload as its ``request``, at most
+  ``trigger.concurrency_limit`` runs at once (the others wait: none is dropped).
+
+``served`` builds them for ``lossflow schedule`` (one process runs them all); ``deploy`` registers
+them with the server at ``PREFECT_API_URL`` for a work pool's workers (``lossflow deploy``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Final
 
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
-from prefect.schedules import Cron
+from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron, Schedule
 
-from lossflow.config.training import TrainingConfig
-from pipelines.training import training
+from lossflow.config.ab import load_ab_config
+from lossflow.config.common import ScheduleConfig
+from lossflow.config.monitoring import load_monitoring_config
+from lossflow.config.retrain import RetrainConfig, load_retrain_config
+from lossflow.config.training import TrainingConfig, load_training_config
+from lossflow.errors import UserError
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+FLOWS: Final = ("training", "monitoring", "ab-analysis", "retrain")
+ENTRYPOINTS: Final = {
+    "training": "pipelines/training.py:training",
+    "monitoring": "pipelines/monitoring.py:monitoring",
+    "ab-analysis": "pipelines/ab_analysis.py:ab_analysis",
+    "retrain": "pipelines/retrain.py:retrain",
+}
+
+
+class DeploymentSpecError(UserError):
+    """A ``--set FLOW:KEY=VALUE`` names no flow; the message lists them."""
+
+
+def split_overrides(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["training:loss=bce", "retrain:cooldown=1h"]`` -> per flow, its overrides.
+
+    Raises:
+        DeploymentSpecError: an item is not ``FLOW:KEY=VALUE`` for a known flow.
+    """
+    out: dict[str, list[str]] = {name: [] for name in FLOWS}
+    for item in items:
+        name, sep, override = item.partition(":")
+        if not sep or name not in out or "=" not in override:
+            raise DeploymentSpecError(
+                f"--set {item!r}: write FLOW:KEY=VALUE with FLOW one of {', '.join(FLOWS)} "
+                "(e.g. --set training:loss=bce)"
+            )
+        out[name].append(override)
+    return out
+
+
+def _cron(schedule: ScheduleConfig) -> Schedule:
+    return Cron(schedule.cron, timezone=schedule.timezone)
+
+
+def retrain_trigger(cfg: RetrainConfig) -> DeploymentEventTrigger:
+    """The trigger of the ``retrain`` deployment: the event of this registered model, its
+    payload passed whole as ``request``."""
+    return DeploymentEventTrigger(
+        name=f"retrain {cfg.tracking.registered_model} on {cfg.trigger.event}",
+        enabled=cfg.trigger.enabled,
+        expect={cfg.trigger.event},
+        match={"prefect.resource.id": f"lossflow.model.{cfg.tracking.registered_model}"},
+        parameters={
+            "request": {
+                "__prefect_kind": "json",
+                "value": {"__prefect_kind": "jinja", "template": "{{ event.payload | tojson }}"},
+            }
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One deployment: flow name, deployment name, schedule or trigger, parameters."""
+
+    flow: str
+    name: str
+    parameters: dict[str, Any]
+    cron: Schedule | None = None
+    triggers: list[Any] = field(default_factory=list)
+    concurrency: ConcurrencyLimitConfig | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def specs(config_dir: Path, overrides: Mapping[str, list[str]] | None = None) -> list[Spec]:
+    """The four deployments from the configs (``overrides``: per flow, as ``split_overrides``).
+
+    Raises:
+        ConfigError: a config does not load.
+    """
+    given = {name: list((overrides or {}).get(name, [])) for name in FLOWS}
+    directory = str(config_dir.resolve())
+    training_cfg: TrainingConfig = load_training_config(given["training"], config_dir)
+    monitoring_cfg = load_monitoring_config(given["monitoring"], config_dir)
+    ab_cfg = load_ab_config(given["ab-analysis"], config_dir)
+    retrain_cfg = load_retrain_config(given["retrain"], config_dir)
+    model = retrain_cfg.tracking.registered_model
+    common = ["lossflow", f"model:{model}"]
+    limit = ConcurrencyLimitConfig(
+        limit=retrain_cfg.trigger.concurrency_limit,
+        collision_strategy=ConcurrencyLimitStrategy.ENQUEUE,
+    )
+    return [
+        Spec("training", f"training-{training_cfg.loss.name}",
+             {"overrides": given["training"], "config_dir": directory},
+             cron=_cron(training_cfg.schedule),
+             tags=[*common, f"loss:{training_cfg.loss.name}"]),
+        Spec("monitoring", "monitoring",
+             {"since": monitoring_cfg.window, "overrides": given["monitoring"],
+              "config_dir": directory},
+             cron=_cron(monitoring_cfg.schedule), tags=common),
+        Spec("ab-analysis", "ab-analysis",
+             {"overrides": given["ab-analysis"], "config_dir": directory},
+             cron=_cron(ab_cfg.schedule), tags=common),
+        Spec("retrain", "retrain", {"overrides": given["retrain"], "config_dir": directory},
+             triggers=[retrain_trigger(retrain_cfg)], concurrency=limit, tags=common),
+    ]  # fmt: skip
+
+
+def _flow(name: str) -> Any:
+    if name == "training":
+        from pipelines.training import training
+
+        return training
+    if name == "monitoring":
+        from pipelines.monitoring import monitoring
+
+        return monitoring
+    if name == "ab-analysis":
+        from pipelines.ab_analysis import ab_analysis
+
+        return ab_analysis
+    from pipelines.retrain import retrain
+
+    return retrain
+
+
+def served(
+    config_dir: Path, overrides: Mapping[str, list[str]] | None = None
+) -> list[RunnerDeployment]:
+    """The deployments for ``prefect.serve`` (``lossflow schedule``)."""
+    out = []
+    for spec in specs(config_dir, overrides):
+        deployment = _flow(spec.flow).to_deployment(
+            name=spec.name,
+            schedule=spec.cron,
+            triggers=spec.triggers or None,
+            parameters=spec.parameters,
+            concurrency_limit=spec.concurrency,
+            tags=spec.tags,
+        )
+        if not isinstance(deployment, RunnerDeployment):
+            raise TypeError("served() is synchronous: call it outside an event loop")
+        out.append(deployment)
+    return out
 
 
 def training_deployment(
     cfg: TrainingConfig, overrides: list[str], config_dir: Path
 ) -> RunnerDeployment:
-    """The ``training`` flow as a deployment on ``cfg.schedule``'s cron, with these overrides."""
+    """The ``training`` flow alone as a deployment on ``cfg.schedule``'s cron."""
+    from pipelines.training import training
+
     deployment = training.to_deployment(
         name=f"training-{cfg.loss.name}",
-        schedule=Cron(cfg.schedule.cron, timezone=cfg.schedule.timezone),
+        schedule=_cron(cfg.schedule),
         parameters={"overrides": list(overrides), "config_dir": str(config_dir)},
         tags=["lossflow", f"loss:{cfg.loss.name}"],
     )
     if not isinstance(deployment, RunnerDeployment):
         raise TypeError("training_deployment is synchronous: call it outside an event loop")
     return deployment
+
+
+def deploy(
+    config_dir: Path,
+    work_pool: str,
+    overrides: Mapping[str, list[str]] | None = None,
+    source: Path = ROOT,
+) -> list[str]:
+    """Register the deployments with the server at ``PREFECT_API_URL`` for ``work_pool`` (a
+    ``process`` pool, created when missing); their code is loaded from ``source``. Returns the
+    deployment ids."""
+    from prefect import Flow
+    from prefect import flow as prefect_flow
+
+    ensure_work_pool(work_pool)
+    ids = []
+    for spec in specs(config_dir, overrides):
+        loaded = prefect_flow.from_source(source=str(source), entrypoint=ENTRYPOINTS[spec.flow])
+        if not isinstance(loaded, Flow):
+            raise TypeError("deploy() is synchronous: call it outside an event loop")
+        deployment_id = loaded.deploy(
+            name=spec.name,
+            work_pool_name=work_pool,
+            schedule=spec.cron,
+            triggers=spec.triggers or None,
+            parameters=spec.parameters,
+            concurrency_limit=spec.concurrency,
+            tags=spec.tags,
+            build=False,
+            push=False,
+            print_next_steps=False,
+        )
+        ids.append(str(deployment_id))
+    return ids
+
+
+def ensure_work_pool(name: str) -> None:
+    """Create the ``process`` work pool ``name`` unless it exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=name, type="process"))

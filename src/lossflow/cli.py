@@ -8,6 +8,7 @@ serve`` works where only the serving dependencies are installed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -29,7 +30,7 @@ from rich.table import Table
 from lossflow import terminal
 from lossflow.config import DEFAULT_CONFIG_DIR
 from lossflow.config.serving import ServingConfig, load_serving_config
-from lossflow.config.training import TrainingConfig, load_training_config
+from lossflow.config.training import load_training_config
 from lossflow.errors import UserError
 from lossflow.losses import TaskType
 
@@ -387,25 +388,103 @@ def ui(
     raise typer.Exit(subprocess.call(command))
 
 
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="FLOW:KEY=VALUE override of one flow's config (training, monitoring, ab-analysis, "
+        "retrain), e.g. --set retrain:cooldown=6h; repeat for more",
+    ),
+]
+FlowOption = Annotated[
+    list[str] | None,
+    typer.Option("--flow", help="only this flow (repeat for more); default: all four"),
+]
+
+
+def _deployment_overrides(training: list[str], sets: list[str]) -> dict[str, list[str]]:
+    from pipelines.deployments import split_overrides
+
+    per_flow = split_overrides(sets)
+    per_flow["training"] = [*training, *per_flow["training"]]
+    return per_flow
+
+
 @app.command()
 @user_errors
 def schedule(
-    overrides: Overrides = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="training overrides: loss=bce trainer.max_epochs=3")
+    ] = None,
+    set_: SetOption = None,
+    flow: FlowOption = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
-    """Serve the training flow as a deployment on the configured cron schedule."""
+    """Run the flows on one machine: training, monitoring and A/B analysis on their crons,
+    retraining on the monitoring's retrain events (a local Prefect server unless
+    PREFECT_API_URL names one)."""
     _needs("train")
-    cfg: TrainingConfig = load_training_config(overrides or [], config_dir)
-    from pipelines.deployments import training_deployment
+    from pipelines import deployments, server
     from prefect import serve as serve_deployments
+    from prefect.settings import PREFECT_API_URL
 
-    deployment = training_deployment(cfg, overrides or [], config_dir)
-    Console().print(
-        f"serving deployment '{deployment.name}' on cron '{cfg.schedule.cron}' "
-        f"({cfg.schedule.timezone}); Ctrl-C stops it"
-    )
+    per_flow = _deployment_overrides(overrides or [], set_ or [])
+    unknown = sorted(set(flow or []) - set(deployments.FLOWS))
+    if unknown:
+        raise deployments.DeploymentSpecError(
+            f"--flow {', '.join(unknown)}: the flows are {', '.join(deployments.FLOWS)}"
+        )
+    chosen = deployments.served(config_dir, per_flow)
+    if flow:
+        chosen = [d for d, name in zip(chosen, deployments.FLOWS, strict=True) if name in flow]
+    console = Console()
+    for d in chosen:
+        cron = getattr(d.schedules[0].schedule, "cron", None) if d.schedules else None
+        when = f"on cron {cron}" if cron else "on its event trigger"
+        console.print(f"deployment [bold]{d.flow_name}/{d.name}[/bold] {when}")
     _quiet_prefect(strip_only=True)  # a failed scheduled run is reported; the next one runs
-    serve_deployments(deployment)
+    if PREFECT_API_URL.value():
+        console.print(f"Prefect server: {PREFECT_API_URL.value()}; Ctrl-C stops serving")
+        serve_deployments(*chosen)
+        return
+    data_dir = load_serving_config([], config_dir).data_dir
+    with server.running(data_dir / "prefect", port=4200) as local:
+        console.print(
+            f"Prefect server started: UI {local.ui_url} (database {local.home}); Ctrl-C stops "
+            "serving and the server"
+        )
+        serve_deployments(*chosen)
+
+
+@app.command()
+@user_errors
+def deploy(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="training overrides: loss=bce trainer.max_epochs=3")
+    ] = None,
+    set_: SetOption = None,
+    pool: Annotated[str, typer.Option(help="the work pool (type process; created if missing)")] = (
+        "lossflow"
+    ),
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """Register the four deployments with the Prefect server at PREFECT_API_URL, for the workers
+    of a work pool (start one with: prefect worker start --pool lossflow)."""
+    _needs("train")
+    from pipelines import deployments
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise deployments.DeploymentSpecError(
+            "PREFECT_API_URL is not set: point it at your Prefect server, e.g. "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api lossflow deploy (start one with "
+            "`prefect server start`, or run everything on one machine with `lossflow schedule`)"
+        )
+    ids = deployments.deploy(config_dir, pool, _deployment_overrides(overrides or [], set_ or []))
+    console = Console()
+    for name, deployment_id in zip(deployments.FLOWS, ids, strict=True):
+        console.print(f"deployed {name}: {deployment_id}")
+    console.print(f"start a worker: prefect worker start --pool {pool}")
 
 
 @app.command()
@@ -484,6 +563,13 @@ def traffic(
     concurrency: Annotated[int, typer.Option(help="most requests in flight")] = 16,
     records_per_request: Annotated[int, typer.Option(help="rows per request")] = 1,
     seed: Annotated[int, typer.Option(help="picks which requests are labelled")] = 0,
+    replay_clock: Annotated[
+        bool,
+        typer.Option(
+            help="send each row's time (the time column) as the request's time; the service "
+            "must run with replay_clock=true"
+        ),
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
@@ -495,6 +581,7 @@ def traffic(
         run_traffic,
         summary_table,
     )
+    from lossflow.replay.rows import default_time_column
 
     err_console = _stderr()
     try:
@@ -509,11 +596,16 @@ def traffic(
         )
         path = data or find_production_data(load_serving_config([], config_dir).data_dir)
         frame = production_rows(path, months=months, time_column=time_column, limit=limit)
+        if replay_clock:
+            clock = time_column or default_time_column(frame)
+            if clock is None:
+                raise ValueError("--replay-clock: the rows have no known time column; name it")
+            options = dataclasses.replace(options, clock=clock)
+        err_console.print(f"replaying {len(frame)} rows of {path} against {url}")
+        report = run_traffic(frame, url, options)
     except (FileNotFoundError, ValueError) as err:
         err_console.print(f"[red]lossflow traffic:[/red] {escape(str(err))}")
         raise typer.Exit(2) from None
-    err_console.print(f"replaying {len(frame)} rows of {path} against {url}")
-    report = run_traffic(frame, url, options)
     Console(width=None if sys.stdout.isatty() else 170).print(summary_table(report))
     if json_path is not None:
         json_path.write_text(json.dumps(report.summary(), indent=2))
@@ -723,3 +815,36 @@ def ab_rollback(
         Console().print(f"audit run: {run_id} (MLflow experiment {cfg.mlflow_experiment})")
     if not action.applied and not dry_run:
         raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="the demo's own directory (emptied first)")] = Path(
+        "data/demo"
+    ),
+    rows_per_month: Annotated[int, typer.Option(help="flights replayed per month")] = 6000,
+    subsample: Annotated[int, typer.Option(help="training rows per split part")] = 30000,
+    epochs: Annotated[int, typer.Option(help="training epochs (champion and candidates)")] = 3,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="write the timeline here")
+    ] = None,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """The closed loop on September-December 2013: train, serve, replay, monitor, retrain
+    (triggered by its event), A/B-test and promote or reject; prints the timeline."""
+    _needs("train")
+    from pipelines.demo import run_demo
+
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    _quiet_prefect()
+    terminal.quiet_console("prefect", "lightning.pytorch", "mlflow")  # the timeline is the output
+    started = datetime.now(UTC)
+    timeline = run_demo(
+        data_dir.resolve(), config_dir.resolve(), rows_per_month=rows_per_month,
+        subsample=subsample, epochs=epochs, json_path=json_path,
+        echo=lambda line: console.print(escape(line)),
+    )  # fmt: skip
+    minutes = (datetime.now(UTC) - started).total_seconds() / 60
+    console.print(f"demo finished in {minutes:.1f} min; {len(timeline.events)} events"
+                  + (f", timeline in {json_path}" if json_path else ""))  # fmt: skip

@@ -106,3 +106,27 @@ def quiet_user_errors(
         if not any(isinstance(f, QuietUserErrors) for f in handler.filters):
             handler.addFilter(quiet)
     return quiet
+
+
+def quiet_console(*names: str, level: int = logging.WARNING) -> None:
+    """Show only ``level`` and above of the ``names`` loggers on the terminal; what they send
+    elsewhere (Prefect's API handler: the UI's run logs) is unchanged."""
+    for name in names:
+        logger = logging.getLogger(name)
+        for candidate in (logger, logging.getLogger()):
+            for handler in candidate.handlers:
+                if isinstance(handler, logging.StreamHandler) and not isinstance(
+                    handler, logging.FileHandler
+                ):
+                    handler.addFilter(_BelowFrom(name, level))
+
+
+class _BelowFrom(logging.Filter):
+    def __init__(self, prefix: str, level: int) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_it = record.name == self.prefix or record.name.startswith(self.prefix + ".")
+        return not from_it or record.levelno >= self.level

@@ -51,6 +51,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from lossflow.contract import CHALLENGER, CHAMPION
 from lossflow.errors import UserError
 
 if TYPE_CHECKING:
@@ -494,6 +495,15 @@ class Tracker:
                 return {}
             raise
         return {str(k): str(v) for k, v in model.aliases.items()}
+
+    def challenger_under_test(self, name: str) -> str | None:
+        """The ``challenger`` version of ``name`` when it differs from the ``champion`` (an A/B
+        test is deciding it); ``None`` otherwise."""
+        aliases = self.aliases(name)
+        challenger = aliases.get(CHALLENGER)
+        if challenger is None or challenger == aliases.get(CHAMPION):
+            return None
+        return challenger
 
     def alias_version(self, name: str, alias: str) -> str | None:
         """The version ``alias`` points at; None when the alias or the model does not exist."""

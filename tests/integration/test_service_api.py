@@ -751,6 +751,51 @@ def test_admin_needs_the_bearer_token(admin: TestClient, headers: dict[str, str]
     assert admin.get("/info").json()["variants"]["champion"]["weight"] == 50.0
 
 
+def test_a_replay_clock_is_taken_only_by_a_service_configured_for_it(
+    client: TestClient, registry: Registry, tmp_path: Path, log_db: Path
+) -> None:
+    record = _complete(registry)
+    refused = client.post(
+        "/predict", json={"unit_id": "u", "records": [record], "ts": "2013-09-01T08:00:00Z"}
+    )
+    assert refused.status_code == 422
+    assert "replay_clock: true" in refused.json()["detail"][0]["msg"]
+    answered = _predict(client, "u", [record])
+    late = client.post(
+        "/feedback",
+        json={"request_id": answered["request_id"], "labels": [1], "ts": "2013-09-02T00:00:00Z"},
+    )
+    assert late.status_code == 422
+    replay_db = tmp_path / "replay.db"
+    with _serve(_config(tmp_path / "data", replay_db, "replay_clock=true")) as replay:
+        assert replay.get("/info").json()["replay_clock"] is True
+        body = _predict_ts(replay, record, "2013-09-01T08:00:00-04:00")
+        stored = replay.post(
+            "/feedback",
+            json={"request_id": body["request_id"], "labels": [0], "ts": "2013-09-01T14:00:00Z"},
+        )
+        assert stored.status_code == 201, stored.text
+        naive = replay.post(
+            "/predict", json={"unit_id": "u", "records": [record], "ts": "2013-09-01T08:00:00"}
+        )
+        assert naive.status_code == 422
+        assert "with a zone" in naive.json()["detail"][0]["msg"]
+    log = PredictionLog(f"sqlite:///{replay_db}")
+    frame = log.read(datetime(2013, 9, 1, tzinfo=UTC), datetime(2013, 9, 2, tzinfo=UTC))
+    with log.engine.connect() as conn:
+        feedback_ts = conn.execute(log.feedback.select()).mappings().one()["ts"]
+    log.dispose()
+    assert frame["ts"].tolist() == [pd.Timestamp("2013-09-01T12:00:00", tz="UTC")]
+    assert frame["labels"].tolist() == [[0]]
+    assert feedback_ts.replace(tzinfo=UTC) == datetime(2013, 9, 1, 14, tzinfo=UTC)
+
+
+def _predict_ts(client: TestClient, record: dict[str, Any], ts: str) -> dict[str, Any]:
+    response = client.post("/predict", json={"unit_id": "u", "records": [record], "ts": ts})
+    assert response.status_code == 200, response.text
+    return cast(dict[str, Any], response.json())
+
+
 def test_traffic_change_moves_every_unit(admin: TestClient, registry: Registry) -> None:
     before = {u: _predict(admin, u, registry.records[:1])["variant"] for u in UNITS[:60]}
     assert set(before.values()) == {"champion", "challenger"}

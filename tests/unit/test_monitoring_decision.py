@@ -114,6 +114,19 @@ def test_the_same_causes_ask_once_and_a_cooldown_holds() -> None:
     assert new_version.status == "retrain", "a new version is judged afresh"
 
 
+def test_a_challenger_under_test_defers_the_retrain() -> None:
+    evidence = _evidence(drift=_drift(3))
+    deferred = decide(evidence, POLICY, [], NOW, under_test="5")
+    assert deferred.status == "deferred"
+    assert not deferred.retrain
+    assert deferred.candidate_losses == []
+    assert deferred.reasons[-1].code == "deferred"
+    assert "challenger version 5 is under A/B test" in deferred.reasons[-1].message
+    # Deferred is not a request: once the test is decided the same causes ask.
+    assert decide(evidence, POLICY, [], NOW).status == "retrain"
+    assert decide(_evidence(), POLICY, [], NOW, under_test="5").status == "no_action"
+
+
 def test_summaries_round_trip_through_json() -> None:
     summary = NumericSummary.of([1.0, 2.0, 2.0, float("nan")])
     assert NumericSummary.from_json(summary.to_json()) == summary

@@ -259,6 +259,22 @@ def test_plan_groups_rows_labels_and_units() -> None:
     assert plan[2].labels == (1, 0)
 
 
+def test_a_replay_clock_sends_each_requests_own_time() -> None:
+    frame = _frame(4).sort_values(TIME)
+    clocked = dataclasses.replace(INFO, replay_clock=True)
+    plan = plan_requests(frame, clocked, TrafficOptions(records_per_request=2, clock=TIME))
+    first = orjson.loads(plan[0].body)
+    assert first["ts"] == "2013-09-01T00:00:00+00:00" == plan[0].ts
+    assert [orjson.loads(p.body)["ts"] for p in plan] == [p.ts for p in plan]
+    assert plan[1].ts is not None
+    assert plan[1].ts > plan[0].ts
+    with pytest.raises(ValueError, match="replay_clock=true"):
+        plan_requests(frame, INFO, TrafficOptions(clock=TIME))
+    with pytest.raises(ValueError, match="no such column"):
+        plan_requests(frame, clocked, TrafficOptions(clock="when"))
+    assert "ts" not in orjson.loads(plan_requests(frame, clocked, TrafficOptions())[0].body)
+
+
 def test_plan_labels_a_deterministic_fraction() -> None:
     frame = _frame(400)
     options = TrafficOptions(fraction=0.25, seed=5)

@@ -97,6 +97,12 @@ class ServingConfig(Section):
         description="keep the routing (experiment, weights) in the log database: PUT "
         "/admin/traffic on one replica reaches every replica at its next registry check",
     )
+    replay_clock: bool = Field(
+        False,
+        description="accept a 'ts' (ISO 8601 with a zone) in /predict and /feedback bodies and "
+        "log it as the time: replaying history in compressed time (lossflow demo); never in "
+        "production, where the log's times must be the service's own",
+    )
     limits: ServingLimits = ServingLimits()
     admin_token_env: str = Field(
         "LOSSFLOW_ADMIN_TOKEN", description="environment variable holding the admin bearer token"

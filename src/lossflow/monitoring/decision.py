@@ -16,7 +16,9 @@ version over one window and answers ``retrain`` or not, with the reasons, the ev
 It never retrains on too little evidence: too few rows, or a window whose records do not fit the
 model, give ``insufficient_data``. It asks once per cause: a retrain asked for the same model
 version and the same causes (the **dedup key**) is not asked again, and no retrain is asked
-within ``cooldown_s`` of the last one (``cooldown``).
+within ``cooldown_s`` of the last one (``cooldown``). While a challenger is under A/B test it
+defers (``deferred``, not counted as asked): one model change is in flight at a time, and the
+next window asks again if the causes persist.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from lossflow.monitoring.drift import DriftReport
 from lossflow.monitoring.performance import PerformanceReport
 from lossflow.monitoring.prior import PriorShift
 
-Status = Literal["retrain", "no_action", "insufficient_data", "cooldown", "duplicate"]
+Status = Literal["retrain", "no_action", "insufficient_data", "cooldown", "duplicate", "deferred"]
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,7 @@ def decide(
     policy: Policy,
     history: Sequence[PastRequest],
     now: datetime,
+    under_test: str | None = None,
 ) -> Decision:
     """The decision for ``evidence`` (see the module).
 
@@ -259,6 +262,7 @@ def decide(
         policy: thresholds, minimum rows, cooldown.
         history: retrains asked before.
         now: the decision's time (aware).
+        under_test: the challenger version an A/B test is deciding, if any.
     """
     window = (evidence.window_start, evidence.window_end)
     base = {"rows": evidence.rows, "model_version": evidence.model_version}
@@ -303,6 +307,15 @@ def decide(
         note = Reason("duplicate", "the same causes were already sent for this model version")
         return Decision(
             "duplicate", [*reasons, note], [], key, evidence.model_version, window, evidence_json
+        )
+    if under_test is not None:
+        note = Reason(
+            "deferred",
+            f"challenger version {under_test} is under A/B test; retraining waits for its "
+            "decision (the next window asks again if the causes persist)",
+        )
+        return Decision(
+            "deferred", [*reasons, note], [], key, evidence.model_version, window, evidence_json
         )
     last = max((p.at for p in history), default=None)
     if last is not None and now - last < timedelta(seconds=policy.cooldown_s):

@@ -235,7 +235,9 @@ def judge(
 ) -> Judgement:
     """Analyse the window against the profile and decide (``problem``: why it cannot be)."""
     now = now or datetime.now(UTC)
-    history = past_requests(tracker(cfg), cfg.tracking.registered_model)
+    registry = tracker(cfg)
+    history = past_requests(registry, cfg.tracking.registered_model)
+    under_test = registry.challenger_under_test(cfg.tracking.registered_model)
     if profile is None or summary is None or problem is not None:
         evidence = evidence_without_window(
             profile,
@@ -246,9 +248,9 @@ def judge(
             target.requests if summary is None else summary.rows,
             problem or "nothing to judge",
         )
-        return Judgement(None, decide(evidence, policy(cfg), history, now))
+        return Judgement(None, decide(evidence, policy(cfg), history, now, under_test))
     analysis = analyse(profile, summary, cfg)
-    return Judgement(analysis, decide(analysis.evidence, policy(cfg), history, now))
+    return Judgement(analysis, decide(analysis.evidence, policy(cfg), history, now, under_test))
 
 
 def report_html(
@@ -317,4 +319,5 @@ def retrain_event(cfg: MonitoringConfig, decision: Decision, run_id: str) -> dic
         "window": list(decision.window),
         "dedup_key": decision.dedup_key,
         "monitoring_run_id": run_id,
+        "prior": decision.evidence.get("prior"),
     }

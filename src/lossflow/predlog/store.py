@@ -164,8 +164,12 @@ class PredictionLog:
             row[_OUTPUTS] = _json_text(row[_OUTPUTS])
         conn.exec_driver_sql(self._insert_sql, [tuple(row) for row in rows])
 
-    def record_feedback(self, request_id: str, labels: list[Any]) -> bool:
+    def record_feedback(
+        self, request_id: str, labels: list[Any], ts: datetime | None = None
+    ) -> bool:
         """Attach ground-truth labels (one per record of the request) to a logged prediction.
+
+        ``ts`` is when the truth became known (default now; a replay gives its own clock).
 
         Returns:
             ``True`` if stored, ``False`` if the same labels were already stored.
@@ -199,7 +203,7 @@ class PredictionLog:
             with self.engine.begin() as conn:
                 conn.execute(
                     sa.insert(self.feedback),
-                    {"request_id": request_id, "labels": wanted, "ts": datetime.now(UTC)},
+                    {"request_id": request_id, "labels": wanted, "ts": ts or datetime.now(UTC)},
                 )
         except IntegrityError:
             with self.engine.connect() as conn:

@@ -155,7 +155,13 @@ class _Replay:
         self.latencies_ms.append(latency_ms)
         self.by_variant[variant] += 1
         answer = Answer(
-            request.position, request_id, request.unit_id, variant, request.rows, request.labels
+            request.position,
+            request_id,
+            request.unit_id,
+            variant,
+            request.rows,
+            request.labels,
+            request.ts,
         )
         self.answers.append(answer)
         if request.labels is not None and not self.stop.is_set():

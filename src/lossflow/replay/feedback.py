@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Final
 
 import httpx
@@ -60,7 +61,7 @@ class DelayedFeedback:
     def schedule(self, answer: Answer, labels: tuple[JsonScalar, ...], delay_s: float) -> None:
         """Post ``labels`` for ``answer`` ``delay_s`` seconds from now."""
         due = self._loop.time() + delay_s
-        task = asyncio.ensure_future(self._post(answer, labels, due))
+        task = asyncio.ensure_future(self._post(answer, labels, due, delay_s))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -81,7 +82,9 @@ class DelayedFeedback:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _post(self, answer: Answer, labels: tuple[JsonScalar, ...], due: float) -> None:
+    async def _post(
+        self, answer: Answer, labels: tuple[JsonScalar, ...], due: float, delay_s: float
+    ) -> None:
         wait = due - self._loop.time()
         if wait > 0 and not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -89,7 +92,11 @@ class DelayedFeedback:
                     await self._stop.wait()
         if self._stop.is_set():
             return
-        body = orjson.dumps({"request_id": answer.request_id, "labels": list(labels)})
+        payload: dict[str, object] = {"request_id": answer.request_id, "labels": list(labels)}
+        if answer.ts is not None:  # the replay's clock: known delay_s after the answer
+            known = datetime.fromisoformat(answer.ts) + timedelta(seconds=delay_s)
+            payload["ts"] = known.isoformat()
+        body = orjson.dumps(payload)
         async with self._slots:
             try:
                 response = await self._client.post("/feedback", content=body, headers=JSON_HEADERS)

@@ -23,6 +23,7 @@ class Answer:
         variant: the variant that answered.
         rows: the file positions of its records' rows.
         labels: the labels due as feedback; ``None`` when the request is not labelled.
+        ts: the request's own time (a replay clock); ``None``: the service's.
     """
 
     position: int
@@ -31,6 +32,7 @@ class Answer:
     variant: str
     rows: tuple[int, ...]
     labels: tuple[JsonScalar, ...] | None
+    ts: str | None = None
 
 
 @dataclass

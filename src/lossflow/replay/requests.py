@@ -67,6 +67,7 @@ class ServiceInfo:
         prediction_log: whether the service logs predictions (feedback needs it).
         max_records: the most records one request may carry (``None``: not advertised).
         variants: the names of the variants answering traffic.
+        replay_clock: whether the service takes the requests' own times (``ts``).
     """
 
     features: tuple[str, ...]
@@ -75,6 +76,7 @@ class ServiceInfo:
     prediction_log: bool
     max_records: int | None
     variants: tuple[str, ...]
+    replay_clock: bool = False
 
     @classmethod
     def from_json(cls, payload: Any) -> ServiceInfo:
@@ -94,6 +96,7 @@ class ServiceInfo:
                 prediction_log=bool(payload.get("prediction_log", True)),
                 max_records=None if max_records is None else int(max_records),
                 variants=tuple(str(v) for v in payload.get("variants") or ()),
+                replay_clock=bool(payload.get("replay_clock", False)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise TrafficError(
@@ -111,6 +114,7 @@ class PlannedRequest:
         unit_id: the unit it is sent for (that of its first row).
         body: the JSON body.
         labels: the labels to post as feedback, one per record; ``None`` when it is not labelled.
+        ts: the request's own time (a replay clock), ISO 8601 UTC; ``None``: the service's.
     """
 
     position: int
@@ -118,6 +122,7 @@ class PlannedRequest:
     unit_id: str
     body: bytes = field(repr=False)
     labels: tuple[JsonScalar, ...] | None
+    ts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,9 @@ class TrafficOptions:
         timeout_s: per-request HTTP timeout.
         ready_timeout_s: how long to wait for a service that is starting (``/info`` 503 or
             connection refused) before giving up.
+        clock: a time column of the rows: each request carries its first row's time as ``ts``
+            and its feedback that time plus ``delay_s`` (the service must run with
+            ``replay_clock: true``); ``None``: the service's own clock.
     """
 
     rate: float = 20.0
@@ -150,6 +158,7 @@ class TrafficOptions:
     max_retry_after_s: float = 30.0
     timeout_s: float = 30.0
     ready_timeout_s: float = 15.0
+    clock: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -203,6 +212,7 @@ def plan_requests(
         )
     records = records_of(frame, info.features)
     positions = _row_positions(frame)
+    times = _clock(frame, info, options.clock)
     targets: list[JsonScalar] | None = None
     if info.prediction_log and info.target in frame.columns:
         targets = [label_value(v, info.task) for v in frame[info.target].tolist()]
@@ -214,9 +224,32 @@ def plan_requests(
         if targets is not None and is_labelled(k, options.fraction, options.seed):
             chunk = tuple(targets[start : start + size])
             labels = None if any(label is None for label in chunk) else chunk
-        body = orjson.dumps({"unit_id": unit, "records": records[start : start + size]})
-        plan.append(PlannedRequest(k, rows, unit, body, labels))
+        payload: dict[str, Any] = {"unit_id": unit, "records": records[start : start + size]}
+        ts = None if times is None else times[start]
+        if ts is not None:
+            payload["ts"] = ts
+        plan.append(PlannedRequest(k, rows, unit, orjson.dumps(payload), labels, ts))
     return plan
+
+
+def _clock(frame: pd.DataFrame, info: ServiceInfo, column: str | None) -> list[str] | None:
+    """The rows' times in ``column`` as ISO 8601 UTC (naive times are taken as UTC)."""
+    if column is None:
+        return None
+    if not info.replay_clock:
+        raise ValueError(
+            f"--clock {column}: the service does not take request times; start it with "
+            "replay_clock=true (only for replays)"
+        )
+    if column not in frame.columns:
+        raise ValueError(
+            f"--clock {column}: the rows have no such column; they have {list(frame.columns)}"
+        )
+    times = pd.to_datetime(frame[column])
+    if times.isna().any():
+        raise ValueError(f"--clock {column}: {int(times.isna().sum())} rows have no time")
+    times = times.dt.tz_localize("UTC") if times.dt.tz is None else times.dt.tz_convert("UTC")
+    return [t.isoformat() for t in times]
 
 
 def due_offset(position: int, rate: float) -> float:

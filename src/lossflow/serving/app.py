@@ -33,7 +33,7 @@ import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
@@ -53,7 +53,7 @@ from lossflow.predlog import (
 )
 from lossflow.predlog.state import read_traffic, write_traffic
 from lossflow.serving.metrics import CONTENT_TYPE, UNROUTED, ServiceMetrics
-from lossflow.serving.predictor import Prediction, RecordError
+from lossflow.serving.predictor import RecordError, logged_output
 from lossflow.serving.router import RoutingError, TrafficSplit
 from lossflow.serving.variants import Deployment, ModelLoadError, Variant, VariantLoader
 
@@ -115,6 +115,9 @@ class FeedbackRequest(_Body):
     labels: list[bool | int | float | str] = Field(
         min_length=1,
         description="binary 0/1, multiclass class name, regression number; one per record",
+    )
+    ts: AwareDatetime | None = Field(
+        None, description="replay_clock services only: when the truth became known"
     )
 
 
@@ -252,25 +255,16 @@ def _error(status: int, msg: str, headers: Mapping[str, str] | None = None) -> R
     )
 
 
-def _output(prediction: Prediction, label_names: tuple[str | int, ...] | None) -> dict[str, Any]:
-    if prediction.probabilities is not None:
-        names = label_names or ()
-        return {
-            "probabilities": {
-                str(n): p for n, p in zip(names, prediction.probabilities, strict=True)
-            },
-            "label": prediction.label,
-        }
-    if prediction.probability is not None:
-        return {"probability": prediction.probability, "label": prediction.label}
-    return {"value": prediction.value}
+_REPLAY_ONLY: Final = "'ts' is accepted only by a service running with replay_clock: true (replays)"
 
 
-def _parse_predict(payload: Any) -> tuple[str, Any] | Response:
+def _parse_predict(payload: Any, replay_clock: bool) -> tuple[str, Any, datetime | None] | Response:
     if not isinstance(payload, dict):
         return _invalid(["body"], "must be a JSON object with 'unit_id' and 'records'")
     for key in payload:
-        if key not in ("unit_id", "records"):
+        if key == "ts" and not replay_clock:
+            return _invalid(["body", "ts"], _REPLAY_ONLY)
+        if key not in ("unit_id", "records", "ts"):
             return _invalid(["body", key], "unknown field; send only 'unit_id' and 'records'")
     unit_id = payload.get("unit_id")
     if unit_id is None:
@@ -279,7 +273,16 @@ def _parse_predict(payload: Any) -> tuple[str, Any] | Response:
         return _invalid(["body", "unit_id"], f"must be a string of 1 to {MAX_UNIT_ID} characters")
     if "records" not in payload:
         return _invalid(["body", "records"], "field required: a list of feature records")
-    return unit_id, payload["records"]
+    ts = None
+    if "ts" in payload:
+        try:
+            ts = datetime.fromisoformat(str(payload["ts"]))
+        except ValueError:
+            ts = None
+        if ts is None or ts.tzinfo is None:
+            return _invalid(["body", "ts"], "must be an ISO 8601 time with a zone, e.g. ...Z")
+        ts = ts.astimezone(UTC)
+    return unit_id, payload["records"], ts
 
 
 def _record_loc(err: RecordError) -> list[str | int]:
@@ -406,10 +409,10 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as err:
             return _reject(_invalid(["body"], f"not valid JSON: {err}"), UNROUTED, started)
-        parsed = _parse_predict(payload)
+        parsed = _parse_predict(payload, cfg.replay_clock)
         if isinstance(parsed, Response):
             return _reject(parsed, UNROUTED, started)
-        unit_id, records = parsed
+        unit_id, records, clock = parsed
         if isinstance(records, list) and len(records) > limits.max_records:
             return _reject(
                 _invalid(
@@ -449,7 +452,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                 variant=variant_name,
             )
         names = variant.predictor.label_names
-        outputs = [_output(p, names) for p in predictions]
+        outputs = [logged_output(p, names) for p in predictions]
         request_id = uuid.uuid4().hex
         content = orjson.dumps(
             {
@@ -467,7 +470,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                     PredictionRecord(
                         request_id,
                         unit_id,
-                        datetime.now(UTC),
+                        clock or datetime.now(UTC),
                         deployment.router.split.experiment,
                         variant_name,
                         variant.model_version,
@@ -531,8 +534,12 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
         """Store the true labels of a request's records (idempotent; write-once)."""
         if state.log is None:
             raise HTTPException(503, "this service runs without a prediction log (log.enabled)")
+        if body.ts is not None and not cfg.replay_clock:
+            raise HTTPException(
+                422, [{"loc": ["body", "ts"], "msg": _REPLAY_ONLY, "type": "value_error"}]
+            )
         labels = _check_labels(state.current(), body.labels)
-        stored = await run_in_threadpool(_store_feedback, state, body.request_id, labels)
+        stored = await run_in_threadpool(_store_feedback, state, body.request_id, labels, body.ts)
         state.metrics.feedback("stored" if stored else "duplicate")
         if not stored:
             response.status_code = 200
@@ -561,6 +568,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
             "target": deployment.predictor.preprocessor.target,
             "label_names": None if label_names is None else list(label_names),
             "prediction_log": state.log is not None,
+            "replay_clock": cfg.replay_clock,
             "limits": limits.model_dump(),
             **deployment.describe(),
         }
@@ -755,7 +763,7 @@ def _score_shadow(
     started = time.perf_counter()
     try:
         predictions = shadow.predictor.predict(records)
-        outputs = [_output(p, shadow.predictor.label_names) for p in predictions]
+        outputs = [logged_output(p, shadow.predictor.label_names) for p in predictions]
         if state.writer is not None:
             state.writer.submit(
                 PredictionRecord(
@@ -816,11 +824,15 @@ def _check_labels(deployment: Deployment, labels: list[Any]) -> list[Any]:
 
 
 def _record_feedback(
-    state: ServiceState, log: PredictionLog, request_id: str, labels: list[Any]
+    state: ServiceState,
+    log: PredictionLog,
+    request_id: str,
+    labels: list[Any],
+    ts: datetime | None = None,
 ) -> bool:
     """``log.record_feedback``, once more after a flush if the prediction may still be queued."""
     try:
-        return log.record_feedback(request_id, labels)
+        return log.record_feedback(request_id, labels, ts)
     except UnknownRequestError:
         # Flush whatever is pending (perhaps nothing: the write may have committed since the
         # lookup), then look once more.
@@ -834,7 +846,7 @@ def _record_feedback(
             f"the prediction log is behind ({err}); send the feedback again shortly",
             headers={"Retry-After": "5"},
         ) from None
-    return log.record_feedback(request_id, labels)
+    return log.record_feedback(request_id, labels, ts)
 
 
 def _record_failure(
@@ -854,12 +866,14 @@ def _record_failure(
         _log.exception("cannot record the failure", extra={"event": "failure_not_logged"})
 
 
-def _store_feedback(state: ServiceState, request_id: str, labels: list[Any]) -> bool:
+def _store_feedback(
+    state: ServiceState, request_id: str, labels: list[Any], ts: datetime | None = None
+) -> bool:
     log = state.log
     if log is None:  # checked by the handler; kept for the type checker
         raise HTTPException(503, "this service runs without a prediction log")
     try:
-        stored = _record_feedback(state, log, request_id, labels)
+        stored = _record_feedback(state, log, request_id, labels, ts)
     except UnknownRequestError as err:
         state.metrics.feedback("unknown")
         raise HTTPException(404, str(err)) from None
@@ -873,7 +887,7 @@ def _store_feedback(state: ServiceState, request_id: str, labels: list[Any]) -> 
         ) from None
     if ":" not in request_id:
         with contextlib.suppress(UnknownRequestError):  # when no shadow answered the request
-            _record_feedback(state, log, shadow_request_id(request_id), labels)
+            _record_feedback(state, log, shadow_request_id(request_id), labels, ts)
     return stored
 
 

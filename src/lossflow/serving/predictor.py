@@ -68,6 +68,23 @@ class Prediction:
     value: float | None = None
 
 
+def logged_output(
+    prediction: Prediction, label_names: tuple[str | int, ...] | None
+) -> dict[str, Any]:
+    """One record's answer as ``/predict`` returns it and the log stores it (fields that apply)."""
+    if prediction.probabilities is not None:
+        names = label_names or ()
+        return {
+            "probabilities": {
+                str(n): p for n, p in zip(names, prediction.probabilities, strict=True)
+            },
+            "label": prediction.label,
+        }
+    if prediction.probability is not None:
+        return {"probability": prediction.probability, "label": prediction.label}
+    return {"value": prediction.value}
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."

@@ -228,3 +228,48 @@ def corrected_resampled_ttest(
         naive_p_value=naive_p,
         min_detectable_effect=min_detectable_effect(se, df, alpha, power),
     )
+
+
+@dataclass(frozen=True)
+class PairedTTest:
+    """The paired t-test of ``a - b`` on independent pairs (one per unit).
+
+    Attributes:
+        mean_difference: mean of ``a - b``.
+        ci_low: lower end of its ``1 - alpha`` interval.
+        ci_high: upper end.
+        p_value: two-sided p-value of "no difference".
+        n: pairs.
+        confidence: the interval's coverage.
+    """
+
+    mean_difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+    confidence: float
+
+
+def paired_ttest(a: npt.ArrayLike, b: npt.ArrayLike, *, alpha: float = 0.05) -> PairedTTest:
+    """Student's paired t-test and interval of ``mean(a - b)`` for independent pairs.
+
+    For two models scored on the same held-out rows: pair them per randomisation unit (a
+    unit's mean loss under each model), so that pairs are independent. Unlike fold scores of
+    cross-validation (:func:`corrected_resampled_ttest`), held-out units share no training rows.
+
+    Raises:
+        ValueError: unequal lengths, fewer than 2 pairs, non-finite values, ``alpha`` outside
+            (0, 1).
+    """
+    first, second = _scores("a", a), _scores("b", b)
+    if first.shape != second.shape:
+        raise ValueError(f"a and b must be paired; got {first.size} and {second.size} values")
+    _check_probability("alpha", alpha)
+    diff = first - second
+    n = diff.size
+    mean = float(diff.mean())
+    se = float(diff.std(ddof=1)) / math.sqrt(n)
+    _, p = _two_sided(mean, se, n - 1)
+    half = float(stats.t.ppf(1.0 - alpha / 2.0, n - 1)) * se
+    return PairedTTest(mean, mean - half, mean + half, p, n, 1.0 - alpha)

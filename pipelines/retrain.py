@@ -1,0 +1,178 @@
+"""The ``retrain`` flow: a monitoring decision → candidates (the decision's losses, the
+champion's own, and under pure label-prior shift the champion with adjusted logits) trained on
+the same pool and seed → pre-screened against the champion on the evidence window → the best
+one that is not worse registered as ``challenger`` with its lineage, or no challenger and why.
+
+Triggered by the ``lossflow.retrain.requested`` event (a deployment trigger; ``lossflow
+deploy``/``lossflow schedule``) with the event's payload as ``request``; one run at a time
+(the deployment's concurrency limit), and a request whose causes were already acted on, or that
+arrives inside the cooldown, ends as ``skipped``. Every task is one call into
+``lossflow.retrain.steps``; nothing moves an alias before the last one, so a failed retrain
+leaves the registry as it was, and its run (MLflow, Prefect) says why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from lossflow.config import DEFAULT_CONFIG_DIR
+from lossflow.config.retrain import RetrainConfig, load_retrain_config
+from lossflow.retrain import steps
+from lossflow.retrain.data import RetrainData
+from lossflow.retrain.prescreen import Screened
+from lossflow.retrain.request import RetrainRequest
+from pipelines.common import RETRYING, tag_flow_run
+
+
+@task(name="gate", cache_policy=NO_CACHE, **RETRYING)
+def gate(cfg: RetrainConfig, request: RetrainRequest) -> str | None:
+    return steps.gate(cfg, request)
+
+
+@task(name="champion", cache_policy=NO_CACHE, **RETRYING)
+def champion(cfg: RetrainConfig, request: RetrainRequest, directory: Path) -> steps.Champion:
+    return steps.champion(cfg, request, directory)
+
+
+@task(name="build-data", cache_policy=NO_CACHE)
+def build_data(
+    cfg: RetrainConfig, request: RetrainRequest, directory: Path, config_dir: Path
+) -> RetrainData:
+    return steps.build_data(cfg, request, directory, config_dir)
+
+
+@task(name="train-candidate", cache_policy=NO_CACHE)
+def train_candidate(
+    cfg: RetrainConfig,
+    pool: RetrainData,
+    candidate: steps.Candidate,
+    parent_run_id: str,
+    config_dir: Path,
+) -> steps.Trained:
+    return steps.train_candidate(cfg, pool, candidate, parent_run_id, config_dir)
+
+
+@task(name="posthoc-adjustment", cache_policy=NO_CACHE)
+def posthoc(
+    cfg: RetrainConfig,
+    request: RetrainRequest,
+    best: steps.Champion,
+    parent_run_id: str,
+    directory: Path,
+) -> tuple[steps.Trained | None, str]:
+    return steps.posthoc_candidate(cfg, request, best, parent_run_id, directory)
+
+
+@task(name="pre-screen", cache_policy=NO_CACHE)
+def screen(
+    best: steps.Champion, candidates: list[steps.Trained], pool: RetrainData, cfg: RetrainConfig
+) -> tuple[list[Screened], steps.Trained | None, str]:
+    return steps.screen(best, candidates, pool, cfg)
+
+
+@task(name="register-challenger", cache_policy=NO_CACHE, **RETRYING)
+def register(
+    cfg: RetrainConfig,
+    request: RetrainRequest,
+    chosen: steps.Trained,
+    screened: list[Screened],
+    parent_run_id: str,
+    config_dir: Path,
+) -> str:
+    return steps.register_challenger(cfg, request, chosen, screened, parent_run_id, config_dir)
+
+
+@task(name="record", cache_policy=NO_CACHE, **RETRYING)
+def record(cfg: RetrainConfig, parent_run_id: str, outcome: dict[str, Any]) -> None:
+    steps.record(cfg, parent_run_id, outcome)
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """What the retrain did: ``challenger``, ``no_challenger`` or ``skipped``, with why."""
+
+    outcome: str
+    why: str
+    run_id: str | None
+    challenger_version: str | None = None
+    chosen: str | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(
+    request: dict[str, Any],
+    overrides: list[str] | None = None,
+    config_dir: str = str(DEFAULT_CONFIG_DIR),
+) -> RetrainOutcome:
+    """Retrain on a monitoring decision; register the best candidate as ``challenger``.
+
+    Args:
+        request: the ``lossflow.retrain.requested`` payload (model, version, reasons, candidate
+            losses, window, dedup key, monitoring run, prior).
+        overrides: ``key=value`` overrides of the retrain config.
+        config_dir: the configuration directory.
+    """
+    directory = Path(config_dir)
+    cfg = load_retrain_config(overrides or [], directory)
+    parsed = RetrainRequest.from_payload(request)
+    tag_flow_run(
+        [f"model:{parsed.model_name}", *(f"reason:{r}" for r in parsed.reasons or ["none"])]
+    )
+    registry = steps.tracker(cfg)
+    tags = {
+        steps.TAG_MODEL: parsed.model_name,
+        steps.TAG_KEY: parsed.dedup_key,
+        "lossflow.retrain.reasons": ",".join(parsed.reasons) or "none",
+        "lossflow.retrain.monitoring_run": parsed.monitoring_run_id or "none",
+        "lossflow.model_version": parsed.model_version,
+    }
+    name = f"retrain-v{parsed.model_version}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    with registry.start_run(name, tags) as run_id:
+        refused = gate(cfg, parsed)
+        if refused is not None:
+            outcome = RetrainOutcome("skipped", refused, run_id)
+            record(cfg, run_id, outcome.__dict__)
+            print(f"retrain skipped: {refused}")
+            return outcome
+        scratch = Path(tempfile.mkdtemp(prefix="lossflow-retrain-"))
+        try:
+            best = champion(cfg, parsed, scratch)
+            pool = build_data(cfg, parsed, cfg.data_dir / "retrain" / run_id, directory)
+            registry.log_params(run_id, {f"data.{k}": v for k, v in pool.summary().items()})
+            planned, skipped = steps.plan_candidates(cfg, parsed, best.metadata, directory)
+            trained = [train_candidate(cfg, pool, c, run_id, directory) for c in planned]
+            adjusted, posthoc_note = posthoc(cfg, parsed, best, run_id, scratch)
+            if adjusted is not None:
+                trained.append(adjusted)
+            else:
+                skipped.append(f"posthoc: {posthoc_note}")
+            screened, chosen, why = screen(best, trained, pool, cfg)
+            version = None
+            if chosen is not None:
+                version = register(cfg, parsed, chosen, screened, run_id, directory)
+            outcome = RetrainOutcome(
+                "challenger" if version is not None else "no_challenger",
+                why,
+                run_id,
+                version,
+                None if chosen is None else chosen.name,
+                [s.to_json() for s in screened],
+                skipped,
+                pool.summary(),
+            )
+            record(cfg, run_id, outcome.__dict__)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(f"retrain {outcome.outcome}: {outcome.why}")
+    return outcome

@@ -1,0 +1,137 @@
+"""A self-hosted Prefect server on loopback, for one machine: ``prefect server start`` as a child
+process with its database under the data directory, so schedules, event triggers and the
+history of runs survive a restart of it (or of the machine).
+
+Prefect's temporary in-process server, which ``lossflow train`` uses, runs no scheduler: cron
+schedules need a real server. ``lossflow schedule`` and ``lossflow demo`` start this one when
+``PREFECT_API_URL`` names none.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from lossflow.errors import UserError
+
+STARTUP_TIMEOUT_S = 180.0
+
+
+class PrefectServerError(UserError):
+    """The Prefect server did not start; the message holds the end of its output."""
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    """A running server: its API URL (``.../api``), UI URL and home directory."""
+
+    api_url: str
+    ui_url: str
+    home: Path
+    process: subprocess.Popen[bytes]
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+    """The environment of the server (and of processes that talk to it)."""
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_UI_ENABLED": "true",
+    }
+    if api_url is not None:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def _prefect() -> str:
+    local = Path(sys.executable).parent / "prefect"
+    return str(local) if local.is_file() else (shutil.which("prefect") or "prefect")
+
+
+def start(home: Path, port: int | None = None, log: Path | None = None) -> PrefectServer:
+    """Start ``prefect server start`` on ``127.0.0.1:port`` and wait until it answers.
+
+    Raises:
+        PrefectServerError: it exited or did not answer within the timeout.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    output = log or home / "server.log"
+    with output.open("ab") as sink:
+        process = subprocess.Popen(
+            [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=server_env(home),
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            raise PrefectServerError(
+                f"prefect server exited ({process.returncode}); its output:\n"
+                f"{output.read_text()[-3000:]}"
+            )
+        try:
+            if httpx.get(f"{api_url}/health", timeout=5.0).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop(process)
+            raise PrefectServerError(
+                f"prefect server did not answer on {api_url} within {STARTUP_TIMEOUT_S:.0f} s; "
+                f"its output:\n{output.read_text()[-3000:]}"
+            )
+        time.sleep(0.5)
+    return PrefectServer(api_url, f"http://127.0.0.1:{port}", home, process)
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Stop the server (its whole process group) with SIGTERM, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        process.wait()
+
+
+@contextmanager
+def running(home: Path, port: int | None = None) -> Iterator[PrefectServer]:
+    """A server for the block; ``PREFECT_API_URL`` points at it inside, and it stops after."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = start(home, port)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server
+    finally:
+        stop(server.process)

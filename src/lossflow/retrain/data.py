@@ -1,0 +1,176 @@
+"""The rows a retrain trains on and the rows its candidates are pre-screened on.
+
+- **History**: the training source's rows before its production period (what the champion could
+  have been trained on);
+- **the log**: the labelled production rows the service answered (one row per record, its
+  features as sent, the feedback label, the answer's time, the unit), the shadow's duplicates
+  excluded;
+- **the pool** (trained on): history and the log's rows before the evidence window, all of them
+  (``expanding``) or the last ``months`` months (``sliding``), written as a Parquet file with the
+  source's columns, split at training time by stratified fractions;
+- **the pre-screen rows**: the log's labelled rows inside the evidence window, never trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from lossflow.config.data import ColumnSchema
+from lossflow.config.retrain import RetrainConfig
+from lossflow.config.training import TrainingConfig
+from lossflow.contract import SHADOW
+from lossflow.data.sources import load_frame, resolve_columns
+from lossflow.data.splits import split_frame
+from lossflow.errors import UserError
+from lossflow.predlog.store import PredictionLog, default_log_url
+from lossflow.retrain.request import RetrainRequest
+
+UNIT = "_unit_id"  # the pre-screen rows' unit (not a feature)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MONTH = timedelta(days=30.44)
+
+
+class RetrainDataError(UserError):
+    """The retrain has no data to train or pre-screen on; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class RetrainData:
+    """The pool on disk and the pre-screen rows.
+
+    Attributes:
+        pool: the Parquet file of training rows.
+        columns: its column roles (the source's).
+        task: the learning task.
+        history_rows: rows from the source's history.
+        log_rows: labelled production rows from the log.
+        prescreen: the evidence window's labelled rows (features, target, ``_unit_id``).
+        since: the pool's earliest time (``None``: the whole history).
+    """
+
+    pool: Path
+    columns: ColumnSchema
+    task: str
+    history_rows: int
+    log_rows: int
+    prescreen: pd.DataFrame
+    since: datetime | None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able numbers (for the run's params and the timeline)."""
+        return {
+            "pool": str(self.pool),
+            "history_rows": self.history_rows,
+            "log_rows": self.log_rows,
+            "prescreen_rows": len(self.prescreen),
+            "since": None if self.since is None else self.since.isoformat(),
+        }
+
+
+def history(cfg: TrainingConfig) -> tuple[pd.DataFrame, ColumnSchema]:
+    """The source's rows before its production period (train, validation and test), unsampled."""
+    data = cfg.data.model_copy(update={"subsample": None})
+    columns = resolve_columns(data)
+    splits = split_frame(load_frame(data), data, columns)
+    frame = pd.concat([splits.train, splits.val, splits.test], ignore_index=True)
+    return frame, columns
+
+
+def labelled_log_rows(
+    log: PredictionLog, start: datetime, end: datetime, columns: ColumnSchema
+) -> pd.DataFrame:
+    """The log's labelled records answered in ``[start, end)``: features, target, time, unit."""
+    read = log.read(start, end)
+    read = read[read["labels"].notna() & (read["variant"] != SHADOW)]
+    rows: list[dict[str, Any]] = []
+    for records, labels, ts, unit in zip(
+        read["features"], read["labels"], read["ts"], read["unit_id"], strict=True
+    ):
+        if len(records) != len(labels):
+            continue  # the log refuses such feedback; nothing to pair
+        when = pd.Timestamp(ts).tz_convert("UTC").tz_localize(None)
+        for record, label in zip(records, labels, strict=True):
+            row = {name: record.get(name) for name in (*columns.numeric, *columns.categorical)}
+            row[columns.target] = label
+            if columns.time is not None:
+                row[columns.time] = when
+            row[UNIT] = str(unit)
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=[*columns.all_columns(), UNIT])
+    return frame
+
+
+def build(
+    retrain: RetrainConfig, cfg: TrainingConfig, request: RetrainRequest, directory: Path
+) -> RetrainData:
+    """Write the pool under ``directory`` and collect the pre-screen rows (see the module).
+
+    Raises:
+        RetrainDataError: the pool is empty.
+    """
+    past, columns = history(cfg)
+    log_frame = pd.DataFrame(columns=[*columns.all_columns(), UNIT])
+    prescreen = log_frame
+    url = retrain.log.url or default_log_url(retrain.data_dir)
+    log_exists = retrain.log.url is not None or (retrain.data_dir / "predictions.db").is_file()
+    if log_exists:
+        log = PredictionLog(url, retrain.log.db_schema)
+        try:
+            if retrain.data.include_log:
+                log_frame = labelled_log_rows(log, EPOCH, request.window_start, columns)
+            prescreen = labelled_log_rows(log, request.window_start, request.window_end, columns)
+        finally:
+            log.dispose()
+    parts = [past, log_frame.drop(columns=[UNIT])]
+    since = None
+    if retrain.data.policy == "sliding":
+        since = request.window_start - retrain.data.months * MONTH
+        if columns.time is None:
+            raise RetrainDataError(
+                "data.policy=sliding needs a time column in the source; use policy=expanding"
+            )
+        cut = pd.Timestamp(since).tz_convert("UTC").tz_localize(None)
+        parts = [p[pd.to_datetime(p[columns.time]) >= cut] for p in parts]
+    pool = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
+        len(p) for p in parts
+    ) else pd.DataFrame(columns=columns.all_columns())  # fmt: skip
+    if pool.empty:
+        raise RetrainDataError(
+            f"no rows to retrain on with data.policy={retrain.data.policy} before "
+            f"{request.window_start.isoformat()}; widen data.months or use policy=expanding"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "pool.parquet"
+    for name in columns.categorical:
+        pool[name] = pool[name].astype("string")
+    pool.to_parquet(path, index=False)
+    return RetrainData(path, columns, cfg.data.task, len(parts[0]), len(parts[1]), prescreen, since)
+
+
+def training_overrides(retrain: RetrainConfig, data: RetrainData) -> list[str]:
+    """Overrides that point a training config at the pool (after the retrain's own)."""
+    schema = data.columns.model_dump(exclude_none=True)
+    kind = "random" if data.task == "regression" else "stratified"
+    split = {
+        "kind": kind,
+        "val_fraction": retrain.data.val_fraction,
+        "test_fraction": retrain.data.test_fraction,
+    }
+    return [
+        *retrain.training,
+        "data.source=parquet",
+        f"data.path={data.pool}",
+        f"data.task={data.task}",
+        f"data.columns={_flow(schema)}",
+        f"data.split={_flow(split)}",
+    ]
+
+
+def _flow(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()

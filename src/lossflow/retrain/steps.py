@@ -1,0 +1,361 @@
+"""The retraining flow's steps, each one call the ``retrain`` flow makes as a task.
+
+``gate`` refuses a request already acted on (the same dedup key) or inside the cooldown;
+``champion`` fetches the model to beat; ``plan_candidates`` turns the decision's candidate
+losses (and the champion's own) into training overrides; ``build_data`` writes the pool;
+``train_candidate`` trains one candidate in a run nested under the retrain's run, exactly as the
+training flow does; ``posthoc_candidate`` adjusts the champion's logits for a new prior;
+``screen`` pre-screens them on the evidence window; ``register_challenger`` registers the chosen
+one as ``challenger`` with its lineage; ``record`` writes the outcome. Nothing moves an alias
+before ``register_challenger``, so a retrain that fails leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from lossflow import steps as training_steps
+from lossflow.config.common import duration_seconds
+from lossflow.config.loader import DEFAULT_CONFIG_DIR
+from lossflow.config.retrain import RetrainConfig
+from lossflow.config.training import TrainingConfig, load_training_config
+from lossflow.contract import CHALLENGER, CHAMPION, ModelMetadata
+from lossflow.data.prepare import PreparedData, prepare_data
+from lossflow.errors import UserError
+from lossflow.onnx_runner import OnnxRunner
+from lossflow.retrain import data as retrain_data
+from lossflow.retrain.posthoc import PROP, PosthocError, adjust_onnx, adjusted_probabilities
+from lossflow.retrain.prescreen import Screened, choose, prescreen
+from lossflow.retrain.request import RetrainRequest
+from lossflow.tracking import Tracker, resolve_tracking_uri
+
+TAG_MODEL: Final = "lossflow.model"
+TAG_KEY: Final = "lossflow.dedup_key"
+TAG_OUTCOME: Final = "lossflow.retrain.outcome"
+ACTED: Final = ("challenger", "no_challenger")
+# Loss parameters the training split fills in; a candidate from a spec leaves them to it.
+FILLED: Final = frozenset({"class_counts"})
+
+
+class RetrainError(UserError):
+    """A retrain cannot go ahead as configured; the message says what to change."""
+
+
+def tracker(cfg: RetrainConfig) -> Tracker:
+    """The tracker of the retrain experiment (registry included)."""
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
+    return Tracker(uri, cfg.mlflow_experiment, None)
+
+
+def gate(cfg: RetrainConfig, request: RetrainRequest, now: datetime | None = None) -> str | None:
+    """Why this request must not retrain (``None``: it may): the judged version is no longer
+    the champion, a challenger is under A/B test, the same causes were already acted on, or
+    another retrain of the model finished within the cooldown."""
+    now = now or datetime.now(UTC)
+    registry = tracker(cfg)
+    aliases = registry.aliases(request.model_name)
+    champion_now = aliases.get(CHAMPION)
+    if champion_now is not None and champion_now != request.model_version:
+        return (
+            f"stale: version {request.model_version} was judged, but the champion is now "
+            f"{champion_now}; its evidence does not apply (the next monitoring window judges it)"
+        )
+    testing = registry.challenger_under_test(request.model_name)
+    if testing is not None:
+        return (
+            f"deferred: challenger version {testing} is under A/B test; a new challenger would "
+            "restart it (retrain after its decision)"
+        )
+    done = [
+        r
+        for r in registry.runs_with_tags({TAG_MODEL: request.model_name})
+        if r.tags.get(TAG_OUTCOME) in ACTED
+    ]
+    same = [r for r in done if r.tags.get(TAG_KEY) == request.dedup_key]
+    if same:
+        return (
+            f"duplicate: the causes {request.dedup_key} were already retrained on in run "
+            f"{same[0].run_id} ({same[0].tags.get(TAG_OUTCOME)})"
+        )
+    cooldown = timedelta(seconds=duration_seconds(cfg.cooldown))
+    recent = [r for r in done if now - datetime.fromtimestamp(r.start_ms / 1000, UTC) < cooldown]
+    if recent:
+        at = datetime.fromtimestamp(recent[0].start_ms / 1000, UTC)
+        return f"cooldown: {request.model_name} was retrained at {at.isoformat()} (run " \
+               f"{recent[0].run_id}); the next retrain after {at + cooldown}"  # fmt: skip
+    return None
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model to beat: its version, ONNX file, metadata and training run's prepared data."""
+
+    version: str
+    onnx_path: Path
+    metadata: ModelMetadata
+    prepared_dir: Path | None
+
+
+def champion(cfg: RetrainConfig, request: RetrainRequest, directory: Path) -> Champion:
+    """The current champion (the alias; the request's version if the model has none).
+
+    Raises:
+        RetrainError: the model has no champion and the request's version is gone.
+    """
+    registry = tracker(cfg)
+    version = registry.alias_version(request.model_name, CHAMPION) or request.model_version
+    path = registry.download_onnx(request.model_name, version, directory / f"champion-{version}")
+    props = OnnxRunner(path).metadata
+    meta = ModelMetadata.from_props(props, str(path))
+    prepared: Path | None = None
+    try:
+        run_id = registry.run_of_version(request.model_name, version)
+        candidate = cfg.data_dir / "runs" / run_id / "prepared"
+        prepared = candidate if (candidate / "preprocessor.json").is_file() else None
+    except UserError:
+        prepared = None
+    return Champion(version, path, meta, prepared)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A loss to train: its name (unique in the retrain), spec and training overrides."""
+
+    name: str
+    spec: dict[str, Any]
+    overrides: list[str]
+    origin: str
+
+
+def _loss_overrides(spec: dict[str, Any], config_dir: Path) -> list[str]:
+    name = str(spec["name"])
+    if not (config_dir / "loss" / f"{name}.yaml").is_file():
+        raise RetrainError(f"no configs/loss/{name}.yaml for candidate loss {spec}; add one")
+    return [f"loss={name}"] + [
+        f"loss.{k}={json.dumps(v)}" for k, v in spec.items() if k != "name" and k not in FILLED
+    ]
+
+
+def plan_candidates(
+    cfg: RetrainConfig,
+    request: RetrainRequest,
+    champion_meta: ModelMetadata,
+    config_dir: Path = DEFAULT_CONFIG_DIR,
+) -> tuple[list[Candidate], list[str]]:
+    """The candidates to train (the decision's, the champion's loss, the configured extras;
+    duplicates once, at most ``candidates.max``) and the ones that could not be planned."""
+    wanted: list[tuple[dict[str, Any], str]] = [(c, "decision") for c in request.candidate_losses]
+    if cfg.candidates.include_champion_loss:
+        own = {k: v for k, v in champion_meta.loss_spec.items() if k not in FILLED}
+        wanted.append((own, "champion's loss"))
+    wanted += [(c, "config") for c in cfg.candidates.extra]
+    seen: set[str] = set()
+    planned: list[Candidate] = []
+    skipped: list[str] = []
+    for spec, origin in wanted:
+        key = json.dumps({k: v for k, v in spec.items() if k not in FILLED}, sort_keys=True)
+        if key in seen or "name" not in spec:
+            continue
+        seen.add(key)
+        if len(planned) >= cfg.candidates.max:
+            skipped.append(f"{spec['name']}: beyond candidates.max={cfg.candidates.max}")
+            continue
+        try:
+            overrides = _loss_overrides(spec, config_dir)
+        except RetrainError as err:
+            skipped.append(str(err))
+            continue
+        name = str(spec["name"])
+        if any(c.name == name for c in planned):
+            name = f"{name}-{len(planned)}"
+        planned.append(Candidate(name, dict(spec), overrides, origin))
+    return planned, skipped
+
+
+def training_config(
+    cfg: RetrainConfig, overrides: list[str], config_dir: Path = DEFAULT_CONFIG_DIR
+) -> TrainingConfig:
+    """A training config for this retrain: ``overrides`` on the training files, with the
+    retrain's ``data_dir`` and ``tracking`` (one registry and store for everything)."""
+    loaded = load_training_config(overrides, config_dir)
+    return loaded.model_copy(update={"data_dir": cfg.data_dir, "tracking": cfg.tracking})
+
+
+def build_data(
+    cfg: RetrainConfig, request: RetrainRequest, directory: Path, config_dir: Path
+) -> retrain_data.RetrainData:
+    """The pool on disk and the pre-screen rows (:mod:`lossflow.retrain.data`)."""
+    base = training_config(cfg, cfg.training, config_dir)
+    return retrain_data.build(cfg, base, request, directory)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained candidate (or the post-hoc adjusted champion) ready to be pre-screened."""
+
+    name: str
+    loss_id: str
+    onnx_path: Path
+    run_id: str
+    origin: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    training: TrainingConfig | None = None
+    prepared: PreparedData | None = None
+    exported: training_steps.ExportResult | None = None
+
+
+def train_candidate(
+    cfg: RetrainConfig,
+    pool: retrain_data.RetrainData,
+    candidate: Candidate,
+    parent_run_id: str,
+    config_dir: Path = DEFAULT_CONFIG_DIR,
+) -> Trained:
+    """Train, evaluate and export one candidate on the pool, in a run nested under the
+    retrain's (the training flow's own steps, parity gate included)."""
+    tcfg = training_config(
+        cfg, [*retrain_data.training_overrides(cfg, pool), *candidate.overrides], config_dir
+    )
+    registry = tracker(cfg)
+    tags = {"lossflow.loss": tcfg.loss.name, "lossflow.retrain.candidate": candidate.name,
+            "lossflow.retrain.origin": candidate.origin}  # fmt: skip
+    with registry.start_run(f"candidate-{candidate.name}", tags, parent_run_id) as run_id:
+        work = cfg.data_dir / "runs" / run_id
+        prepared = prepare_data(tcfg, work / "prepared")
+        lid = training_steps.log_run_inputs(tcfg, prepared, registry, run_id)
+        trained = training_steps.train_model(tcfg, prepared, work / "checkpoints", run_id=run_id)
+        evaluation = training_steps.evaluate_model(tcfg, prepared, trained, run_id=run_id)
+        exported = training_steps.export_model(
+            tcfg, prepared, trained, evaluation, lid, work / "model"
+        )
+    return Trained(candidate.name, lid, exported.onnx_path, run_id, candidate.origin,
+                   evaluation.metrics, tcfg, prepared, exported)  # fmt: skip
+
+
+def posthoc_candidate(
+    cfg: RetrainConfig,
+    request: RetrainRequest,
+    best: Champion,
+    parent_run_id: str,
+    directory: Path,
+) -> tuple[Trained | None, str]:
+    """The champion with its logits adjusted to the window's prior (or why not)."""
+    if not cfg.posthoc.enabled:
+        return None, "posthoc.enabled is false"
+    if not request.pure_prior_shift or request.prior is None:
+        return None, f"not a pure label-prior shift (reasons: {', '.join(request.reasons)})"
+    if best.prepared_dir is None:
+        return None, f"champion version {best.version} has no local prepared data to verify on"
+    reference, new = request.prior["reference"], request.prior["new"]
+    target = directory / "posthoc" / "model.onnx"
+    try:
+        meta = adjust_onnx(best.onnx_path, target, reference, new)
+    except PosthocError as err:
+        return None, str(err)
+    prepared = PreparedData(best.prepared_dir, "", {}, None)
+    test_x, _ = prepared.arrays("test")
+    inputs = prepared.preprocessor().model_inputs(test_x)
+    before = OnnxRunner(best.onnx_path).run(inputs)
+    after = OnnxRunner(target).run(inputs)
+    flat = before.reshape(-1) if before.ndim == 2 and before.shape[1] == 1 else before
+    expected = adjusted_probabilities(flat, reference, new).reshape(after.shape)
+    parity = float(abs(expected - after).max())
+    registry = tracker(cfg)
+    tags = {"lossflow.retrain.candidate": "posthoc", "lossflow.retrain.origin": "posthoc"}
+    with registry.start_run("candidate-posthoc", tags, parent_run_id) as run_id:
+        registry.log_params(run_id, {"posthoc.reference": reference, "posthoc.new": new,
+                                     "posthoc.from_version": best.version})  # fmt: skip
+        registry.log_metrics(run_id, {"posthoc/parity_max_abs_diff": parity}, None)
+    exported = training_steps.ExportResult(target, parity, int(after.shape[0]))
+    return Trained("posthoc", meta.loss_id, target, run_id, "posthoc", {}, None, prepared,
+                   exported), "adjusted"  # fmt: skip
+
+
+def screen(
+    best: Champion,
+    candidates: list[Trained],
+    pool: retrain_data.RetrainData,
+    cfg: RetrainConfig,
+) -> tuple[list[Screened], Trained | None, str]:
+    """Pre-screen every candidate against the champion and choose (see
+    :mod:`lossflow.retrain.prescreen`)."""
+    rows = pool.prescreen
+    if len(rows) < cfg.prescreen.min_rows:
+        return (
+            [],
+            None,
+            (
+                f"{len(rows)} labelled rows in the evidence window; the pre-screen needs "
+                f"{cfg.prescreen.min_rows} (prescreen.min_rows): no challenger"
+            ),
+        )
+    if not candidates:
+        return [], None, "no candidate trained"
+    metric = cfg.prescreen.metric or ("mse" if pool.task == "regression" else "log_loss")
+    screened = prescreen(
+        best.onnx_path,
+        {c.name: (c.onnx_path, c.loss_id) for c in candidates},
+        rows,
+        metric,
+        pool.columns.target,
+        cfg.prescreen.alpha,
+    )
+    chosen, why = choose(screened, cfg.prescreen.require)
+    return screened, next((c for c in candidates if chosen and c.name == chosen.name), None), why
+
+
+def register_challenger(
+    cfg: RetrainConfig,
+    request: RetrainRequest,
+    chosen: Trained,
+    screened: list[Screened],
+    parent_run_id: str,
+    config_dir: Path = DEFAULT_CONFIG_DIR,
+) -> str:
+    """Register ``chosen`` as a new version aliased ``challenger``, with its lineage; the
+    version's number."""
+    tcfg = chosen.training or training_config(cfg, cfg.training, config_dir)
+    if chosen.prepared is None or chosen.exported is None:
+        raise RetrainError(f"candidate {chosen.name} has nothing to register")
+    name, version = training_steps.register_version(tcfg, chosen.prepared, chosen.exported,
+                                                    chosen.run_id)  # fmt: skip
+    training_steps.store_reference_profile(
+        tcfg, chosen.prepared, chosen.exported, chosen.run_id, name, version
+    )
+    registry = tracker(cfg)
+    registry.set_version_tags(
+        name,
+        version,
+        {
+            "lossflow.retrain.run": parent_run_id,
+            "lossflow.retrain.reasons": ",".join(request.reasons),
+            "lossflow.retrain.monitoring_run": request.monitoring_run_id or "",
+            "lossflow.retrain.dedup_key": request.dedup_key,
+            "lossflow.retrain.candidate": chosen.name,
+            "lossflow.retrain.origin": chosen.origin,
+            "lossflow.retrain.candidates": json.dumps([s.name for s in screened]),
+            "lossflow.retrain.prescreen": json.dumps([s.to_json() for s in screened]),
+            **({PROP: "true"} if chosen.origin == "posthoc" else {}),
+        },
+    )
+    registry.set_alias(name, CHALLENGER, version)
+    return version
+
+
+def record(cfg: RetrainConfig, parent_run_id: str, outcome: dict[str, Any]) -> None:
+    """The retrain's outcome on its run: tags and ``retrain.json``."""
+    registry = tracker(cfg)
+    registry.set_tags(
+        parent_run_id,
+        {
+            TAG_OUTCOME: outcome["outcome"],
+            "lossflow.retrain.challenger_version": outcome.get("challenger_version") or "none",
+            "lossflow.retrain.chosen": outcome.get("chosen") or "none",
+            "lossflow.retrain.why": outcome.get("why", "")[:5000],
+        },
+    )
+    registry.log_dict(parent_run_id, outcome, "retrain.json")
