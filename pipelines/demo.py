@@ -278,9 +278,10 @@ def _loop(
                 rate=rate, concurrency=8, delay_s=0.05, clock=CLOCK, units=UNITS
             )
             report = run_traffic(rows, url, options)
+            served = dict(report.answered_by_variant)
             timeline.add("replayed", clock, f"{NAMES[month]}: {report.answered} requests "
-                         f"answered ({dict(report.answered_by_variant)}), {report.feedback_posted} labels",
-                         by_variant=dict(report.answered_by_variant))  # fmt: skip
+                         f"answered ({served}), {report.feedback_posted} labels",
+                         by_variant=served)  # fmt: skip
             testing = CHALLENGER in _served(url)
             _monitor(monitoring, base, config_dir, timeline, month, api_url, registry, url, model)
             if testing:
