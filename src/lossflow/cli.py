@@ -245,6 +245,65 @@ def schedule(
     serve_deployments(deployment)
 
 
+WorkPool = Annotated[
+    str,
+    typer.Option(
+        "--work-pool", envvar="LOSSFLOW_WORK_POOL", help="Prefect work pool (a process pool)"
+    ),
+]
+
+
+@app.command()
+@user_errors
+def deploy(
+    overrides: Overrides = None,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+    work_pool: WorkPool = "lossflow",
+    no_schedule: Annotated[
+        bool, typer.Option("--no-schedule", help="run only when triggered, not on the cron")
+    ] = False,
+) -> None:
+    """Register the training flow on a Prefect server's work pool (PREFECT_API_URL)."""
+    _needs("train")
+    cfg: TrainingConfig = load_training_config(overrides or [], config_dir)
+    _needs_prefect_server("deploy")
+    from pipelines.deployments import register_training
+
+    name, _ = register_training(
+        cfg, overrides or [], config_dir, work_pool, schedule=not no_schedule
+    )
+    when = "when triggered" if no_schedule else f"on cron '{cfg.schedule.cron}'"
+    Console().print(
+        f"registered deployment 'training/{name}' on work pool '{work_pool}' ({when}); run it "
+        f"now with: prefect deployment run 'training/{name}'"
+    )
+
+
+@app.command()
+@user_errors
+def worker(
+    overrides: Overrides = None,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+    work_pool: WorkPool = "lossflow",
+) -> None:
+    """Register the deployments (as `lossflow deploy`), then run a process worker of the pool."""
+    deploy(overrides, config_dir, work_pool)
+    command = [str(Path(sys.executable).parent / "prefect"), "worker", "start"]
+    command += ["--pool", work_pool, "--type", "process"]
+    Console().print(f"starting: {' '.join(command[1:])}")
+    raise typer.Exit(subprocess.call(command))
+
+
+def _needs_prefect_server(command: str) -> None:
+    """Exit with a hint when PREFECT_API_URL names no server (deployments need one)."""
+    if not os.environ.get("PREFECT_API_URL", "").strip():
+        _stderr().print(
+            f"[red]lossflow {command}:[/red] set PREFECT_API_URL to the Prefect server's API, "
+            "e.g. http://127.0.0.1:4200/api (a temporary local server keeps no deployments)"
+        )
+        raise typer.Exit(2)
+
+
 @app.command()
 @user_errors
 def serve(
@@ -256,9 +315,15 @@ def serve(
         ),
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help="bind address (same as host=...); default 127.0.0.1")
+        str | None,
+        typer.Option(
+            envvar="LOSSFLOW_HOST", help="bind address (same as host=...); default 127.0.0.1"
+        ),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="port (same as port=...); default 8000")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(envvar="LOSSFLOW_PORT", help="port (same as port=...); default 8000"),
+    ] = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
     """Serve the registered ONNX models over HTTP: A/B split, prediction log, feedback."""
