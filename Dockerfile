@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # lossflow images, one target per process:
 #   serve   `lossflow serve`: onnxruntime, FastAPI, the prediction-log drivers; no torch
 #   train   training, flows and the MLflow server: the full set with CPU torch
@@ -36,14 +35,6 @@ RUN if [ -n "$PIP_CERT_FILE" ]; then export PIP_CERT="/wheels/$PIP_CERT_FILE"; f
     && /opt/lossflow/bin/pip install --no-cache-dir --find-links /wheels -c constraints.txt ".[serve]" \
     && /opt/lossflow/bin/pip uninstall --yes pip
 
-FROM build-base AS build-train
-ARG PIP_CERT_FILE=
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN if [ -n "$PIP_CERT_FILE" ]; then export PIP_CERT="/wheels/$PIP_CERT_FILE"; fi \
-    && /opt/lossflow/bin/pip install --no-cache-dir --find-links /wheels \
-        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -c constraints.txt ".[train]" \
-    && /opt/lossflow/bin/pip uninstall --yes pip
-
 # --- runtime stages: the venv, the configs, a non-root user -------------------------------------
 FROM ${BASE_IMAGE} AS runtime
 # Telemetry off everywhere lossflow runs; logs unbuffered; the venv first on PATH.
@@ -68,7 +59,7 @@ VOLUME ["/app/data"]
 
 FROM runtime AS serve
 COPY --from=build-serve /opt/lossflow /opt/lossflow
-USER lossflow
+USER 10001:10001
 ENV LOSSFLOW_HOST=0.0.0.0 \
     LOSSFLOW_PORT=8000
 EXPOSE 8000
@@ -76,9 +67,18 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('LOSSFLOW_PORT', '8000'), timeout=2)"]
 CMD ["lossflow", "serve"]
 
+# --- the full set (after serve, so that a builder without BuildKit stops at serve) ----------
+FROM build-base AS build-train
+ARG PIP_CERT_FILE=
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN if [ -n "$PIP_CERT_FILE" ]; then export PIP_CERT="/wheels/$PIP_CERT_FILE"; fi \
+    && /opt/lossflow/bin/pip install --no-cache-dir --find-links /wheels \
+        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -c constraints.txt ".[train]" \
+    && /opt/lossflow/bin/pip uninstall --yes pip
+
 FROM runtime AS train
 COPY --from=build-train /opt/lossflow /opt/lossflow
-USER lossflow
+USER 10001:10001
 CMD ["lossflow", "train"]
 
 FROM train AS worker

@@ -16,11 +16,15 @@ from prefect.schedules import Cron
 from prefect.workers.process import ProcessWorker
 
 from lossflow.config.training import TrainingConfig
+from lossflow.errors import UserError
 from pipelines.training import training
 
 # The training flow's file, relative to the project root the workers run it from.
 TRAINING_ENTRYPOINT = "pipelines/training.py:training"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SourceError(UserError, FileNotFoundError):
+    """The directory a deployment would run from does not hold the flows and configs."""
 
 
 def training_deployment(
@@ -60,8 +64,8 @@ def register_training(
     overrides: list[str],
     config_dir: Path,
     work_pool: str,
+    source: Path,
     *,
-    source: Path = PROJECT_ROOT,
     schedule: bool = True,
 ) -> tuple[str, UUID]:
     """Register the training flow on ``work_pool`` (a process pool, created when missing).
@@ -72,7 +76,19 @@ def register_training(
 
     Returns:
         The deployment's name (``training-<loss>``) and id.
+
+    Raises:
+        SourceError: ``source`` has no ``pipelines/training.py`` (or, with a relative
+            ``config_dir``, no such directory).
     """
+    entry = source / TRAINING_ENTRYPOINT.partition(":")[0]
+    configs = config_dir if config_dir.is_absolute() else source / config_dir
+    if not entry.is_file() or not configs.is_dir():
+        raise SourceError(
+            f"{source} has no {entry.relative_to(source)} or no {config_dir}/: run `lossflow "
+            "deploy` from the project root (in the images: /app), where pipelines/ and "
+            "configs/ are"
+        )
     ensure_process_pool(work_pool)
     name = f"training-{cfg.loss.name}"
     flow = training.from_source(source=str(source), entrypoint=TRAINING_ENTRYPOINT)

@@ -263,14 +263,15 @@ def deploy(
         bool, typer.Option("--no-schedule", help="run only when triggered, not on the cron")
     ] = False,
 ) -> None:
-    """Register the training flow on a Prefect server's work pool (PREFECT_API_URL)."""
+    """Register the training flow on a Prefect server's work pool (PREFECT_API_URL); workers
+    run it from this directory (the project root)."""
     _needs("train")
     cfg: TrainingConfig = load_training_config(overrides or [], config_dir)
     _needs_prefect_server("deploy")
     from pipelines.deployments import register_training
 
     name, _ = register_training(
-        cfg, overrides or [], config_dir, work_pool, schedule=not no_schedule
+        cfg, overrides or [], config_dir, work_pool, Path.cwd(), schedule=not no_schedule
     )
     when = "when triggered" if no_schedule else f"on cron '{cfg.schedule.cron}'"
     Console().print(
