@@ -25,14 +25,19 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY deploy/wheels/ /wheels/
 RUN python3 -m venv /opt/lossflow
-COPY constraints.txt pyproject.toml README.md ./
-COPY src/ src/
-COPY pipelines/ pipelines/
+# The dependencies first (they change with the lock, not with the code), then the project.
+COPY constraints.txt pyproject.toml deploy/requirements.py ./
 
 FROM build-base AS build-serve
 ARG PIP_CERT_FILE=
 RUN if [ -n "$PIP_CERT_FILE" ]; then export PIP_CERT="/wheels/$PIP_CERT_FILE"; fi \
-    && /opt/lossflow/bin/pip install --no-cache-dir --find-links /wheels -c constraints.txt ".[serve]" \
+    && python3 requirements.py serve > requirements.txt \
+    && /opt/lossflow/bin/pip install --no-cache-dir --find-links /wheels -c constraints.txt -r requirements.txt
+COPY README.md ./
+COPY src/ src/
+COPY pipelines/ pipelines/
+RUN if [ -n "$PIP_CERT_FILE" ]; then export PIP_CERT="/wheels/$PIP_CERT_FILE"; fi \
+    && /opt/lossflow/bin/pip install --no-cache-dir --no-deps . \
     && /opt/lossflow/bin/pip uninstall --yes pip
 
 # --- runtime stages: the venv, the configs, a non-root user -------------------------------------
@@ -72,8 +77,14 @@ FROM build-base AS build-train
 ARG PIP_CERT_FILE=
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN if [ -n "$PIP_CERT_FILE" ]; then export PIP_CERT="/wheels/$PIP_CERT_FILE"; fi \
+    && python3 requirements.py train > requirements.txt \
     && /opt/lossflow/bin/pip install --no-cache-dir --find-links /wheels \
-        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -c constraints.txt ".[train]" \
+        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -c constraints.txt -r requirements.txt
+COPY README.md ./
+COPY src/ src/
+COPY pipelines/ pipelines/
+RUN if [ -n "$PIP_CERT_FILE" ]; then export PIP_CERT="/wheels/$PIP_CERT_FILE"; fi \
+    && /opt/lossflow/bin/pip install --no-cache-dir --no-deps . \
     && /opt/lossflow/bin/pip uninstall --yes pip
 
 FROM runtime AS train

@@ -35,7 +35,9 @@ class LossflowAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         self.predictor = OnnxPredictor.from_path(self.model)
 
-    def decode_request(self, request: dict[str, Any], **kwargs: Any) -> list[dict[str, Any]]:
+    # No annotations on `request` and the response: LitServe builds its FastAPI endpoint from
+    # them, and unannotated means the raw JSON body.
+    def decode_request(self, request, **kwargs: Any) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = request["records"]
         return records
 
@@ -46,7 +48,7 @@ class LossflowAPI(ls.LitAPI):
         scored = iter(self.predictor.predict(flat))
         return [[next(scored) for _ in records] for records in x]
 
-    def encode_response(self, output: Any, **kwargs: Any) -> dict[str, Any]:
+    def encode_response(self, output: Any, **kwargs: Any):
         return {
             "predictions": [{k: v for k, v in asdict(p).items() if v is not None} for p in output]
         }

@@ -61,6 +61,7 @@ def test_dockerfile_has_a_target_per_process_and_runs_them_as_a_numeric_non_root
     assert "HEALTHCHECK" in text
     assert "/health" in text
     assert text.count("-c constraints.txt") == 2, "both dependency sets install from the lock"
+    assert text.count("pip install --no-cache-dir --no-deps .") == 2, "the project comes last"
 
 
 # --- compose ---------------------------------------------------------------------------------
@@ -224,6 +225,20 @@ def test_the_small_overlay_scales_down_in_its_namespace() -> None:
 
 def _name(requirement: str) -> str:
     return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_the_images_install_each_extra_with_what_it_includes() -> None:
+    sys.path.insert(0, str(DEPLOY))
+    try:
+        from requirements import requirements  # deploy/requirements.py, the Dockerfile's helper
+    finally:
+        sys.path.remove(str(DEPLOY))
+    serve = {_name(r) for r in requirements("serve")}
+    train = {_name(r) for r in requirements("train")}
+    assert {"onnxruntime", "fastapi", "psycopg", "pydantic"} <= serve
+    assert "torch" not in serve
+    assert serve < train, "train includes the serving set"
+    assert {"torch", "lightning", "prefect", "boto3"} <= train
 
 
 def test_the_lock_pins_every_requirement_and_the_cpu_torch() -> None:
