@@ -26,12 +26,13 @@ WORKDIR /src
 COPY deploy/wheels/ /wheels/
 RUN python3 -m venv /opt/lossflow
 # The dependencies first (they change with the lock, not with the code), then the project.
-COPY constraints.txt pyproject.toml deploy/requirements.py ./
+COPY constraints.txt pyproject.toml ./
+COPY deploy/requirements.py deploy/
 
 FROM build-base AS build-serve
 ARG PIP_CERT_FILE=
 RUN if [ -n "$PIP_CERT_FILE" ]; then export PIP_CERT="/wheels/$PIP_CERT_FILE"; fi \
-    && python3 requirements.py serve > requirements.txt \
+    && python3 deploy/requirements.py serve > requirements.txt \
     && /opt/lossflow/bin/pip install --no-cache-dir --find-links /wheels -c constraints.txt -r requirements.txt
 COPY README.md ./
 COPY src/ src/
@@ -77,7 +78,7 @@ FROM build-base AS build-train
 ARG PIP_CERT_FILE=
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN if [ -n "$PIP_CERT_FILE" ]; then export PIP_CERT="/wheels/$PIP_CERT_FILE"; fi \
-    && python3 requirements.py train > requirements.txt \
+    && python3 deploy/requirements.py train > requirements.txt \
     && /opt/lossflow/bin/pip install --no-cache-dir --find-links /wheels \
         ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -c constraints.txt -r requirements.txt
 COPY README.md ./

@@ -299,78 +299,70 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def _answers(
+    label: str, port: int, path: str, work: Workload, bodies: Sequence[bytes]
+) -> Iterator[tuple[int, dict[str, Any], Any]]:
+    """Send every body once on one keep-alive connection; yield (index, record, parsed answer)
+    and fail on any status but 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for i, (record, body) in enumerate(zip(work.records, bodies, strict=True)):
+            status, raw = _request(conn, "POST", path, body)
+            if status != 200:
+                raise BenchmarkError(f"{label} answered {status} to record {i}: {raw[:500]!r}")
+            yield i, record, orjson.loads(raw)
+    finally:
+        conn.close()
+
+
+def _check(label: str, i: int, got: Mapping[str, Any], expected: Any) -> None:
+    if (
+        abs(got["probability"] - expected.probability) > PROBABILITY_ATOL
+        or got["label"] != expected.label
+    ):
+        raise BenchmarkError(
+            f"record {i}: {label} answered {got}, the same model in process {expected}"
+        )
+
+
 def verify_lossflow(
     port: int, work: Workload, scorers: Mapping[str, Callable[..., Any]]
 ) -> Counter[str]:
     """Send every body once; each answer must be 200 and equal the in-process prediction of the
     model version that answered. Returns how many requests each variant answered."""
     variants: Counter[str] = Counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        for i, (record, body) in enumerate(zip(work.records, work.lossflow_bodies, strict=True)):
-            status, raw = _request(conn, "POST", "/predict", body)
-            if status != 200:
-                raise BenchmarkError(f"lossflow answered {status} to record {i}: {raw[:500]!r}")
-            answer = orjson.loads(raw)
-            version = answer["model_version"]
-            if version not in scorers:
-                raise BenchmarkError(f"lossflow answered with unknown model version {version!r}")
-            (expected,) = scorers[version]([record])
-            (got,) = answer["predictions"]
-            if (
-                abs(got["probability"] - expected.probability) > PROBABILITY_ATOL
-                or got["label"] != expected.label
-            ):
-                raise BenchmarkError(
-                    f"record {i}: lossflow ({answer['variant']} v{version}) answered {got}, the "
-                    f"same model in process {expected}"
-                )
-            variants[answer["variant"]] += 1
-    finally:
-        conn.close()
+    for i, record, answer in _answers("lossflow", port, "/predict", work, work.lossflow_bodies):
+        version = answer["model_version"]
+        if version not in scorers:
+            raise BenchmarkError(f"lossflow answered with unknown model version {version!r}")
+        (expected,) = scorers[version]([record])
+        (got,) = answer["predictions"]
+        _check(f"lossflow ({answer['variant']} v{version})", i, got, expected)
+        variants[answer["variant"]] += 1
     return variants
 
 
 def verify_peer(label: str, port: int, work: Workload, scorer: Callable[..., Any]) -> None:
     """Send every /predict body once to a peer serving the champion through lossflow's
     predictor; each answer must be 200 with the champion's probability and label."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        for i, (record, body) in enumerate(zip(work.records, work.lossflow_bodies, strict=True)):
-            status, raw = _request(conn, "POST", "/predict", body)
-            if status != 200:
-                raise BenchmarkError(f"{label} answered {status} to record {i}: {raw[:500]!r}")
-            (got,) = orjson.loads(raw)["predictions"]
-            (expected,) = scorer([record])
-            if (
-                abs(got["probability"] - expected.probability) > PROBABILITY_ATOL
-                or got["label"] != expected.label
-            ):
-                raise BenchmarkError(f"record {i}: {label} answered {got}, in process {expected}")
-    finally:
-        conn.close()
+    for i, record, answer in _answers(label, port, "/predict", work, work.lossflow_bodies):
+        (got,) = answer["predictions"]
+        (expected,) = scorer([record])
+        _check(label, i, got, expected)
 
 
 def verify_mlflow(port: int, work: Workload, scorer: Callable[..., Any]) -> None:
     """Send every encoded body once; each answer must be 200 with the champion's probability."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        for i, (record, body) in enumerate(zip(work.records, work.mlflow_bodies, strict=True)):
-            status, raw = _request(conn, "POST", "/invocations", body)
-            if status != 200:
-                raise BenchmarkError(f"mlflow answered {status} to record {i}: {raw[:500]!r}")
-            predictions = orjson.loads(raw)["predictions"]
-            if isinstance(predictions, dict):  # named outputs: {"output": [...]}
-                (predictions,) = predictions.values()
-            got = float(np.asarray(predictions, dtype=np.float64).reshape(-1)[0])
-            (expected,) = scorer([record])
-            if abs(got - expected.probability) > PROBABILITY_ATOL:
-                raise BenchmarkError(
-                    f"record {i}: mlflow answered {got}, the champion in process "
-                    f"{expected.probability}"
-                )
-    finally:
-        conn.close()
+    for i, record, answer in _answers("mlflow", port, "/invocations", work, work.mlflow_bodies):
+        predictions = answer["predictions"]
+        if isinstance(predictions, dict):  # named outputs: {"output": [...]}
+            (predictions,) = predictions.values()
+        got = float(np.asarray(predictions, dtype=np.float64).reshape(-1)[0])
+        (expected,) = scorer([record])
+        if abs(got - expected.probability) > PROBABILITY_ATOL:
+            raise BenchmarkError(
+                f"record {i}: mlflow answered {got}, the champion in process {expected.probability}"
+            )
 
 
 def load(

@@ -457,8 +457,8 @@ def _fit_processes(job: _Job) -> FitResult:
                 raise pickle.loads(error.read_bytes()) from None
             raise DistributedWorkerError(str(exc)) from None
         result = job.exchange / _RESULT_FILE
-        if not result.is_file():  # node_rank > 0: rank 0 runs on node 0
-            return FitResult(None, None, job.cfg.max_epochs, 0, False, None)
+        if not result.is_file():  # node_rank > 0: rank 0, its result and checkpoints are on node 0
+            return FitResult(None, None, 0, 0, False, None)
         outcome: _Outcome = pickle.loads(result.read_bytes())
     job.system.load_state_dict(outcome.state_dict)
     for mine, theirs in zip(job.callbacks, outcome.callbacks, strict=True):

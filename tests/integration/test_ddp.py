@@ -51,25 +51,26 @@ def _system(loss: nn.Module | None = None) -> LossflowSystem:
     )
 
 
-def _fit(tmp: Path, devices: int, loss: nn.Module | None = None) -> tuple[FitResult, nn.Module]:
+def _fit(
+    tmp: Path, devices: int, loss: nn.Module | None = None, accelerator: str = "cpu"
+) -> tuple[FitResult, nn.Module]:
     x, y = _data(1000, 1)
     vx, vy = _data(400, 2)
     system = _system(loss)
     cfg = TrainerConfig(
         max_epochs=4,
         batch_size=100,
-        accelerator="cpu",
+        accelerator=accelerator,  # type: ignore[arg-type]
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
         early_stopping=None,
     )
-    result = fit(
-        system,
-        TensorBatches((x,), y, 100, shuffle=True, seed=3),
-        TensorBatches((vx,), vy, 400),
-        cfg,
-        tmp / f"ckpt-{devices}",
-    )
+    train = TensorBatches((x,), y, 100, shuffle=True, seed=3)
+    val = TensorBatches((vx,), vy, 400)
+    if accelerator == "gpu" and devices == 1:  # a multi-process fit moves each rank's copy
+        train.to("cuda")
+        val.to("cuda")
+    result = fit(system, train, val, cfg, tmp / f"{accelerator}-{devices}")
     return result, system.net
 
 
@@ -128,24 +129,7 @@ def test_training_step_with_ddp_logs_each_epoch_once_from_rank_zero(tmp_path: Pa
 def test_two_gpus_follow_the_single_gpu_run(tmp_path: Path) -> None:
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two CUDA devices")
-    x, y = _data(1000, 1)
-    vx, vy = _data(400, 2)
-    results = []
-    for devices in (1, 2):
-        cfg = TrainerConfig(
-            max_epochs=3,
-            batch_size=100,
-            accelerator="gpu",
-            devices=devices,
-            strategy="ddp" if devices > 1 else "auto",
-            early_stopping=None,
-        )
-        batches = TensorBatches((x,), y, 100, shuffle=True, seed=3)
-        val = TensorBatches((vx,), vy, 400)
-        if devices == 1:
-            batches.to("cuda")
-            val.to("cuda")
-        results.append(fit(_system(), batches, val, cfg, tmp_path / f"gpu-{devices}"))
-    one, two = results
+    one, _ = _fit(tmp_path, 1, accelerator="gpu")
+    two, _ = _fit(tmp_path, 2, accelerator="gpu")
     assert two.global_step == one.global_step
     assert two.history["val/auc"] == pytest.approx(one.history["val/auc"], abs=1e-3)

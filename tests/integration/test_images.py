@@ -12,7 +12,6 @@ build arguments the Dockerfile documents, e.g. (README "Container images")::
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -93,10 +92,8 @@ def images() -> Iterator[dict[str, Built]]:
             seconds = time.monotonic() - start
             size = int(_docker("image", "inspect", "--format", "{{.Size}}", tag).stdout)
             built[target] = Built(tag, seconds, size)
-        (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-        (ROOT / "benchmarks" / "results" / "images.json").write_text(
-            json.dumps({k: v.__dict__ for k, v in built.items()}, indent=2)
-        )
+        for target, image in built.items():  # shown with -s or -rP
+            print(f"{target}: {image.size_bytes / 1e6:,.0f} MB, built in {image.seconds:.0f} s")
         yield built
     finally:
         for image in built.values():
