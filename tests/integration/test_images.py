@@ -60,6 +60,12 @@ def _daemon_reason() -> str | None:
         return "the Docker daemon did not answer within 20 s"
     if info.returncode != 0:
         return f"no Docker daemon reachable ({info.stderr.strip().splitlines()[-1:]})"
+    # The test never pulls (no traffic to registries beyond the package index).
+    if _docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0:
+        return (
+            f"the base image {BASE_IMAGE} is not in the local image store: `docker pull` it, or "
+            "import one and set LOSSFLOW_TEST_BASE_IMAGE (README, Container images)"
+        )
     return None
 
 
@@ -75,7 +81,7 @@ def images() -> Iterator[dict[str, Built]]:
     """The serve and train targets, built once per session (layers cached by Docker)."""
     reason = _daemon_reason()
     if reason is not None:
-        pytest.skip(f"container tests need a Docker daemon: {reason}")
+        pytest.skip(f"container tests cannot build here: {reason}")
     run = uuid.uuid4().hex[:8]
     built: dict[str, Built] = {}
     args = ["--build-arg", f"BASE_IMAGE={BASE_IMAGE}"]
