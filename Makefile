@@ -14,7 +14,7 @@ export ORT_DISABLE_TELEMETRY := 1
 TYPED := src $(wildcard pipelines)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock images run serve traffic losses ui test test-fast lint format typecheck bench clean
+.PHONY: help install lock images run serve traffic monitor losses ui test test-fast lint format typecheck bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ TRAFFIC_ARGS ?= --rate 50 --limit 3000 --delay 5
 traffic: $(STAMP) ## Replay production flights against `make serve` (TRAFFIC_ARGS=...), delayed feedback
 	$(BIN)/lossflow traffic $(TRAFFIC_ARGS)
 
+MONITOR_ARGS ?= --since 24h
+monitor: $(STAMP) ## Judge the logged traffic: drift, quality, retrain decision (MONITOR_ARGS=...)
+	$(BIN)/lossflow monitor $(MONITOR_ARGS)
+
 losses: $(STAMP) ## Print the loss catalogue
 	$(BIN)/lossflow losses
 
@@ -72,10 +76,11 @@ test: lint typecheck ## Everything CI runs: lint, types, all tests
 test-fast: $(STAMP) ## Tests without the slow ones
 	$(BIN)/pytest -m "not slow"
 
-bench: $(STAMP) ## Benchmarks: losses vs references; training throughput; service vs mlflow serve
+bench: $(STAMP) ## Benchmarks: losses; training throughput; service vs mlflow serve; monitoring vs Evidently
 	$(BIN)/python benchmarks/losses.py --json benchmarks/results/losses.json
 	$(BIN)/python benchmarks/training_throughput.py --json benchmarks/results/training_throughput.json
 	$(BIN)/python benchmarks/serving.py --json benchmarks/results/serving.json
+	$(BIN)/python benchmarks/monitoring.py --json benchmarks/results/monitoring.json
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

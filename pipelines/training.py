@@ -1,4 +1,5 @@
-"""The ``training`` flow: validate + prepare → train → evaluate → export + parity → register.
+"""The ``training`` flow: validate + prepare → train → evaluate → export + parity → register →
+reference profile → aliases.
 
 Each task is one call into the library (``lossflow.data.prepare``, ``lossflow.steps``); MLflow
 calls retry. Runs on Prefect's temporary
@@ -73,8 +74,25 @@ def export(
 @task(name="register", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
 def register(
     cfg: TrainingConfig, prepared: PreparedData, exported: steps.ExportResult, run_id: str
-) -> steps.Registration:
-    return steps.register_model(cfg, prepared, exported, run_id)
+) -> tuple[str, str]:
+    return steps.register_version(cfg, prepared, exported, run_id)
+
+
+@task(name="reference-profile", cache_policy=NO_CACHE)
+def reference_profile(
+    cfg: TrainingConfig,
+    prepared: PreparedData,
+    exported: steps.ExportResult,
+    run_id: str,
+    name: str,
+    version: str,
+) -> Path:
+    return steps.store_reference_profile(cfg, prepared, exported, run_id, name, version)
+
+
+@task(name="aliases", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
+def aliases(cfg: TrainingConfig, name: str, version: str) -> steps.Registration:
+    return steps.assign_aliases(cfg, name, version)
 
 
 @dataclass(frozen=True)
@@ -124,7 +142,9 @@ def training(
         )
         evaluation = evaluate(cfg, prepared, trained, run_id)
         exported = export(cfg, prepared, trained, evaluation, lid, work / "model")
-        registration = register(cfg, prepared, exported, run_id)
+        name, version = register(cfg, prepared, exported, run_id)
+        reference_profile(cfg, prepared, exported, run_id, name, version)
+        registration = aliases(cfg, name, version)
     return TrainingOutcome(
         run_id=run_id,
         loss_id=lid,

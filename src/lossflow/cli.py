@@ -17,6 +17,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar, get_args
 
@@ -422,6 +423,62 @@ def traffic(
         json_path.write_text(json.dumps(report.summary(), indent=2))
     if report.answered == 0:
         raise typer.Exit(1)
+
+
+def _utc(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO date or time (2013-11-01, 2013-11-01T06:00)", param_hint=option
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@app.command()
+@user_errors
+def monitor(
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="monitoring overrides: drift.alpha=0.01 decision.min_rows=5000"),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="window length ending now: 24h, 7d (default: config)")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="window start, ISO (UTC unless it says otherwise)")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="window end (exclusive); default now")] = None,
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="only this variant (repeat for more)")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the outcome here")] = None,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """Judge served traffic: drift, prior shift, delayed-label quality, and the retrain decision."""
+    _needs("train")
+    from pipelines.monitoring import monitoring
+
+    from lossflow.config.monitoring import load_monitoring_config
+    from lossflow.monitoring.console import outcome_tables
+
+    load_monitoring_config(overrides or [], config_dir)  # a config mistake before Prefect starts
+    _quiet_prefect()
+    outcome = monitoring(
+        since=since,
+        start=_utc(start, "--start"),
+        end=_utc(end, "--end"),
+        variants=variant,
+        overrides=overrides or [],
+        config_dir=str(config_dir),
+    )
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    for table in outcome_tables(outcome):
+        console.print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(asdict(outcome), indent=2, default=str))
 
 
 @app.command("dead-letters")

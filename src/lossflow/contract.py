@@ -34,6 +34,8 @@ CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 PREVIOUS: Final = "previous"
 ALIASES: Final[tuple[str, ...]] = (CHAMPION, CHALLENGER, PREVIOUS)
+SHADOW: Final = "shadow"
+"""The variant name under which the service logs its shadow model's answers."""
 
 FORMAT_KEY: Final = "lossflow.format"
 FORMAT_VERSION: Final = 1

@@ -10,7 +10,7 @@ A run's working directory holds::
 
     prepared/    see lossflow.data.prepare
     checkpoints/ best-*.ckpt, last.ckpt (resume), history.json
-    model/       model.onnx (with its metadata)
+    model/       model.onnx (with its metadata), reference/profile.json
 """
 
 from __future__ import annotations
@@ -39,8 +39,14 @@ from lossflow.models.build import (
     predict,
     resolved_loss_spec,
 )
+from lossflow.monitoring.performance import Costs
+from lossflow.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
+from lossflow.monitoring.profile import TAG as PROFILE_TAG
+from lossflow.monitoring.profile import build_profile
 from lossflow.onnx_runner import OnnxRunner
 from lossflow.tracking import Tracker, resolve_tracking_uri
+
+PROFILE_ARTIFACT_DIR = str(Path(PROFILE_ARTIFACT).parent)
 
 
 def tracker_for(cfg: TrainingConfig) -> Tracker:
@@ -262,11 +268,10 @@ class Registration:
     aliases: tuple[str, ...]
 
 
-def register_model(
+def register_version(
     cfg: TrainingConfig, prepared: PreparedData, exported: ExportResult, run_id: str
-) -> Registration:
-    """Log the ONNX model to the run, register a version, alias it ``challenger`` (and
-    ``champion`` when the registered model has none yet)."""
+) -> tuple[str, str]:
+    """Log the ONNX model to the run and register a new version of it; ``(name, version)``."""
     tracker = tracker_for(cfg)
     pre = prepared.preprocessor()
     test_x, _ = prepared.arrays("test")
@@ -282,6 +287,44 @@ def register_model(
         },
         None,
     )
+    return name, version
+
+
+def store_reference_profile(
+    cfg: TrainingConfig,
+    prepared: PreparedData,
+    exported: ExportResult,
+    run_id: str,
+    name: str,
+    version: str,
+) -> Path:
+    """Build the version's reference profile (what monitoring judges traffic against), log it
+    to the run and tag the version with it; return the local file."""
+    ev = cfg.evaluation
+    costs = (
+        Costs(ev.fn_cost, ev.fp_cost)
+        if ev.threshold == "cost" and ev.fn_cost is not None and ev.fp_cost is not None
+        else None
+    )
+    profile = build_profile(
+        prepared,
+        exported.onnx_path,
+        model_name=name,
+        model_version=version,
+        run_id=run_id,
+        costs=costs,
+        seed=cfg.data.seed,
+    )
+    path = profile.save(exported.onnx_path.parent / "reference" / "profile.json")
+    tracker = tracker_for(cfg)
+    tracker.log_artifact(run_id, path, PROFILE_ARTIFACT_DIR)
+    tracker.set_version_tags(name, version, {PROFILE_TAG: PROFILE_ARTIFACT})
+    return path
+
+
+def assign_aliases(cfg: TrainingConfig, name: str, version: str) -> Registration:
+    """Alias the version ``challenger`` (and ``champion`` when the model has none yet)."""
+    tracker = tracker_for(cfg)
     aliases = [CHALLENGER]
     tracker.set_alias(name, CHALLENGER, version)
     if tracker.alias_version(name, CHAMPION) is None:

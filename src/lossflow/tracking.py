@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlparse
@@ -67,6 +68,16 @@ _NOT_FOUND: Final[str] = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 _ALREADY_EXISTS: Final[str] = ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
 _VERSION_READY: Final[str] = "READY"
 _VERSION_FAILED: Final[str] = "FAILED_REGISTRATION"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a search returns of a run."""
+
+    run_id: str
+    start_ms: int
+    tags: dict[str, str]
+    metrics: dict[str, float]
 
 
 class RegistryError(UserError, LookupError):
@@ -465,6 +476,58 @@ class Tracker:
         if not run_id:
             raise RegistryError(f"{name} version {version} was not registered from a run")
         return str(run_id)
+
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        """The tags of a model version.
+
+        Raises:
+            RegistryError: the version does not exist.
+        """
+        try:
+            found = self.client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code == _NOT_FOUND:
+                raise RegistryError(
+                    f"registered model {name!r} has no version {version}; it may have been "
+                    "deleted: check `lossflow ui` or the MLflow server"
+                ) from None
+            raise
+        return {str(k): str(v) for k, v in (found.tags or {}).items()}
+
+    def set_version_tags(self, name: str, version: str, tags: Mapping[str, object]) -> None:
+        """Set tags on a model version (values stringified and cut at MLflow's limit)."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(
+                name, version, key, _truncate(str(value), MAX_TAG_VAL_LENGTH)
+            )
+
+    def download_run_artifact(self, run_id: str, artifact: str, dst_dir: Path) -> Path | None:
+        """Download one artifact file of a run; ``None`` when the run has no such artifact."""
+        parent = Path(artifact).parent.as_posix()
+        listed = self.client.list_artifacts(run_id, None if parent == "." else parent)
+        if not any(item.path == artifact for item in listed):
+            return None
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, artifact, str(dst_dir)))
+
+    def runs_with_tags(self, tags: Mapping[str, str], max_results: int = 1000) -> list[RunSummary]:
+        """Runs of this experiment whose tags equal ``tags``, newest first."""
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=" and ".join(clauses),
+            order_by=["attributes.start_time DESC"],
+            max_results=max_results,
+        )
+        return [
+            RunSummary(
+                run_id=str(r.info.run_id),
+                start_ms=int(r.info.start_time),
+                tags={str(k): str(v) for k, v in r.data.tags.items()},
+                metrics={str(k): float(v) for k, v in r.data.metrics.items()},
+            )
+            for r in runs
+        ]
 
     def get_run_metrics(self, run_id: str) -> dict[str, float]:
         """Latest value of each metric of the run."""

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from lossflow import steps
 from lossflow.config.training import load_training_config
@@ -67,7 +75,9 @@ def build_registry(root: Path) -> Registry:
         exported = steps.export_model(cfg, prepared, trained, evaluation, lid, work / "model")
         tracker = steps.tracker_for(cfg)
         with tracker.start_run(loss, {}) as run_id:
-            steps.register_model(cfg, prepared, exported, run_id)
+            name, version = steps.register_version(cfg, prepared, exported, run_id)
+            steps.store_reference_profile(cfg, prepared, exported, run_id, name, version)
+            steps.assign_aliases(cfg, name, version)
         paths.append(exported.onnx_path)
     assert prepared is not None
     features = OnnxPredictor.from_path(paths[0]).feature_columns
@@ -98,3 +108,53 @@ def copy_registry(source: Registry, root: Path) -> Registry:
         champion=root / source.champion.relative_to(source.data_dir),
         challenger=root / source.challenger.relative_to(source.data_dir),
     )
+
+
+READY_TIMEOUT_S = 180.0
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def live_service(data_dir: Path, *overrides: str) -> Iterator[str]:
+    """``lossflow serve`` in a subprocess on a free loopback port, ready; yields its URL and
+    stops it with SIGTERM (as a container runtime does)."""
+    port = free_port()
+    output = data_dir / f"serve-{port}.log"
+    command = [
+        str(Path(sys.executable).parent / "lossflow"), "serve", "--config-dir", str(CONFIG_DIR),
+        f"data_dir={data_dir}", *overrides,
+        "--host", "127.0.0.1", "--port", str(port),  # the flags every Python server takes
+    ]  # fmt: skip
+    with output.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=data_dir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the service exited ({process.returncode}):\n{output.read_text()}"
+                )
+            try:
+                if httpx.get(f"{url}/ready", timeout=5.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the service was not ready in time:\n{output.read_text()}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -727,6 +727,35 @@ def test_traffic_change_moves_every_unit(admin: TestClient, registry: Registry) 
         assert (body["variant"], body["model_version"]) == ("champion", "1"), unit
 
 
+def test_a_traffic_change_on_one_replica_reaches_every_replica(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    cfg = _config(registry.data_dir, tmp_path / "shared.db", "watch_registry_s=0.1")
+    with _serve(cfg) as a, _serve(cfg) as b:
+        response = a.put(
+            "/admin/traffic",
+            json={"weights": {"champion": 80, "challenger": 20}, "experiment": "loss-ab-2"},
+            headers=_bearer(TOKEN),
+        )
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 20
+        while b.get("/info").json()["experiment"] != "loss-ab-2":
+            assert time.monotonic() < deadline, "replica b never followed the change"
+            time.sleep(0.05)
+        assert b.get("/info").json()["variants"] == a.get("/info").json()["variants"]
+        for unit in UNITS[:100]:  # both replicas route every unit alike
+            on_a = _predict(a, unit, registry.records[:1])["variant"]
+            assert _predict(b, unit, registry.records[:1])["variant"] == on_a, unit
+    with _serve(cfg) as c:  # a replica started later begins with the shared routing
+        info = c.get("/info").json()
+        assert info["experiment"] == "loss-ab-2"
+        assert info["variants"]["challenger"]["share"] == pytest.approx(0.2)
+    solo = _config(registry.data_dir, tmp_path / "shared.db", "share_traffic=false")
+    with _serve(solo) as d:
+        assert d.get("/info").json()["experiment"] == "loss-ab", "sharing is a choice"
+
+
 @pytest.mark.parametrize(
     ("weights", "loc", "msg"),
     [

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -24,12 +20,11 @@ from lossflow.replay.report import TrafficReport
 from lossflow.replay.requests import TrafficOptions, is_labelled, unit_id
 from lossflow.replay.rows import find_production_data, production_rows, records_of
 
-from .serving_models import CONFIG_DIR, Registry, copy_registry
+from .serving_models import Registry, copy_registry, live_service
 
 pytestmark = pytest.mark.slow
 
 TARGET = "delayed"
-READY_TIMEOUT_S = 180.0
 LOG_TIMEOUT_S = 30.0
 
 
@@ -44,55 +39,11 @@ def registry(built_registry: Registry, tmp_path_factory: pytest.TempPathFactory)
     return built
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def service(registry: Registry) -> Iterator[str]:
-    """``lossflow serve`` on a free port, ready; stopped with SIGTERM afterwards."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    output = registry.data_dir / "serve.log"
-    command = [
-        str(Path(sys.executable).parent / "lossflow"),
-        "serve",
-        "--config-dir",
-        str(CONFIG_DIR),
-        f"data_dir={registry.data_dir}",
-        "--host",  # the flags every Python server takes, beside the port=... override
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, cwd=registry.data_dir
-        )
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the service exited ({process.returncode}):\n{output.read_text()}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=5.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the service was not ready in time:\n{output.read_text()}")
-            time.sleep(0.25)
+    """``lossflow serve`` on a free port (the ``--host``/``--port`` flags), ready."""
+    with live_service(registry.data_dir) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _logged(registry: Registry, report: TrafficReport) -> pd.DataFrame:

@@ -25,6 +25,17 @@ CONTRACTS = {
     "lossflow.cli": (*TRAINING_STACK, "sklearn", "mlflow", "fastapi"),
     "lossflow.config": ("torch", "kornia", "sklearn", "mlflow", "fastapi", "sqlalchemy"),
     "lossflow.predlog": (*TRAINING_STACK, "sklearn", "fastapi", "mlflow"),
+    # Monitoring reads the log and judges drift: no training stack; Evidently only for its
+    # report, imported when one is written.
+    "lossflow.monitoring.steps": (
+        "torch",
+        "lightning",
+        "kornia",
+        "matplotlib",
+        "prefect",
+        "evidently",
+        "optuna",
+    ),
     "lossflow.replay": (*TRAINING_STACK, "fastapi", "mlflow", "sqlalchemy"),
     "lossflow.contract": (*TRAINING_STACK, "onnxruntime", "mlflow"),
     # Metrics for monitoring and A/B analysis: no plotting, no training.

@@ -94,6 +94,48 @@ class TrackingConfig(Section):
     registered_model: str = Field("lossflow-flights", min_length=1)
 
 
+class LogLocation(Section):
+    """Where the prediction log lives (the service writes it; monitoring and A/B read it)."""
+
+    url: str | None = Field(
+        None, description="SQLAlchemy URL; None: sqlite:///<data_dir>/predictions.db"
+    )
+    db_schema: str | None = Field(None, description="PostgreSQL schema (default search path)")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds of a duration written ``90s``, ``30m``, ``24h``, ``7d`` or ``2w``.
+
+    Raises:
+        ValueError: not such a duration.
+
+    Example:
+        >>> duration_seconds("24h"), duration_seconds("90s")
+        (86400.0, 90.0)
+    """
+    value, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if unit not in _UNITS or not number > 0 or number == float("inf"):
+        raise ValueError(
+            f"{text!r} is not a duration; write a positive number and a unit: 90s, 30m, 24h, 7d"
+        )
+    return number * _UNITS[unit]
+
+
+def _duration(text: str) -> str:
+    duration_seconds(text)
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
 class ScheduleConfig(Section):
     """When a flow runs on its own (``lossflow schedule``)."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from lossflow.config.common import Section, TrackingConfig, WritableDir
+from lossflow.config.common import LogLocation, Section, TrackingConfig, WritableDir
 from lossflow.config.loader import DEFAULT_CONFIG_DIR, ConfigKind, load
 
 
@@ -56,14 +56,10 @@ class VariantConfig(ModelSource):
     weight: float = Field(50.0, ge=0.0, allow_inf_nan=False)
 
 
-class PredictionLogConfig(Section):
+class PredictionLogConfig(LogLocation):
     """Where and how predictions are logged (the service's ``log`` section)."""
 
     enabled: bool = Field(True, description="false only for benchmarks: nothing is logged")
-    url: str | None = Field(
-        None, description="SQLAlchemy URL; None: sqlite:///<data_dir>/predictions.db"
-    )
-    db_schema: str | None = Field(None, description="PostgreSQL schema (default search path)")
     max_batch: int = Field(256, ge=1, description="most records per write transaction")
     max_delay_s: float = Field(0.05, ge=0.0, description="longest wait before a batch is written")
     max_queue: int = Field(100_000, ge=1, description="backlog at which /predict answers 503")
@@ -96,6 +92,11 @@ class ServingConfig(Section):
         description="poll the aliases (and local files) this often and reload when they move",
     )
     log: PredictionLogConfig = PredictionLogConfig()
+    share_traffic: bool = Field(
+        True,
+        description="keep the routing (experiment, weights) in the log database: PUT "
+        "/admin/traffic on one replica reaches every replica at its next registry check",
+    )
     limits: ServingLimits = ServingLimits()
     admin_token_env: str = Field(
         "LOSSFLOW_ADMIN_TOKEN", description="environment variable holding the admin bearer token"

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from lossflow.config.training import TrainingConfig
-from lossflow.data.augment import oversample
 from lossflow.data.preprocessing import EncodedFeatures, Preprocessor
 from lossflow.data.sources import load_frame, resolve_columns
 from lossflow.data.splits import split_frame
@@ -28,6 +27,7 @@ from lossflow.data.validation import check_split_classes, validate_frame
 log = logging.getLogger(__name__)
 
 PARTS = ("train", "val", "test")
+ORIGINAL = "_original"  # train_original.npz: the training split before oversampling
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,18 @@ class PreparedData:
             json.loads((self.directory / "preprocessor.json").read_text())
         )
 
-    def arrays(self, part: str) -> tuple[EncodedFeatures, np.ndarray]:
-        """Encoded features and targets of ``train``, ``val`` or ``test``."""
-        with np.load(self.directory / f"{part}.npz") as data:
+    def arrays(self, part: str, *, original: bool = False) -> tuple[EncodedFeatures, np.ndarray]:
+        """Encoded features and targets of ``train``, ``val`` or ``test``.
+
+        Args:
+            part: the split.
+            original: the training split as the data has it, before oversampling (what a
+                reference profile describes); the other splits are never augmented.
+        """
+        path = self.directory / f"{part}.npz"
+        if original and (self.directory / f"{part}{ORIGINAL}.npz").is_file():
+            path = self.directory / f"{part}{ORIGINAL}.npz"
+        with np.load(path) as data:
             encoded = EncodedFeatures(numeric=data["numeric"], categorical=data["categorical"])
             return encoded, data["target"]
 
@@ -92,6 +101,15 @@ def prepare_data(cfg: TrainingConfig, directory: Path) -> PreparedData:
                 n_classes = 2 if data_cfg.task == "binary" else len(pre.label_names or ())
                 class_counts = np.bincount(target.astype(np.int64), minlength=n_classes).tolist()
             if data_cfg.augment.oversample != "none":
+                # imported here: reading prepared data (monitoring) must not load torch
+                from lossflow.data.augment import oversample
+
+                np.savez(
+                    directory / f"{part}{ORIGINAL}.npz",
+                    numeric=encoded.numeric,
+                    categorical=encoded.categorical,
+                    target=target,
+                )
                 before = len(encoded)
                 encoded, target = oversample(
                     encoded,

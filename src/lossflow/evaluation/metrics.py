@@ -342,3 +342,27 @@ def ranking_metrics(
     first = np.argmax(relevant_sorted, axis=1)
     reciprocal = np.where(relevant_sorted.any(axis=1), 1.0 / (first + 1.0), 0.0)
     return {f"ndcg@{NDCG_K}": ndcg, "mrr": float(reciprocal.mean())}
+
+
+def expected_calibration_error(
+    y_true: npt.ArrayLike, prob: npt.ArrayLike, n_bins: int = 10
+) -> float:
+    """Expected calibration error of binary probabilities over ``n_bins`` equal-width bins:
+    ``Σ_b (n_b / N) |mean(prob_b) - mean(y_b)|`` (a probability of 1 falls in the last bin).
+
+    Example:
+        >>> round(expected_calibration_error([0, 1, 1, 1], [0.1, 0.9, 0.8, 0.3]), 3)
+        0.275
+
+    Raises:
+        ValueError: on invalid inputs or ``n_bins < 1``.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1; got {n_bins}")
+    y, p = _binary_inputs(y_true, prob)
+    index = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    gaps = np.abs(
+        np.bincount(index, weights=p, minlength=n_bins)
+        - np.bincount(index, weights=y, minlength=n_bins)
+    )
+    return float(gaps.sum() / y.shape[0])

@@ -8,6 +8,9 @@
 - ``prediction_dead_letters``: records the database refused for good (a duplicate request id, a
   value too long for its column), kept whole with the error so an operator can fix and replay
   them; the service keeps serving.
+- ``traffic_state``: the routing experiment and variant weights every replica of a service
+  follows (``lossflow.predlog.state``), so a traffic change on one replica reaches all.
+- ``locks``: named leases, so that one A/B analysis at a time may move aliases.
 
 Databases created before the ``experiment`` column existed are upgraded in place by
 :func:`upgrade` (rows logged before get ``experiment = ''``).
@@ -112,6 +115,23 @@ class Tables:
             ),
             sa.Column("labels", sa.JSON(), nullable=False),
             sa.Column("ts", UTCDateTime(), nullable=False),
+        )
+        self.traffic = sa.Table(
+            "traffic_state",
+            self.metadata,
+            sa.Column("name", sa.String(256), primary_key=True),
+            sa.Column("experiment", sa.String(EXPERIMENT_LENGTH), nullable=False),
+            sa.Column("weights", sa.JSON(), nullable=False),
+            sa.Column("updated_at", UTCDateTime(), nullable=False),
+            sa.Column("updated_by", sa.Text(), nullable=False),
+        )
+        self.locks = sa.Table(
+            "locks",
+            self.metadata,
+            sa.Column("name", sa.String(256), primary_key=True),
+            sa.Column("owner", sa.Text(), nullable=False),
+            sa.Column("acquired_at", UTCDateTime(), nullable=False),
+            sa.Column("expires_at", UTCDateTime(), nullable=False),
         )
         self.dead_letters = sa.Table(
             "prediction_dead_letters",

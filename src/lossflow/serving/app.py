@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -38,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 
 from lossflow import terminal
 from lossflow.config.serving import ServingConfig, ServingLimits
+from lossflow.contract import SHADOW
 from lossflow.errors import UserError
 from lossflow.predlog import (
     BatchWriter,
@@ -49,10 +51,11 @@ from lossflow.predlog import (
     UnknownRequestError,
     default_log_url,
 )
+from lossflow.predlog.state import read_traffic, write_traffic
 from lossflow.serving.metrics import CONTENT_TYPE, UNROUTED, ServiceMetrics
 from lossflow.serving.predictor import Prediction, RecordError
 from lossflow.serving.router import RoutingError, TrafficSplit
-from lossflow.serving.variants import SHADOW, Deployment, ModelLoadError, Variant, VariantLoader
+from lossflow.serving.variants import Deployment, ModelLoadError, Variant, VariantLoader
 
 _log = logging.getLogger("lossflow.serving")
 
@@ -199,6 +202,8 @@ class ServiceState:
         self.admin_token: str | None = None
         self.admin_lock = asyncio.Lock()
         self.startup_error: UserError | None = None
+        self.traffic_key = cfg.tracking.registered_model
+        self.shares_traffic = cfg.share_traffic
         self.metrics = ServiceMetrics(lambda: self.deployment, lambda: self.writer)
 
     def current(self) -> Deployment:
@@ -321,6 +326,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                 max_delay_s=cfg.log.max_delay_s,
                 max_queue=cfg.log.max_queue,
             )
+        deployment = await run_in_threadpool(_follow_shared, state, deployment)
         state.swap(deployment, app)
         _log.info(
             "serving",
@@ -584,6 +590,15 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                 raise HTTPException(
                     422, [{"loc": ["body", "weights"], "msg": str(err), "type": "value_error"}]
                 ) from None
+            if state.shares_traffic and state.log is not None:
+                await run_in_threadpool(
+                    write_traffic,
+                    state.log,
+                    state.traffic_key,
+                    split.experiment,
+                    split.weights,
+                    f"admin via {socket.gethostname()}:{os.getpid()}",
+                )
             state.swap(current.with_split(split), app)
         described = state.current().describe()
         _log.info("traffic changed", extra={"event": "traffic", **described})
@@ -625,6 +640,9 @@ async def _reload(state: ServiceState, app: FastAPI, trigger: str) -> Deployment
                 extra={"event": "reload_failed", "trigger": trigger, "error": str(err)},
             )
             raise
+        if set(deployment.variants) == set(before.variants):  # the same arms: the same split
+            deployment = deployment.with_split(before.router.split)
+        deployment = await run_in_threadpool(_follow_shared, state, deployment)
         state.swap(deployment, app)
     _log.info(
         "reloaded",
@@ -638,14 +656,29 @@ async def _reload(state: ServiceState, app: FastAPI, trigger: str) -> Deployment
     return deployment
 
 
+def _follow_shared(state: ServiceState, deployment: Deployment) -> Deployment:
+    """``deployment`` under the shared routing (experiment and weights) when one is written for
+    exactly its variants; unchanged otherwise (the defaults apply to other variants)."""
+    if not state.shares_traffic or state.log is None:
+        return deployment
+    shared = read_traffic(state.log, state.traffic_key)
+    if shared is None or set(shared.weights) != set(deployment.variants):
+        return deployment
+    split = TrafficSplit(shared.experiment, shared.weights)
+    return deployment if split == deployment.router.split else deployment.with_split(split)
+
+
 async def _watch_registry(state: ServiceState, app: FastAPI, interval_s: float) -> None:
-    """Reload whenever an alias (or a local file) resolves to another version than is served."""
+    """Reload whenever an alias (or a local file) resolves to another version than is served,
+    and follow the shared routing another replica wrote."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             wanted = await run_in_threadpool(state.loader.versions)
             if wanted != state.current().versions:
                 await _reload(state, app, "registry")
+            else:
+                await _follow(state, app)
         except ModelLoadError as err:
             _log.warning(
                 "registry check failed; still serving the loaded models",
@@ -653,6 +686,15 @@ async def _watch_registry(state: ServiceState, app: FastAPI, interval_s: float) 
             )
         except Exception:  # the watcher must outlive a bad check; the next one may succeed
             _log.exception("registry check crashed", extra={"event": "watch_failed"})
+
+
+async def _follow(state: ServiceState, app: FastAPI) -> None:
+    async with state.admin_lock:
+        current = state.current()
+        followed = await run_in_threadpool(_follow_shared, state, current)
+        if followed is not current:
+            state.swap(followed, app)
+            _log.info("traffic followed", extra={"event": "traffic", **followed.describe()})
 
 
 def _predict_schema(deployment: Deployment, limits: ServingLimits) -> dict[str, Any]:

@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from lossflow.config.serving import ModelSource, ServingConfig
-from lossflow.contract import CHALLENGER, CHAMPION
+from lossflow.contract import CHALLENGER, CHAMPION, SHADOW
 from lossflow.errors import UserError
 from lossflow.losses import TaskType
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.serving.router import Router, TrafficSplit
 from lossflow.tracking import Tracker, resolve_tracking_uri
-
-SHADOW = "shadow"
 
 
 class ModelLoadError(UserError, RuntimeError):
