@@ -72,6 +72,8 @@ def _env(**extra: str) -> dict[str, str]:
     env.update(
         DO_NOT_TRACK="true",
         MLFLOW_DISABLE_TELEMETRY="true",
+        # The MLflow server's background job runners (GenAI evaluation) are not used here.
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         ORT_DISABLE_TELEMETRY="1",
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
