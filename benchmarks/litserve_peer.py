@@ -59,13 +59,33 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="lossflow ONNX file")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--best", action="store_true", help="batching on, fast queue")
+    parser.add_argument("--best", action="store_true", help="the best configuration measured")
+    parser.add_argument("--max-batch-size", type=int, help="dynamic batching: requests per batch")
+    parser.add_argument("--batch-timeout", type=float, help="dynamic batching: longest wait (s)")
+    parser.add_argument("--fast-queue", action="store_true", help="ZeroMQ between the processes")
+    parser.add_argument("--workers", type=int, default=1, help="inference workers")
+    parser.add_argument("--api-servers", type=int, help="API server processes")
     args = parser.parse_args()
-    best = BEST if args.best else {}
-    api_options = {k: best[k] for k in ("max_batch_size", "batch_timeout") if k in best}
+    options: dict[str, Any] = dict(BEST) if args.best else {}
+    if args.max_batch_size is not None:
+        options["max_batch_size"] = args.max_batch_size
+    if args.batch_timeout is not None:
+        options["batch_timeout"] = args.batch_timeout
+    api_options = {k: options[k] for k in ("max_batch_size", "batch_timeout") if k in options}
     api = LossflowAPI(args.model, **api_options)
-    server = ls.LitServer(api, accelerator="cpu", fast_queue=bool(best.get("fast_queue")))
-    server.run(host=args.host, port=args.port, generate_client_file=False, log_level="warning")
+    server = ls.LitServer(
+        api,
+        accelerator="cpu",
+        workers_per_device=args.workers,
+        fast_queue=args.fast_queue or bool(options.get("fast_queue")),
+    )
+    server.run(
+        host=args.host,
+        port=args.port,
+        num_api_servers=args.api_servers,
+        generate_client_file=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":
