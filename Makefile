@@ -14,20 +14,30 @@ export ORT_DISABLE_TELEMETRY := 1
 TYPED := src $(wildcard pipelines)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve traffic monitor demo losses ui test test-fast lint format typecheck bench clean
+.PHONY: help install lock images run serve traffic monitor demo losses ui test test-fast lint format typecheck bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-# torch is installed first and exact, so that no dependency pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# torch is installed first and exact, so that no dependency pulls a multi-GB CUDA build; every
+# package is pinned by the lock (constraints.txt), as in the images.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[train,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install lossflow with its dev tools
+
+lock: ## Rewrite constraints.txt (the lock) from .venv after a dependency change
+	$(BIN)/python deploy/lock.py
+
+DOCKER_BUILD_ARGS ?=
+images: ## Build the serve, train and worker images (DOCKER_BUILD_ARGS="--build-arg ...")
+	docker build $(DOCKER_BUILD_ARGS) --target serve -t lossflow-serve .
+	docker build $(DOCKER_BUILD_ARGS) --target train -t lossflow-train .
+	docker build $(DOCKER_BUILD_ARGS) --target worker -t lossflow-worker .
 
 run: $(STAMP) ## Main job: train the flights model with the default loss, register it in MLflow
 	$(BIN)/lossflow train

@@ -8,6 +8,12 @@ keep-alive connections on loopback, one server at a time:
 - (b) the same service with ``log.enabled=false``;
 - (c) ``mlflow models serve -m models:/<model>@champion --env-manager local``, the server a user
   would otherwise pick, fed the model's encoded inputs (it has no preprocessing);
+- (e) LitServe (``benchmarks/litserve_peer.py``), the server a Lightning user would pick, serving
+  the champion through lossflow's own ``OnnxPredictor`` (same body, validation, encoding and
+  session, so the difference is the serving layer), in its default configuration and in its
+  best one here (dynamic batching up to 16 requests or 2 ms, the ZeroMQ queue, one inference
+  worker for two cores). BentoML is not measured: it does not install beside the project's pins
+  (it downgrades opentelemetry and cattrs);
 - (d) in process, one call at a time: ``OnnxPredictor.predict([record])`` (validation, encoding
   and onnxruntime, what the service does per request) and ``OnnxRunner.run`` on encoded inputs.
 
@@ -26,7 +32,8 @@ small machine it shares the cores with the server, as a real client on the same 
 
 Also measured: batch-1 latency of onnxruntime (``OnnxRunner.run``) against the same network in
 torch eager (rebuilt from the run's checkpoint and config, checked equal to the ONNX output),
-both on one thread. The last line is the headline ratio, (a) / (c) in requests/s.
+both on one thread. The last line is the headline ratio, (a) / (c) in requests/s; the JSON also
+has (a) / each peer under ``ratios``.
 
     python benchmarks/serving.py                          # trains a small registry first
     python benchmarks/serving.py --data-dir /tmp/lf       # copies an existing data dir
@@ -65,6 +72,7 @@ from lossflow.cli import ENVIRONMENT
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 LOADGEN = Path(__file__).with_name("loadgen.py")
+LITSERVE = Path(__file__).with_name("litserve_peer.py")
 BIN = Path(sys.executable).parent
 # What the copy of a data dir leaves out: files a service writes there.
 SERVICE_OUTPUTS = ("predictions.db*", "serving-cache", "unlogged-*.jsonl")
@@ -291,58 +299,70 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def _answers(
+    label: str, port: int, path: str, work: Workload, bodies: Sequence[bytes]
+) -> Iterator[tuple[int, dict[str, Any], Any]]:
+    """Send every body once on one keep-alive connection; yield (index, record, parsed answer)
+    and fail on any status but 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for i, (record, body) in enumerate(zip(work.records, bodies, strict=True)):
+            status, raw = _request(conn, "POST", path, body)
+            if status != 200:
+                raise BenchmarkError(f"{label} answered {status} to record {i}: {raw[:500]!r}")
+            yield i, record, orjson.loads(raw)
+    finally:
+        conn.close()
+
+
+def _check(label: str, i: int, got: Mapping[str, Any], expected: Any) -> None:
+    if (
+        abs(got["probability"] - expected.probability) > PROBABILITY_ATOL
+        or got["label"] != expected.label
+    ):
+        raise BenchmarkError(
+            f"record {i}: {label} answered {got}, the same model in process {expected}"
+        )
+
+
 def verify_lossflow(
     port: int, work: Workload, scorers: Mapping[str, Callable[..., Any]]
 ) -> Counter[str]:
     """Send every body once; each answer must be 200 and equal the in-process prediction of the
     model version that answered. Returns how many requests each variant answered."""
     variants: Counter[str] = Counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        for i, (record, body) in enumerate(zip(work.records, work.lossflow_bodies, strict=True)):
-            status, raw = _request(conn, "POST", "/predict", body)
-            if status != 200:
-                raise BenchmarkError(f"lossflow answered {status} to record {i}: {raw[:500]!r}")
-            answer = orjson.loads(raw)
-            version = answer["model_version"]
-            if version not in scorers:
-                raise BenchmarkError(f"lossflow answered with unknown model version {version!r}")
-            (expected,) = scorers[version]([record])
-            (got,) = answer["predictions"]
-            if (
-                abs(got["probability"] - expected.probability) > PROBABILITY_ATOL
-                or got["label"] != expected.label
-            ):
-                raise BenchmarkError(
-                    f"record {i}: lossflow ({answer['variant']} v{version}) answered {got}, the "
-                    f"same model in process {expected}"
-                )
-            variants[answer["variant"]] += 1
-    finally:
-        conn.close()
+    for i, record, answer in _answers("lossflow", port, "/predict", work, work.lossflow_bodies):
+        version = answer["model_version"]
+        if version not in scorers:
+            raise BenchmarkError(f"lossflow answered with unknown model version {version!r}")
+        (expected,) = scorers[version]([record])
+        (got,) = answer["predictions"]
+        _check(f"lossflow ({answer['variant']} v{version})", i, got, expected)
+        variants[answer["variant"]] += 1
     return variants
+
+
+def verify_peer(label: str, port: int, work: Workload, scorer: Callable[..., Any]) -> None:
+    """Send every /predict body once to a peer serving the champion through lossflow's
+    predictor; each answer must be 200 with the champion's probability and label."""
+    for i, record, answer in _answers(label, port, "/predict", work, work.lossflow_bodies):
+        (got,) = answer["predictions"]
+        (expected,) = scorer([record])
+        _check(label, i, got, expected)
 
 
 def verify_mlflow(port: int, work: Workload, scorer: Callable[..., Any]) -> None:
     """Send every encoded body once; each answer must be 200 with the champion's probability."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        for i, (record, body) in enumerate(zip(work.records, work.mlflow_bodies, strict=True)):
-            status, raw = _request(conn, "POST", "/invocations", body)
-            if status != 200:
-                raise BenchmarkError(f"mlflow answered {status} to record {i}: {raw[:500]!r}")
-            predictions = orjson.loads(raw)["predictions"]
-            if isinstance(predictions, dict):  # named outputs: {"output": [...]}
-                (predictions,) = predictions.values()
-            got = float(np.asarray(predictions, dtype=np.float64).reshape(-1)[0])
-            (expected,) = scorer([record])
-            if abs(got - expected.probability) > PROBABILITY_ATOL:
-                raise BenchmarkError(
-                    f"record {i}: mlflow answered {got}, the champion in process "
-                    f"{expected.probability}"
-                )
-    finally:
-        conn.close()
+    for i, record, answer in _answers("mlflow", port, "/invocations", work, work.mlflow_bodies):
+        predictions = answer["predictions"]
+        if isinstance(predictions, dict):  # named outputs: {"output": [...]}
+            (predictions,) = predictions.values()
+        got = float(np.asarray(predictions, dtype=np.float64).reshape(-1)[0])
+        (expected,) = scorer([record])
+        if abs(got - expected.probability) > PROBABILITY_ATOL:
+            raise BenchmarkError(
+                f"record {i}: mlflow answered {got}, the champion in process {expected.probability}"
+            )
 
 
 def load(
@@ -522,7 +542,10 @@ SERVERS = {
     "lossflow_ab_log": "(a) lossflow serve, A/B + prediction log",
     "lossflow_no_log": "(b) lossflow serve, log.enabled=false",
     "mlflow_serve": "(c) mlflow models serve (champion)",
+    "litserve_default": "(e) LitServe, defaults (champion)",
+    "litserve_best": "(e) LitServe, batching + fast queue",
 }
+PEERS = ("mlflow_serve", "litserve_default", "litserve_best")
 IN_PROCESS = {
     "predictor_predict": "(d) in process: OnnxPredictor.predict([record])",
     "runner_run": "(d) in process: OnnxRunner.run(encoded)",
@@ -536,6 +559,8 @@ def _server_commands(models: Models, port: dict[str, int]) -> dict[str, tuple[li
         str(_script("mlflow")), "models", "serve", "-m", f"models:/{models.name}@champion",
         "--env-manager", "local", "--port", str(port["mlflow_serve"]), "--host", "127.0.0.1",
     ]  # fmt: skip
+    champion = str(models.paths[models.versions["champion"]])
+    litserve = [sys.executable, str(LITSERVE), "--model", champion, "--port"]
     return {
         "lossflow_ab_log": ([*base, f"port={port['lossflow_ab_log']}"], "/ready"),
         "lossflow_no_log": (
@@ -543,6 +568,8 @@ def _server_commands(models: Models, port: dict[str, int]) -> dict[str, tuple[li
             "/ready",
         ),
         "mlflow_serve": (mlflow, "/ping"),
+        "litserve_default": ([*litserve, str(port["litserve_default"])], "/health"),
+        "litserve_best": ([*litserve, str(port["litserve_best"]), "--best"], "/health"),
     }
 
 
@@ -595,6 +622,8 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
         "lossflow_ab_log": ("/predict", work.lossflow_bodies),
         "lossflow_no_log": ("/predict", work.lossflow_bodies),
         "mlflow_serve": ("/invocations", work.mlflow_bodies),
+        "litserve_default": ("/predict", work.lossflow_bodies),
+        "litserve_best": ("/predict", work.lossflow_bodies),
     }
     rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in SERVERS}
     checks: dict[str, Any] = {}
@@ -610,6 +639,8 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
         variants = verify_lossflow(ports["lossflow_ab_log"], work, scorers)
         verify_lossflow(ports["lossflow_no_log"], work, scorers)
         verify_mlflow(ports["mlflow_serve"], work, champion.predict)
+        for key in ("litserve_default", "litserve_best"):
+            verify_peer(SERVERS[key], ports[key], work, champion.predict)
         checks["variants"] = dict(variants)
         answered = len(work.records)  # the check above, on (a)
         wait_logged(work_dir, answered)
@@ -643,7 +674,7 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
     batch = batch1(models, work, settings, tmp)
 
     servers = {key: _median_figures(rounds[key]) for key in SERVERS}
-    a, b, c = (servers[k] for k in SERVERS)
+    a, b, c = (servers[k] for k in ("lossflow_ab_log", "lossflow_no_log", "mlflow_serve"))
     return {
         "model": models.name,
         "versions": models.versions,
@@ -662,6 +693,7 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
         "logging_cost": round(1 - a["rps"] / b["rps"], 4),
         "p99_ratio": round(a["p99_ms"] / c["p99_ms"], 4),
         "ort_vs_torch_batch1": batch["ratio_torch_over_ort"],
+        "ratios": {peer: round(a["rps"] / servers[peer]["rps"], 4) for peer in PEERS},
         "ratio": round(a["rps"] / c["rps"], 4),
     }
 
@@ -701,6 +733,9 @@ def report(summary: dict[str, Any]) -> None:
     )
     print(f"logging cost, 1 - (a)/(b) req/s: {summary['logging_cost']:.1%}")
     print(f"p99 (a) / (c): {summary['p99_ratio']:.3f}")
+    for peer, ratio in summary["ratios"].items():
+        if peer != "mlflow_serve":
+            print(f"lossflow (a) / {SERVERS[peer]} req/s: {ratio:.3f}x")
     print(f"lossflow (a) / mlflow models serve (c) req/s: {summary['ratio']:.3f}x")
 
 

@@ -13,6 +13,10 @@ one run on one device:
   run it.
 - ``plain Lightning``: a minimal LightningModule fed by a default ``DataLoader`` over a
   ``TensorDataset`` (``shuffle=True``, no workers), checkpointing off, no validation.
+- ``lossflow DDP xN``: the ``lossflow`` variant with ``trainer.strategy=ddp`` and
+  ``devices=N`` (``--ddp``; 0 leaves it out): N spawned processes (gloo on CPU, each with
+  ``cores / N`` threads; NCCL on N GPUs), each taking ``1/N`` of every batch, so the steps and
+  the weights are those of one process. Process start-up is outside the timed epochs.
 
 The raw loop draws the same permutations as ``TensorBatches``, so in fp32 it ends with the
 weights lossflow ends with; the script reports the largest difference as a check that both did
@@ -58,6 +62,7 @@ FEATURES = 64
 HIDDEN = 512
 LR = 1e-3
 VARIANTS = ("raw loop", "lossflow", "plain Lightning")
+DDP = "lossflow DDP"
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,12 @@ def _trainer_precision(setup: Setup) -> Literal["32-true", "bf16-mixed"]:
 
 
 def run_lossflow(
-    setup: Setup, template: nn.Module, x: Tensor, y: Tensor, profiler: cProfile.Profile | None
+    setup: Setup,
+    template: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    profiler: cProfile.Profile | None,
+    processes: int = 1,
 ) -> Outcome:
     device = setup.device
     net = copy.deepcopy(template)
@@ -181,9 +191,11 @@ def run_lossflow(
         scheduler=SchedulerConfig(name="none"),
         max_epochs=setup.epochs,
     )
-    train = TensorBatches((x,), y, setup.batch_size, shuffle=True, seed=setup.seed, device=device)
+    # A multi-process fit moves each process's copy of the batches to its own device.
+    where = device if processes == 1 else None
+    train = TensorBatches((x,), y, setup.batch_size, shuffle=True, seed=setup.seed, device=where)
     val_rows = min(setup.batch_size, setup.rows)
-    val = TensorBatches((x[:val_rows],), y[:val_rows], setup.batch_size, device=device)
+    val = TensorBatches((x[:val_rows],), y[:val_rows], setup.batch_size, device=where)
     cfg = TrainerConfig(
         max_epochs=setup.epochs,
         batch_size=setup.batch_size,
@@ -191,6 +203,8 @@ def run_lossflow(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         precision=_trainer_precision(setup),
         early_stopping=None,
+        devices=processes,
+        strategy="ddp" if processes > 1 else "auto",
     )
     clock = EpochClock(device)
     with tempfile.TemporaryDirectory(prefix="lossflow-bench-") as tmp:
@@ -201,7 +215,10 @@ def run_lossflow(
             profiler.disable()
     losses = result.history.get("train/loss")
     return Outcome(
-        "lossflow", clock.epoch_seconds(setup.epochs), losses[-1] if losses else None, net
+        "lossflow" if processes == 1 else DDP,
+        clock.epoch_seconds(setup.epochs),
+        losses[-1] if losses else None,
+        net,
     )
 
 
@@ -299,7 +316,7 @@ def profile_report(profiler: cProfile.Profile, top: int = 15) -> dict[str, Any]:
 Runner = Callable[[Setup, nn.Module, Tensor, Tensor], Outcome]
 
 
-def run(setup: Setup, repeats: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def run(setup: Setup, repeats: int, ddp: int = 0) -> tuple[list[dict[str, Any]], dict[str, float]]:
     x, y = make_data(setup.rows, setup.seed)
     template = make_net(setup.seed)
     runners: dict[str, Runner] = {
@@ -307,22 +324,26 @@ def run(setup: Setup, repeats: int) -> tuple[list[dict[str, Any]], dict[str, flo
         "lossflow": lambda s, t, xx, yy: run_lossflow(s, t, xx, yy, None),
         "plain Lightning": run_plain,
     }
+    variants = list(VARIANTS)
+    if ddp > 1:
+        runners[DDP] = lambda s, t, xx, yy: run_lossflow(s, t, xx, yy, None, processes=ddp)
+        variants.append(DDP)
     timed_rows = setup.rows * (setup.epochs - 1)
-    rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    rates: dict[str, list[float]] = {v: [] for v in variants}
     last: dict[str, Outcome] = {}
     for _ in range(repeats):
-        for variant in VARIANTS:  # interleaved, so drift in machine speed hits all alike
+        for variant in variants:  # interleaved, so drift in machine speed hits all alike
             out = runners[variant](setup, template, x, y)
             rates[variant].append(timed_rows / sum(out.epoch_seconds[1:]))
             last[variant] = out
     raw_rate = statistics.median(rates["raw loop"])
     rows: list[dict[str, Any]] = []
-    for variant in VARIANTS:
+    for variant in variants:
         rate = statistics.median(rates[variant])
         out = last[variant]
         rows.append(
             {
-                "variant": variant,
+                "variant": f"{DDP} x{ddp}" if variant == DDP else variant,
                 "samples_per_s": round(rate, 1),
                 "ratio_to_raw": round(rate / raw_rate, 4),
                 "epoch_seconds": [round(t, 4) for t in out.epoch_seconds],
@@ -335,6 +356,8 @@ def run(setup: Setup, repeats: int) -> tuple[list[dict[str, Any]], dict[str, flo
             last["lossflow"].net, last["raw loop"].net
         )
     }
+    if DDP in last:
+        checks["max_weight_diff_ddp_vs_raw"] = max_weight_diff(last[DDP].net, last["raw loop"].net)
     return rows, checks
 
 
@@ -363,6 +386,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--profile", action="store_true", help="cProfile one more lossflow fit")
+    parser.add_argument(
+        "--ddp", type=int, default=2, help="processes of the DDP row (0: no DDP row)"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     if args.epochs < 2:
@@ -389,7 +415,11 @@ def main() -> None:
         f"{args.rows:,} rows, batch {args.batch_size}, {args.epochs} epochs (first is warm-up), "
         f"precision {args.precision}, {setup.device}, {torch.get_num_threads()} threads"
     )
-    rows, checks = run(setup, args.repeats)
+    if args.ddp == 1 or args.ddp < 0:
+        parser.error("--ddp must be 0 (no DDP row) or at least 2 processes")
+    if args.ddp and args.device == "cuda" and torch.cuda.device_count() < args.ddp:
+        parser.error(f"--ddp {args.ddp} on cuda needs {args.ddp} GPUs; use --ddp 0")
+    rows, checks = run(setup, args.repeats, args.ddp)
     print(f"{'variant':<16} {'samples/s':>12} {'vs raw':>8} {'final loss':>11}  epoch seconds")
     for r in rows:
         loss = f"{r['final_train_loss']:.5f}" if r["final_train_loss"] is not None else "-"
@@ -400,6 +430,9 @@ def main() -> None:
         )
     diff = checks["max_weight_diff_lossflow_vs_raw"]
     print(f"max |weight difference| lossflow vs raw loop after training: {diff:.3g}")
+    if "max_weight_diff_ddp_vs_raw" in checks:
+        diff = checks["max_weight_diff_ddp_vs_raw"]
+        print(f"max |weight difference| lossflow DDP vs raw loop after training: {diff:.3g}")
 
     by_variant = {r["variant"]: r for r in rows}
     ratio = by_variant["lossflow"]["ratio_to_raw"]
@@ -418,6 +451,11 @@ def main() -> None:
         "results": rows,
         **checks,
         "ratio_plain_lightning": by_variant["plain Lightning"]["ratio_to_raw"],
+        **(
+            {"ratio_ddp": by_variant[f"{DDP} x{args.ddp}"]["ratio_to_raw"], "ddp": args.ddp}
+            if args.ddp
+            else {}
+        ),
         "ratio": ratio,
     }
     if args.profile:

@@ -8,12 +8,12 @@
   ``trigger.concurrency_limit`` runs at once (the others wait: none is dropped).
 
 ``served`` builds them for ``lossflow schedule`` (one process runs them all); ``deploy`` registers
-them with the server at ``PREFECT_API_URL`` for a work pool's workers (``lossflow deploy``).
+them with the server at ``PREFECT_API_URL`` on a process work pool whose workers run them from
+the project root (``lossflow deploy``, ``lossflow worker``: the production topology).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,10 @@ ENTRYPOINTS: Final = {
 
 class DeploymentSpecError(UserError):
     """A ``--set FLOW:KEY=VALUE`` names no flow; the message lists them."""
+
+
+class SourceError(UserError, FileNotFoundError):
+    """The directory a deployment would run from does not hold the flows and configs."""
 
 
 def split_overrides(items: Sequence[str]) -> dict[str, list[str]]:
@@ -192,23 +196,41 @@ def deploy(
     work_pool: str,
     overrides: Mapping[str, list[str]] | None = None,
     source: Path = ROOT,
-) -> list[str]:
-    """Register the deployments with the server at ``PREFECT_API_URL`` for ``work_pool`` (a
-    ``process`` pool, created when missing); their code is loaded from ``source``. Returns the
-    deployment ids."""
+    *,
+    schedule: bool = True,
+) -> list[tuple[str, str]]:
+    """Register the deployments with the server at ``PREFECT_API_URL`` on ``work_pool`` (a
+    process pool, created when missing). A worker of the pool runs them from ``source`` (a
+    project checkout, or the images' ``/app``); the crons apply unless ``schedule`` is false
+    (the retrain trigger always does). Registering again updates them in place.
+
+    Returns:
+        ``(flow/deployment name, id)`` per deployment.
+
+    Raises:
+        SourceError: ``source`` lacks ``pipelines/`` or the config directory.
+    """
     from prefect import Flow
     from prefect import flow as prefect_flow
 
-    ensure_work_pool(work_pool)
-    ids = []
-    for spec in specs(config_dir, overrides):
+    configs = config_dir if config_dir.is_absolute() else source / config_dir
+    missing = [e for e in ENTRYPOINTS.values() if not (source / e.partition(":")[0]).is_file()]
+    if missing or not configs.is_dir():
+        raise SourceError(
+            f"{source} has no {missing[0].partition(':')[0] if missing else config_dir}: run "
+            "`lossflow deploy` from the project root (in the images: /app), where pipelines/ "
+            "and configs/ are"
+        )
+    ensure_process_pool(work_pool)
+    out = []
+    for spec in specs(configs, overrides):
         loaded = prefect_flow.from_source(source=str(source), entrypoint=ENTRYPOINTS[spec.flow])
         if not isinstance(loaded, Flow):
             raise TypeError("deploy() is synchronous: call it outside an event loop")
         deployment_id = loaded.deploy(
             name=spec.name,
             work_pool_name=work_pool,
-            schedule=spec.cron,
+            schedule=spec.cron if schedule else None,
             triggers=spec.triggers or None,
             parameters=spec.parameters,
             concurrency_limit=spec.concurrency,
@@ -217,15 +239,27 @@ def deploy(
             push=False,
             print_next_steps=False,
         )
-        ids.append(str(deployment_id))
-    return ids
+        out.append((f"{loaded.name}/{spec.name}", str(deployment_id)))
+    return out
 
 
-def ensure_work_pool(name: str) -> None:
-    """Create the ``process`` work pool ``name`` unless it exists."""
+def ensure_process_pool(name: str) -> bool:
+    """Create the process work pool ``name`` unless it exists; True when it was created."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
 
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type=ProcessWorker.type,
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    description="lossflow flows run by `lossflow worker` (process workers)",
+                )
+            )
+        except ObjectAlreadyExists:
+            return False
+    return True

@@ -456,6 +456,14 @@ def schedule(
         serve_deployments(*chosen)
 
 
+WorkPool = Annotated[
+    str,
+    typer.Option(
+        "--work-pool", envvar="LOSSFLOW_WORK_POOL", help="Prefect work pool (a process pool)"
+    ),
+]
+
+
 @app.command()
 @user_errors
 def deploy(
@@ -463,28 +471,62 @@ def deploy(
         list[str] | None, typer.Argument(help="training overrides: loss=bce trainer.max_epochs=3")
     ] = None,
     set_: SetOption = None,
-    pool: Annotated[str, typer.Option(help="the work pool (type process; created if missing)")] = (
-        "lossflow"
-    ),
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+    work_pool: WorkPool = "lossflow",
+    no_schedule: Annotated[
+        bool, typer.Option("--no-schedule", help="crons off: run only when triggered")
+    ] = False,
 ) -> None:
-    """Register the four deployments with the Prefect server at PREFECT_API_URL, for the workers
-    of a work pool (start one with: prefect worker start --pool lossflow)."""
+    """Register the four deployments (training, monitoring, ab-analysis on their crons; retrain
+    on its event) on a Prefect server's work pool (PREFECT_API_URL); workers run them from this
+    directory (the project root)."""
     _needs("train")
+    per_flow = _deployment_overrides(overrides or [], set_ or [])
+    _needs_prefect_server("deploy")
     from pipelines import deployments
+
+    registered = deployments.deploy(
+        config_dir, work_pool, per_flow, Path.cwd(), schedule=not no_schedule
+    )
+    console = Console()
+    for name, deployment_id in registered:
+        console.print(
+            f"registered deployment '{name}' on work pool '{work_pool}' ({deployment_id})"
+        )
+    console.print(
+        f"start a worker: prefect worker start --pool {work_pool}  (or: lossflow worker); run "
+        f"training now: prefect deployment run '{registered[0][0]}'"
+    )
+
+
+@app.command()
+@user_errors
+def worker(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="training overrides: loss=bce trainer.max_epochs=3")
+    ] = None,
+    set_: SetOption = None,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+    work_pool: WorkPool = "lossflow",
+) -> None:
+    """Register the deployments (as `lossflow deploy`), then run a process worker of the pool."""
+    deploy(overrides, set_, config_dir, work_pool)
+    command = [str(Path(sys.executable).parent / "prefect"), "worker", "start"]
+    command += ["--pool", work_pool, "--type", "process"]
+    Console().print(f"starting: {' '.join(command[1:])}")
+    raise typer.Exit(subprocess.call(command))
+
+
+def _needs_prefect_server(command: str) -> None:
+    """Exit with a hint when PREFECT_API_URL names no server (deployments need one)."""
     from prefect.settings import PREFECT_API_URL
 
-    if not PREFECT_API_URL.value():
-        raise deployments.DeploymentSpecError(
-            "PREFECT_API_URL is not set: point it at your Prefect server, e.g. "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api lossflow deploy (start one with "
-            "`prefect server start`, or run everything on one machine with `lossflow schedule`)"
+    if not str(PREFECT_API_URL.value() or "").strip():
+        _stderr().print(
+            f"[red]lossflow {command}:[/red] set PREFECT_API_URL to the Prefect server's API, "
+            "e.g. http://127.0.0.1:4200/api (a temporary local server keeps no deployments)"
         )
-    ids = deployments.deploy(config_dir, pool, _deployment_overrides(overrides or [], set_ or []))
-    console = Console()
-    for name, deployment_id in zip(deployments.FLOWS, ids, strict=True):
-        console.print(f"deployed {name}: {deployment_id}")
-    console.print(f"start a worker: prefect worker start --pool {pool}")
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -498,9 +540,15 @@ def serve(
         ),
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help="bind address (same as host=...); default 127.0.0.1")
+        str | None,
+        typer.Option(
+            envvar="LOSSFLOW_HOST", help="bind address (same as host=...); default 127.0.0.1"
+        ),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="port (same as port=...); default 8000")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(envvar="LOSSFLOW_PORT", help="port (same as port=...); default 8000"),
+    ] = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
     """Serve the registered ONNX models over HTTP: A/B split, prediction log, feedback."""

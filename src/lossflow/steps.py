@@ -75,6 +75,24 @@ def log_run_inputs(
 # --- train -----------------------------------------------------------------------------------
 
 
+class RunMetrics:
+    """Epoch metrics to one MLflow run; picklable, so a data-parallel rank 0 can log them (the
+    tracker is made where it is first used)."""
+
+    def __init__(self, cfg: TrainingConfig, run_id: str) -> None:
+        self.cfg = cfg
+        self.run_id = run_id
+        self._tracker: Tracker | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"cfg": self.cfg, "run_id": self.run_id, "_tracker": None}
+
+    def __call__(self, metrics: Mapping[str, float], step: int) -> None:
+        if self._tracker is None:
+            self._tracker = tracker_for(self.cfg)
+        self._tracker.log_metrics(self.run_id, metrics, step)
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """Where the trained weights are and how training went."""
@@ -97,13 +115,7 @@ def train_model(
     progress_bar: bool = False,
 ) -> TrainResult:
     """Fit the configured model; epoch metrics go to the MLflow run ``run_id`` when given."""
-    sink = None
-    if run_id is not None:
-        tracker = tracker_for(cfg)
-
-        def sink(metrics: Mapping[str, float], step: int) -> None:
-            tracker.log_metrics(run_id, metrics, step)
-
+    sink = None if run_id is None else RunMetrics(cfg, run_id)
     result = fit_model(
         cfg,
         prepared.preprocessor(),

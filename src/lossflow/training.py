@@ -1,25 +1,55 @@
-"""Trainer construction and the fast in-memory data path.
+"""Trainer construction, the fast in-memory data path and data-parallel training (DDP).
 
 The data path: a split lives as a few tensors (on the training device when there is one), and
 each batch is one ``index_select`` per tensor from a shuffled permutation — no ``Dataset``, no
 per-sample ``__getitem__`` and no collation, which is where a default ``DataLoader`` spends most
 of its time on small tabular rows.
+
+Data-parallel training (``trainer.strategy: ddp`` with ``devices`` > 1 or ``num_nodes`` > 1):
+:func:`fit` starts one process per device (``spawn``), so only the fit runs there and the
+caller (a flow task) stays one process. ``trainer.batch_size`` stays the number of rows per
+optimizer step: every process takes its ``1/world`` share of each batch of the same
+permutation (:meth:`TensorBatches.shard`), so all processes run the same number of steps and,
+gradients being averaged, the run follows the single-process trajectory. Every process
+validates on the whole validation split, so early stopping decides alike everywhere; only
+global rank 0 sends metrics to the sink (MLflow) and writes checkpoints, and the caller gets
+rank 0's result and weights back.
 """
 
 from __future__ import annotations
 
+import copy
+import ipaddress
 import math
+import os
+import pickle
+import socket
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from torch import Tensor
+from torch.multiprocessing.spawn import ProcessRaisedException, start_processes
 
 from lossflow.config import TrainerConfig
+from lossflow.errors import UserError
+
+# What a node of a multi-node run must be told (Lightning's and torch's conventions).
+CLUSTER_ENV: Final = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK")
+
+
+class DistributedSetupError(UserError, RuntimeError):
+    """A multi-process run cannot start: the message names the setting or variable to fix."""
+
+
+class DistributedWorkerError(RuntimeError):
+    """A training process of a multi-process run failed with an error that could not be sent
+    back as itself; the message carries its traceback."""
 
 
 class TensorBatches:
@@ -60,10 +90,35 @@ class TensorBatches:
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
+        self.rank = 0
+        self.world = 1
 
     @property
     def rows(self) -> int:
         return int(self.target.shape[0])
+
+    def shard(self, rank: int, world: int) -> None:
+        """Yield only process ``rank``'s share of each batch from now on.
+
+        Every one of the ``world`` processes draws the same permutation and walks the same
+        batches; of each batch it takes the rows ``rank, rank + world, ...``. A batch whose size
+        is not a multiple of ``world`` is padded with the epoch's first rows, so every process
+        gets batches of equal size and the same number of them (as ``DistributedSampler``
+        pads). With gradients averaged across processes, a step sees the rows a single process
+        would have seen in that batch.
+
+        Raises:
+            ValueError: ``rank`` is not in ``0 .. world - 1``.
+        """
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"rank must be in 0..{world - 1}; got rank={rank}, world={world}")
+        self.rank, self.world = rank, world
+
+    def to(self, device: torch.device | str) -> TensorBatches:
+        """Move the tensors to ``device`` (in place) and return ``self``."""
+        self.inputs = tuple(t.to(device) for t in self.inputs)
+        self.target = self.target.to(device)
+        return self
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -78,6 +133,9 @@ class TensorBatches:
         else:
             order = None
         self.epoch += 1
+        if self.world > 1:
+            yield from self._shards(order)
+            return
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, self.rows)
             if order is None:
@@ -88,6 +146,19 @@ class TensorBatches:
                     tuple(t.index_select(0, idx) for t in self.inputs),
                     self.target.index_select(0, idx),
                 )
+
+    def _shards(self, order: Tensor | None) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        device = self.target.device
+        if order is None:
+            order = torch.arange(self.rows, device=device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : min((b + 1) * self.batch_size, self.rows)]
+            short = -idx.numel() % self.world
+            if short:
+                idx = torch.cat([idx, order[:short].repeat(math.ceil(short / self.rows))[:short]])
+            idx = idx[self.rank :: self.world]
+            inputs = tuple(t.index_select(0, idx) for t in self.inputs)
+            yield inputs, self.target.index_select(0, idx)
 
 
 class MetricSink(Protocol):
@@ -127,7 +198,7 @@ class EpochMetricsCallback(Callback):
         metrics["epoch"] = float(trainer.current_epoch)
         for k, v in metrics.items():
             self.history.setdefault(k, []).append(v)
-        if self.sink is not None:
+        if self.sink is not None and trainer.is_global_zero:
             self.sink(metrics, trainer.current_epoch)
 
 
@@ -201,6 +272,7 @@ def build_trainer(
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
         precision=cfg.precision,
         gradient_clip_val=cfg.gradient_clip_val,
@@ -218,6 +290,11 @@ def build_trainer(
     return trainer, checkpoint, early
 
 
+def processes_of(cfg: TrainerConfig) -> int:
+    """How many training processes ``cfg`` runs in all (``devices * num_nodes`` with DDP)."""
+    return cfg.devices * cfg.num_nodes if cfg.strategy == "ddp" else 1
+
+
 def fit(
     system: L.LightningModule,
     train: TensorBatches,
@@ -230,7 +307,49 @@ def fit(
     callbacks: Sequence[Callback] = (),
     enable_progress_bar: bool = False,
 ) -> FitResult:
-    """Train ``system``; with ``resume`` continue from ``checkpoint_dir/last.ckpt`` if present."""
+    """Train ``system``; with ``resume`` continue from ``checkpoint_dir/last.ckpt`` if present.
+
+    With ``cfg.strategy == "ddp"`` and more than one process, the fit runs in ``cfg.devices``
+    spawned processes on this node (see the module docstring); ``system``, the batches, the
+    sink and the callbacks are pickled to them, ``system`` gets rank 0's trained weights back
+    and each of ``callbacks`` rank 0's state. A ``UserError`` raised in a training process is
+    raised here as itself.
+
+    Raises:
+        DistributedSetupError: a multi-node run without ``MASTER_ADDR``, ``MASTER_PORT`` and
+            ``NODE_RANK`` in the environment.
+    """
+    if processes_of(cfg) > 1:
+        return _fit_processes(
+            _Job(system, train, val, cfg, checkpoint_dir, sink, resume, tuple(callbacks),
+                 enable_progress_bar, _cluster(cfg), Path()),
+        )  # fmt: skip
+    return _fit_here(
+        system,
+        train,
+        val,
+        cfg,
+        checkpoint_dir,
+        sink=sink,
+        resume=resume,
+        callbacks=callbacks,
+        enable_progress_bar=enable_progress_bar,
+    )
+
+
+def _fit_here(
+    system: L.LightningModule,
+    train: TensorBatches,
+    val: TensorBatches,
+    cfg: TrainerConfig,
+    checkpoint_dir: Path,
+    *,
+    sink: MetricSink | None,
+    resume: bool,
+    callbacks: Sequence[Callback],
+    enable_progress_bar: bool,
+) -> FitResult:
+    """The fit in this process (the whole run, or one rank of a multi-process run)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     history = EpochMetricsCallback(sink)
     trainer, checkpoint, early = build_trainer(
@@ -253,3 +372,162 @@ def fit(
         best_score=float(score) if score is not None else None,
         history=history.history,
     )
+
+
+# --- data-parallel processes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cluster:
+    """Where the processes of a run meet: rendezvous address and this node's place."""
+
+    master_addr: str
+    master_port: int
+    node_rank: int
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cluster(cfg: TrainerConfig) -> _Cluster:
+    """One node: rendezvous on a free loopback port; several: what the environment says."""
+    if cfg.num_nodes == 1:
+        return _Cluster("127.0.0.1", _free_loopback_port(), 0)
+    missing = [key for key in CLUSTER_ENV if not os.environ.get(key)]
+    if missing:
+        raise DistributedSetupError(
+            f"trainer.num_nodes={cfg.num_nodes}: set {', '.join(missing)} on every node (the "
+            "address and port of node 0, and this node's rank 0..num_nodes-1), as torchrun, "
+            "SLURM or a Kubernetes job would"
+        )
+    node_rank = int(os.environ["NODE_RANK"])
+    if not 0 <= node_rank < cfg.num_nodes:
+        raise DistributedSetupError(
+            f"NODE_RANK={node_rank} but trainer.num_nodes={cfg.num_nodes}: use "
+            f"0..{cfg.num_nodes - 1}"
+        )
+    return _Cluster(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), node_rank)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a training process needs; pickled to it."""
+
+    system: L.LightningModule
+    train: TensorBatches
+    val: TensorBatches
+    cfg: TrainerConfig
+    checkpoint_dir: Path
+    sink: MetricSink | None
+    resume: bool
+    callbacks: tuple[Callback, ...]
+    enable_progress_bar: bool
+    cluster: _Cluster
+    exchange: Path  # where ranks leave their result or error for the caller
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    result: FitResult
+    state_dict: dict[str, Tensor]
+    callbacks: tuple[Callback, ...]
+
+
+_RESULT_FILE: Final = "rank0.pickle"
+
+
+def _error_file(rank: int) -> str:
+    return f"error-{rank}.pickle"
+
+
+def _fit_processes(job: _Job) -> FitResult:
+    """Spawn ``devices`` training processes on this node, wait for all, return rank 0's fit."""
+    with tempfile.TemporaryDirectory(prefix="lossflow-ddp-") as tmp:
+        job = replace(job, exchange=Path(tmp))
+        context = start_processes(  # type: ignore[no-untyped-call]
+            _train_process, args=(job,), nprocs=job.cfg.devices, join=False, start_method="spawn"
+        )
+        try:
+            while not context.join():
+                pass
+        except ProcessRaisedException as exc:
+            rank = job.cluster.node_rank * job.cfg.devices + exc.error_index
+            error = job.exchange / _error_file(rank)
+            if error.is_file():
+                raise pickle.loads(error.read_bytes()) from None
+            raise DistributedWorkerError(str(exc)) from None
+        result = job.exchange / _RESULT_FILE
+        if not result.is_file():  # node_rank > 0: rank 0, its result and checkpoints are on node 0
+            return FitResult(None, None, 0, 0, False, None)
+        outcome: _Outcome = pickle.loads(result.read_bytes())
+    job.system.load_state_dict(outcome.state_dict)
+    for mine, theirs in zip(job.callbacks, outcome.callbacks, strict=True):
+        mine.__dict__.update(theirs.__dict__)
+    return outcome.result
+
+
+def _train_process(local_rank: int, job: _Job) -> None:
+    """One rank of a multi-process fit (the target of ``torch.multiprocessing``)."""
+    cfg = job.cfg
+    cluster = job.cluster
+    world = processes_of(cfg)
+    rank = cluster.node_rank * cfg.devices + local_rank
+    os.environ.update(
+        MASTER_ADDR=cluster.master_addr,
+        MASTER_PORT=str(cluster.master_port),
+        NODE_RANK=str(cluster.node_rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+    )
+    if _is_loopback(cluster.master_addr):
+        # gloo otherwise binds the address the host name resolves to; one node stays on loopback.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    train, val = job.train, job.val
+    if cfg.accelerator == "gpu":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        train.to(device)
+        val.to(device)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
+    train.shard(rank, world)
+    # Tensors arrive in shared memory: each process trains its own copy of the weights (the
+    # data stays shared, read only).
+    system = copy.deepcopy(job.system)
+    try:
+        result = _fit_here(
+            system,
+            train,
+            val,
+            cfg,
+            job.checkpoint_dir,
+            sink=job.sink,
+            resume=job.resume,
+            callbacks=job.callbacks,
+            enable_progress_bar=job.enable_progress_bar and rank == 0,
+        )
+    except BaseException as err:
+        try:
+            payload = pickle.dumps(err)
+        except Exception:  # an error that cannot travel: the caller gets its traceback text
+            payload = None
+        if payload is not None:
+            (job.exchange / _error_file(rank)).write_bytes(payload)
+        raise
+    if rank == 0:
+        state = {k: v.detach().cpu() for k, v in system.state_dict().items()}
+        outcome = _Outcome(result, state, job.callbacks)
+        (job.exchange / _RESULT_FILE).write_bytes(pickle.dumps(outcome))

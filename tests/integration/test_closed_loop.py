@@ -124,11 +124,12 @@ def test_a_drift_event_retrains_once_and_the_ab_test_settles_the_aliases(
             "retrain:candidates.extra=[{name: bce}]"]  # fmt: skip
     with _prefect(home, port):
         deployed = CliRunner().invoke(
-            app, ["deploy", "--pool", POOL, "--config-dir", str(CONFIG_DIR),
+            app, ["deploy", "--work-pool", POOL, "--config-dir", str(CONFIG_DIR),
                   *(x for s in sets for x in ("--set", s))],
         )  # fmt: skip
         assert deployed.exit_code == 0, deployed.output
         assert "start a worker: prefect worker start --pool lossflow-test" in deployed.output
+        assert "registered deployment 'retrain/retrain'" in deployed.output
     # The server restarts: deployments, schedules and the trigger live in its database.
     with _prefect(home, port) as prefect, _worker(home, prefect.api_url, tmp_path / "w.log") as w:
         api = prefect.api_url

@@ -110,3 +110,28 @@ def test_tensor_batches_cover_every_row_once_per_epoch_in_a_new_order() -> None:
     assert torch.equal(torch.cat([b[1] for b in again]), epochs[0]), "seeded order"
     with pytest.raises(ValueError, match="input 0 has 100 rows but the target has 5"):
         TensorBatches(x, torch.arange(5), 8)
+
+
+def test_shards_split_every_batch_of_the_same_permutation() -> None:
+    rows, batch, world = 104, 10, 3
+    x = (torch.arange(rows).float().unsqueeze(1),)
+    single = TensorBatches(x, torch.arange(rows), batch, shuffle=True, seed=5)
+    shards = []
+    for rank in range(world):
+        part = TensorBatches(x, torch.arange(rows), batch, shuffle=True, seed=5)
+        part.shard(rank, world)
+        shards.append([b[1] for b in part])
+    whole = [b[1] for b in single]
+    assert [len(s) for s in shards] == [len(whole)] * world, "same number of batches everywhere"
+    for b, expected in enumerate(whole):
+        parts = [s[b] for s in shards]
+        assert len({len(p) for p in parts}) == 1, "equal batch sizes across processes"
+        got = torch.cat(parts)
+        assert set(expected.tolist()) <= set(got.tolist())
+        assert len(got) - len(expected) < world, "padding only to a multiple of world"
+    # The last batch (4 rows) is padded to 6 with the epoch's first two rows.
+    assert sorted(torch.cat([s[-1] for s in shards]).tolist()) == sorted(
+        [*whole[-1].tolist(), *whole[0][:2].tolist()]
+    )
+    with pytest.raises(ValueError, match=r"rank must be in 0\.\.2"):
+        single.shard(3, 3)

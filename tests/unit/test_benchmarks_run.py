@@ -31,7 +31,7 @@ def test_training_throughput_tiny_run(tmp_path: Path) -> None:
 
     figures = json.loads(out.read_text())
     results = {r["variant"]: r for r in figures["results"]}
-    assert set(results) == {"raw loop", "lossflow", "plain Lightning"}
+    assert set(results) == {"raw loop", "lossflow", "plain Lightning", "lossflow DDP x2"}
     for r in results.values():
         assert r["samples_per_s"] > 0
         assert len(r["epoch_seconds"]) == 2
@@ -42,6 +42,11 @@ def test_training_throughput_tiny_run(tmp_path: Path) -> None:
     # Same init, data, order, loss and optimizer: in fp32 both end with the same weights.
     assert figures["max_weight_diff_lossflow_vs_raw"] < 1e-5
     assert ours["final_train_loss"] == pytest.approx(raw["final_train_loss"], rel=1e-4)
+    # Two processes, each with half of every batch: the same steps, the same weights.
+    assert figures["max_weight_diff_ddp_vs_raw"] < 1e-4
+    ddp = results["lossflow DDP x2"]
+    assert ddp["final_train_loss"] == pytest.approx(raw["final_train_loss"], rel=1e-3)
+    assert figures["ratio_ddp"] == ddp["ratio_to_raw"]
     parts = figures["profile"]["parts_cumulative_s"]
     assert parts["fit (total)"] > 0
     assert parts["backward"] > 0
@@ -68,7 +73,9 @@ def test_serving_benchmark_quick_run(tmp_path: Path) -> None:
     assert lines[-1].startswith("lossflow (a) / mlflow models serve (c) req/s: ")
 
     figures = json.loads(out.read_text())
-    assert set(figures["servers"]) == {"lossflow_ab_log", "lossflow_no_log", "mlflow_serve"}
+    assert set(figures["servers"]) == {
+        "lossflow_ab_log", "lossflow_no_log", "mlflow_serve", "litserve_default", "litserve_best",
+    }  # fmt: skip
     assert set(figures["in_process"]) == {"predictor_predict", "runner_run"}
     for r in [*figures["servers"].values(), *figures["in_process"].values()]:
         assert r["rps"] > 0
@@ -80,6 +87,10 @@ def test_serving_benchmark_quick_run(tmp_path: Path) -> None:
     )
     assert figures["ratio"] == pytest.approx(a["rps"] / c["rps"], rel=1e-3)
     assert figures["logging_cost"] == pytest.approx(1 - a["rps"] / b["rps"], abs=1e-3)
+    for peer in ("mlflow_serve", "litserve_default", "litserve_best"):
+        want = a["rps"] / figures["servers"][peer]["rps"]
+        assert figures["ratios"][peer] == pytest.approx(want, rel=1e-3)
+    assert figures["ratios"]["mlflow_serve"] == figures["ratio"]
     assert f"{figures['ratio']:.3f}x" in lines[-1]
     # Both registered versions answered, and every answer of (a) is in the prediction log.
     assert set(figures["versions"]) == {"champion", "challenger"}

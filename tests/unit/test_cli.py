@@ -99,3 +99,29 @@ def test_console_filter_drops_user_error_records_and_their_repeats() -> None:
         assert scheduler.filter(failed)
         assert failed.exc_info is None
         assert scheduler.filter(record("Finished in state Failed(\"missing column 'c'\")", None))
+
+
+def test_deploy_and_worker_need_a_prefect_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    for command in ("deploy", "worker"):
+        result = runner.invoke(app, [command, "--work-pool", "p"])
+        assert result.exit_code == 2, result.output
+        assert "set PREFECT_API_URL to the Prefect server's API" in result.output
+
+
+def test_serve_reads_host_and_port_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lossflow.config.serving as serving
+
+    seen: list[list[str]] = []
+
+    def load(overrides: list[str], config_dir: Path) -> None:
+        seen.append(list(overrides))
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(serving, "load_serving_config", load)
+    monkeypatch.setattr("lossflow.cli.load_serving_config", load)
+    monkeypatch.setenv("LOSSFLOW_HOST", "0.0.0.0")
+    monkeypatch.setenv("LOSSFLOW_PORT", "8123")
+    result = runner.invoke(app, ["serve", "log.enabled=false"])
+    assert result.exit_code == 0, result.output
+    assert seen == [["log.enabled=false", "host=0.0.0.0", "port=8123"]]

@@ -130,6 +130,8 @@ def test_project_defaults_load() -> None:
         (["schedule.timezone=Mars/Olympus"], r"unknown time zone 'Mars/Olympus'"),
         (["data_dir=/proc/lossflow"], r"command line: data_dir: /proc/lossflow is not writable"),
         (["loss=listnet"], r"loss: loss 'listnet' fits ranking tasks, not a binary task"),
+        (["trainer.devices=2"], r"more than one training process needs trainer.strategy: ddp"),
+        (["trainer.num_nodes=2"], r"trainer.num_nodes=2: more than one training process needs"),
         (
             ["evaluation.threshold=cost", "evaluation.fn_cost=2", "evaluation.fp_cost=1",
              "data.task=regression", "loss=bce"],

@@ -126,8 +126,11 @@ class TrainerConfig(Section):
     batch_size: int = Field(1024, ge=1)
     seed: int = 42
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    devices: int = Field(1, ge=1)
-    strategy: Literal["auto", "ddp"] = "auto"
+    devices: int = Field(1, ge=1, description="processes per node (one per GPU) with ddp")
+    num_nodes: int = Field(1, ge=1, description="machines of a ddp run (MASTER_ADDR etc. set)")
+    strategy: Literal["auto", "ddp"] = Field(
+        "auto", description="ddp: data-parallel over devices x num_nodes processes"
+    )
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     gradient_clip_val: float | None = Field(None, gt=0.0)
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
@@ -135,6 +138,15 @@ class TrainerConfig(Section):
     log_every_n_steps: int = Field(50, ge=1)
     deterministic: bool = False
     limit_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch")
+
+    @model_validator(mode="after")
+    def _parallel_needs_ddp(self) -> TrainerConfig:
+        if self.strategy != "ddp" and (self.devices > 1 or self.num_nodes > 1):
+            raise ValueError(
+                f"trainer.devices={self.devices}, trainer.num_nodes={self.num_nodes}: more than "
+                "one training process needs trainer.strategy: ddp"
+            )
+        return self
 
 
 class EvaluationConfig(Section):

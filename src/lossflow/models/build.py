@@ -11,7 +11,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from lossflow.losses import LossSpecBase
 from lossflow.models import InferenceModel, OutputSpec, build_network, output_spec
 from lossflow.models.nets import Standardize
 from lossflow.models.system import BatchTransform, EpochMetrics, LossflowSystem
-from lossflow.training import FitResult, MetricSink, TensorBatches, fit
+from lossflow.training import FitResult, MetricSink, TensorBatches, fit, processes_of
 
 PREDICT_BATCH = 65_536
 VAL_BATCH_MIN = 8192
@@ -69,6 +68,38 @@ def target_tensor(target: np.ndarray) -> Tensor:
     return tensor.long() if tensor.dtype in (torch.int32, torch.int64) else tensor.float()
 
 
+class ImageBatchTransform:
+    """Image augmentation of the pixel columns of a batch (picklable, for DDP processes)."""
+
+    def __init__(self, image: ImageAugment) -> None:
+        self.image = image
+
+    def __call__(
+        self, inputs: tuple[Tensor, ...], target: Tensor
+    ) -> tuple[tuple[Tensor, ...], Tensor | None, float]:
+        pixels = inputs[0].reshape(-1, 1, DIGITS_SIDE, DIGITS_SIDE)
+        return (self.image(pixels).reshape(inputs[0].shape), *inputs[1:]), None, 1.0
+
+
+class TabularBatchTransform:
+    """Noise and mixup on standardised features, mapped back to the raw input space."""
+
+    def __init__(self, batch: BatchAugment, standardize: Standardize) -> None:
+        self.batch = batch
+        self.standardize = standardize
+
+    def __call__(
+        self, inputs: tuple[Tensor, ...], target: Tensor
+    ) -> tuple[tuple[Tensor, ...], Tensor | None, float]:
+        numeric = inputs[0]
+        categorical = inputs[1] if len(inputs) > 1 else numeric.new_zeros((len(numeric), 0))
+        standardize = self.standardize.to(numeric.device)  # no-op once on the batches' device
+        z = standardize(numeric)
+        out = self.batch(z, categorical, target)
+        raw = out.numeric * standardize.std + standardize.mean
+        return (raw, *inputs[1:]), out.perm, out.lam
+
+
 def batch_transform(cfg: TrainingConfig, pre: Preprocessor) -> BatchTransform | None:
     """Training-only augmentation, in the network's raw input space.
 
@@ -78,44 +109,32 @@ def batch_transform(cfg: TrainingConfig, pre: Preprocessor) -> BatchTransform | 
     """
     aug = cfg.data.augment
     if aug.image is not None:
-        image = ImageAugment(aug.image)
-
-        def images(inputs: tuple[Tensor, ...], target: Tensor) -> Any:
-            pixels = inputs[0].reshape(-1, 1, DIGITS_SIDE, DIGITS_SIDE)
-            return (image(pixels).reshape(inputs[0].shape), *inputs[1:]), None, 1.0
-
-        return images
+        return ImageBatchTransform(ImageAugment(aug.image))
     batch = BatchAugment.from_config(aug)
     if not batch.active:
         return None
-    standardize = Standardize.of(pre)
+    return TabularBatchTransform(batch, Standardize.of(pre))
 
-    def tabular(inputs: tuple[Tensor, ...], target: Tensor) -> Any:
-        numeric = inputs[0]
-        categorical = inputs[1] if len(inputs) > 1 else numeric.new_zeros((len(numeric), 0))
-        standardize.to(numeric.device)  # no-op once the buffers live where the batches do
-        z = standardize(numeric)
-        out = batch(z, categorical, target)
-        raw = out.numeric * standardize.std + standardize.mean
-        return (raw, *inputs[1:]), out.perm, out.lam
 
-    return tabular
+@dataclass(frozen=True)
+class TaskMetrics:
+    """The validation metrics of a task (``VALIDATION_METRICS``), from predictions."""
+
+    task: str
+    quantile: float | None
+
+    def __call__(self, y: np.ndarray, pred: np.ndarray) -> Mapping[str, float]:
+        if self.task == "binary":
+            m = binary_metrics(y, pred, 0.5)
+            return {"auc": m["roc_auc"], "pr_auc": m["pr_auc"], "log_loss": m["log_loss"]}
+        if self.task == "multiclass":
+            return multiclass_metrics(y, pred)
+        return regression_metrics(y, pred, quantile=self.quantile)
 
 
 def epoch_metrics(cfg: TrainingConfig) -> EpochMetrics:
     """The validation metrics of ``cfg``'s task (``VALIDATION_METRICS``), from predictions."""
-    task = cfg.data.task
-    quantile = quantile_of(cfg.loss)
-
-    def metrics(y: np.ndarray, pred: np.ndarray) -> Mapping[str, float]:
-        if task == "binary":
-            m = binary_metrics(y, pred, 0.5)
-            return {"auc": m["roc_auc"], "pr_auc": m["pr_auc"], "log_loss": m["log_loss"]}
-        if task == "multiclass":
-            return multiclass_metrics(y, pred)
-        return regression_metrics(y, pred, quantile=quantile)
-
-    return metrics
+    return TaskMetrics(cfg.data.task, quantile_of(cfg.loss))
 
 
 def build_system(
@@ -146,6 +165,16 @@ class Split:
     target: np.ndarray
 
 
+@dataclass(frozen=True)
+class FiniteMetrics:
+    """Passes on only the finite values (a sink for MLflow, which refuses NaN and inf)."""
+
+    sink: MetricSink
+
+    def __call__(self, metrics: Mapping[str, float], step: int) -> None:
+        self.sink({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
+
+
 def fit_model(
     cfg: TrainingConfig,
     pre: Preprocessor,
@@ -166,7 +195,9 @@ def fit_model(
         lossflow.models.system.NonFiniteLossError: the training loss became NaN or infinite.
         RuntimeError: training wrote no checkpoint.
     """
-    device = "cuda" if cfg.trainer.accelerator == "gpu" and torch.cuda.is_available() else None
+    # A multi-process run moves each process's copy to its own device (lossflow.training).
+    on_gpu = cfg.trainer.accelerator == "gpu" and processes_of(cfg.trainer) == 1
+    device = "cuda" if on_gpu and torch.cuda.is_available() else None
     batches = TensorBatches(
         input_tensors(pre, train.features),
         target_tensor(train.target),
@@ -181,13 +212,6 @@ def fit_model(
         max(cfg.trainer.batch_size, VAL_BATCH_MIN),
         device=device,
     )
-    finite_sink: MetricSink | None = None
-    if sink is not None:
-        outer = sink
-
-        def finite_sink(metrics: Mapping[str, float], step: int) -> None:
-            outer({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
-
     # The initial weights come from the seed too, not from whatever drew random numbers in this
     # process before (another fold, another trial): a run is the same wherever it runs.
     torch.manual_seed(cfg.trainer.seed)
@@ -197,7 +221,7 @@ def fit_model(
         val_batches,
         cfg.trainer.model_copy(update={"early_stopping": cfg.early_stopping()}),
         checkpoint_dir,
-        sink=finite_sink,
+        sink=None if sink is None else FiniteMetrics(sink),
         resume=resume,
         enable_progress_bar=progress_bar,
     )

@@ -38,11 +38,23 @@ class RunningMeans:
             self.sums[key] = self.sums[key] + v if key in self.sums else v
         self.weight += weight
 
-    def pop(self) -> dict[str, float]:
-        """The means since the last ``pop`` (empty when nothing was added)."""
-        means = {k: float(v) / self.weight for k, v in self.sums.items()} if self.weight else {}
+    def pop(self, sum_across: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
+        """The means since the last ``pop`` (empty when nothing was added).
+
+        Args:
+            sum_across: sums a tensor over the processes of a data-parallel run (each process
+                holds its share of the rows); every process must call ``pop`` with the same keys.
+        """
+        sums, weight = self.sums, self.weight
         self.sums, self.weight = {}, 0.0
-        return means
+        if sum_across is not None and sums:
+            keys = list(sums)
+            first = sums[keys[0]]
+            packed = torch.stack([*(sums[k].reshape(()) for k in keys), first.new_tensor(weight)])
+            totals = sum_across(packed)
+            sums = dict(zip(keys, totals[:-1], strict=True))
+            weight = float(totals[-1])
+        return {k: float(v) / weight for k, v in sums.items()} if weight else {}
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -189,7 +201,9 @@ class LossflowSystem(L.LightningModule):
             self._val_targets.clear()
             metrics.update({f"val/{k}": float(v) for k, v in self.epoch_metrics(y, pred).items()})
         if metrics and not self.trainer.sanity_checking:
-            self.log_dict(metrics)
+            # Every process validates on the whole split, so the values agree; syncing keeps
+            # early stopping and checkpointing of all processes on the very same number.
+            self.log_dict(metrics, sync_dist=self.trainer.world_size > 1)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Accumulate each parameter's gradient norm (one fused kernel, no sync)."""
@@ -203,8 +217,11 @@ class LossflowSystem(L.LightningModule):
         self._grad_norms.add({"grad/total": total, "grad/layers": norms}, 1.0)
 
     def pop_epoch_means(self) -> dict[str, float]:
-        """Training means of the epoch (objective, terms, penalties, gradient norms)."""
-        means = self._means["train"].pop()
+        """Training means of the epoch (objective, terms, penalties, gradient norms), over the
+        rows of all processes of a data-parallel run (gradients, hence their norms, are the
+        same in every process)."""
+        distributed = self._trainer is not None and self.trainer.world_size > 1
+        means = self._means["train"].pop(self._sum_across_processes if distributed else None)
         grads = self._grad_norms
         if grads.weight and self._grad_names is not None:
             layers = grads.sums.pop("grad/layers") / grads.weight
@@ -213,6 +230,10 @@ class LossflowSystem(L.LightningModule):
             )
         means.update(grads.pop())
         return means
+
+    def _sum_across_processes(self, value: Tensor) -> Tensor:
+        total: Tensor = self.trainer.strategy.reduce(value, reduce_op="sum")
+        return total
 
     def configure_optimizers(self) -> Any:
         extra = [p for p in self.loss.parameters() if p.requires_grad]

@@ -1,0 +1,226 @@
+"""The container images, built and run for real where a Docker daemon answers (skipped with the
+reason where none does, as in CI). Containers use the host network only and bind loopback, so
+no traffic leaves 127.0.0.1.
+
+Where no image registry is reachable, point the build at a local base image and pass the
+build arguments the Dockerfile documents, e.g. (README "Container images")::
+
+    LOSSFLOW_TEST_BASE_IMAGE=lossflow-base:bookworm \\
+    LOSSFLOW_TEST_BUILD_ARGS="TORCH_INDEX_URL= PIP_CERT_FILE=host-ca.crt" \\
+    pytest tests/integration/test_images.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lossflow.predlog import PredictionLog
+from lossflow.serving.predictor import OnnxPredictor
+
+from .servers import free_port
+from .serving_models import export_small_model, json_records
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_IMAGE = os.environ.get("LOSSFLOW_TEST_BASE_IMAGE", "python:3.11-slim")
+BUILD_ARGS = os.environ.get("LOSSFLOW_TEST_BUILD_ARGS", "").split()
+UID = "10001"
+
+
+def _docker(
+    *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args[:3])} failed:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def _daemon_reason() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    try:
+        info = _docker("info", "--format", "{{.ServerVersion}}", timeout=20, check=False)
+    except subprocess.TimeoutExpired:
+        return "the Docker daemon did not answer within 20 s"
+    if info.returncode != 0:
+        return f"no Docker daemon reachable ({info.stderr.strip().splitlines()[-1:]})"
+    # The test never pulls (no traffic to registries beyond the package index).
+    if _docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0:
+        return (
+            f"the base image {BASE_IMAGE} is not in the local image store: `docker pull` it, or "
+            "import one and set LOSSFLOW_TEST_BASE_IMAGE (README, Container images)"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Built:
+    tag: str
+    seconds: float
+    size_bytes: int
+
+
+@pytest.fixture(scope="session")
+def images() -> Iterator[dict[str, Built]]:
+    """The serve and train targets, built once per session (layers cached by Docker)."""
+    reason = _daemon_reason()
+    if reason is not None:
+        pytest.skip(f"container tests cannot build here: {reason}")
+    run = uuid.uuid4().hex[:8]
+    built: dict[str, Built] = {}
+    args = ["--build-arg", f"BASE_IMAGE={BASE_IMAGE}"]
+    for arg in BUILD_ARGS:
+        args += ["--build-arg", arg]
+    try:
+        for target in ("serve", "train"):
+            tag = f"lossflow-{target}:test-{run}"
+            start = time.monotonic()
+            _docker(
+                "build", "--network", "host", "--target", target, *args, "-t", tag, str(ROOT),
+                timeout=3600,
+            )  # fmt: skip
+            seconds = time.monotonic() - start
+            size = int(_docker("image", "inspect", "--format", "{{.Size}}", tag).stdout)
+            built[target] = Built(tag, seconds, size)
+        for target, image in built.items():  # shown with -s or -rP
+            print(f"{target}: {image.size_bytes / 1e6:,.0f} MB, built in {image.seconds:.0f} s")
+        yield built
+    finally:
+        for image in built.values():
+            _docker("image", "rm", "--force", image.tag, check=False)
+
+
+def _in(image: Built, *command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return _docker("run", "--rm", "--network", "host", image.tag, *command, timeout=timeout,
+                   check=False)  # fmt: skip
+
+
+def test_serve_image_has_the_serving_set_only_and_a_non_root_user(
+    images: dict[str, Built],
+) -> None:
+    serve = images["serve"]
+    assert _in(serve, "id", "-u").stdout.strip() == UID
+    ok = _in(serve, "python3", "-c", "import onnxruntime, fastapi, psycopg, lossflow.serving.app")
+    assert ok.returncode == 0, ok.stderr
+    for module in ("torch", "lightning", "prefect", "evidently", "optuna", "sklearn"):
+        proc = _in(serve, "python3", "-c", f"import {module}")
+        assert proc.returncode != 0, f"{module} is in the serve image"
+    env = _docker("image", "inspect", "--format", "{{json .Config.Env}}", serve.tag).stdout
+    assert "ORT_DISABLE_TELEMETRY=1" in env
+    assert "MLFLOW_DISABLE_TELEMETRY=true" in env
+    history = _docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", serve.tag).stdout
+    assert "host-ca" not in history, "the build's CA bundle must not reach the image"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    root = tmp_path_factory.mktemp("image-model")
+    onnx, prepared = export_small_model(root)
+    features = OnnxPredictor.from_path(onnx).feature_columns
+    return onnx, json_records(prepared, features)[:20]
+
+
+def test_serve_image_answers_a_prediction_read_only_and_drains_its_log(
+    images: dict[str, Built], model: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    onnx, records = model
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy2(onnx, models / "model.onnx")
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)  # the container's user (uid 10001) writes its log there
+    port = free_port()
+    name = f"lossflow-serve-test-{uuid.uuid4().hex[:8]}"
+    _docker(
+        "run", "--detach", "--name", name, "--network", "host", "--read-only",
+        "--tmpfs", "/tmp", "-v", f"{data}:/app/data", "-v", f"{models}:/models:ro",
+        "-e", "LOSSFLOW_HOST=127.0.0.1", "-e", f"LOSSFLOW_PORT={port}", images["serve"].tag,
+        "lossflow", "serve", "variants.a.path=/models/model.onnx", "variants.a.weight=100",
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _status(f"{url}/ready") == 200, 120, name, "a ready service")
+        predictor = OnnxPredictor.from_path(onnx)
+        ids = []
+        for i, record in enumerate(records):
+            response = httpx.post(
+                f"{url}/predict", json={"unit_id": f"u{i}", "records": [record]}, timeout=10
+            )
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            (expected,) = predictor.predict([record])
+            assert answer["predictions"][0]["probability"] == pytest.approx(
+                expected.probability, abs=1e-6
+            )
+            ids.append(answer["request_id"])
+
+        def healthy() -> bool:
+            state = _docker("inspect", "--format", "{{.State.Health.Status}}", name)
+            return state.stdout.strip() == "healthy"
+
+        _wait(healthy, 120, name, "a healthy HEALTHCHECK")
+        stop = _docker("stop", "--time", "60", name, timeout=120)
+        assert stop.returncode == 0
+        code = _docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+        assert code == "0", _docker("logs", name, check=False).stderr[-3000:]
+    finally:
+        _docker("rm", "--force", name, check=False)
+    log = PredictionLog(f"sqlite:///{data / 'predictions.db'}")
+    try:
+        frame = log.read(datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC))
+        logged = set(frame["request_id"])
+    finally:
+        log.dispose()
+    assert logged == set(ids), "SIGTERM (docker stop) wrote every answer to the log"
+
+
+def test_train_image_trains_and_registers_a_model(images: dict[str, Built], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)
+    train = images["train"]
+    assert _in(train, "id", "-u").stdout.strip() == UID
+    proc = _docker(
+        "run", "--rm", "--network", "host", "-v", f"{data}:/app/data", train.tag,
+        "lossflow", "train", "data.subsample=2000", "trainer.max_epochs=1",
+        timeout=900, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "aliases: challenger, champion" in proc.stdout
+    assert list(data.glob("runs/*/model/model.onnx"))
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def _wait(condition: Any, timeout: float, container: str, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        running = _docker("inspect", "--format", "{{.State.Running}}", container, check=False)
+        if running.stdout.strip() == "false":
+            logs = _docker("logs", container, check=False)
+            raise AssertionError(f"{container} exited before {what}:\n{logs.stderr[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{container}: no {what} after {timeout:.0f} s")
+        time.sleep(0.5)
