@@ -24,11 +24,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,22 +109,6 @@ def _env(api_url: str) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "ORT_DISABLE_TELEMETRY": "1",
     }
-
-
-@contextmanager
-def _child(command: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process for the block (its output in ``log``), stopped with SIGTERM after."""
-    with log.open("ab") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _wait(check: Callable[[], bool], what: str, timeout_s: float, log: Path | None = None) -> None:
@@ -258,7 +240,7 @@ def _loop(
                  "replay_clock=true", "watch_registry_s=1", "log.max_delay_s=0.01",
                  "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     runner_log, service_log = data_dir / "retrain-runner.log", data_dir / "service.log"
-    with _child(runner_cmd, runner_log, env), _child(serve_cmd, service_log, env):
+    with server.child(runner_cmd, runner_log, env), server.child(serve_cmd, service_log, env):
         _wait(lambda: _deployment_ready(api_url, "retrain"), "the retrain deployment",
               READY_TIMEOUT_S, runner_log)  # fmt: skip
         _wait(lambda: bool(_served(url)), "the service", READY_TIMEOUT_S, service_log)
@@ -398,11 +380,19 @@ def _figure(data_dir: Path, timeline: Timeline) -> None:
 
     monitored = [e for e in timeline.events if e.kind == "monitored"]
     decided = [e for e in timeline.events if e.kind == "ab_decision"]
+    retrained = [e for e in timeline.events if e.kind == "retrained"]
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     x = [e.clock for e in monitored]
-    top.plot(x, [e.details.get("drift_share") or 0.0 for e in monitored], marker="o")
-    top.set_ylabel("share of features drifted")
+    top.plot(x, [e.details.get("drift_share") or 0.0 for e in monitored], marker="o",
+             label="share of features drifted")  # fmt: skip
+    top.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="dataset drift threshold")
+    top.set_ylim(0.0, 1.05)
     top.set_title("lossflow demo: the champion month by month")
+    for e in retrained:
+        version = e.details.get("challenger_version")
+        label = f"retrain: v{version}" if version not in (None, "none") else "retrain: none"
+        top.annotate(label, (e.clock, 0.08), xycoords=("data", "axes fraction"), fontsize=8)
+    top.legend(loc="upper left", fontsize="small")
     values = [(e.details.get("log_loss") or {}) for e in monitored]
     mids = [v.get("value", float("nan")) for v in values]
     lows = [m - v.get("low", m) for m, v in zip(mids, values, strict=True)]
@@ -416,7 +406,8 @@ def _figure(data_dir: Path, timeline: Timeline) -> None:
         verdict = e.details["decision"]["verdict"]
         for axis in (top, bottom):
             axis.axvline(e.clock, color="grey", linestyle=":")
-        top.annotate(verdict, (e.clock, 0.95), textcoords="offset points", xytext=(4, 0))
+        bottom.annotate(f"A/B: {verdict}", (e.clock, 0.92), xycoords=("data", "axes fraction"),
+                        xytext=(4, 0), textcoords="offset points", fontsize=8)  # fmt: skip
     bottom.set_ylabel("log loss (labelled, 95% interval)")
     bottom.legend(loc="best", fontsize="small")
     figure.tight_layout()

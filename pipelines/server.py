@@ -125,6 +125,25 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
 
 
 @contextmanager
+def child(
+    command: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process for the block (its output appended to ``log``), stopped after with
+    SIGTERM, as a container runtime stops it (SIGKILL after 60 s)."""
+    with log.open("ab") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
 def running(home: Path, port: int | None = None) -> Iterator[PrefectServer]:
     """A server for the block; ``PREFECT_API_URL`` points at it inside, and it stops after."""
     from prefect.settings import PREFECT_API_URL, temporary_settings

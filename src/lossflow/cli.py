@@ -371,13 +371,16 @@ def hpo_worker(
 @app.command()
 @user_errors
 def ui(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="data_dir=data/demo or tracking.tracking_uri=...")
+    ] = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
 ) -> None:
     """Open the MLflow UI on the project's tracking store."""
     from lossflow.tracking import resolve_tracking_uri, ui_command
 
-    cfg = load_serving_config([], config_dir)
+    cfg = load_serving_config(overrides or [], config_dir)
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
     try:
         command = ui_command(uri, port=port)
@@ -413,9 +416,7 @@ def _deployment_overrides(training: list[str], sets: list[str]) -> dict[str, lis
 @app.command()
 @user_errors
 def schedule(
-    overrides: Annotated[
-        list[str] | None, typer.Argument(help="training overrides: loss=bce trainer.max_epochs=3")
-    ] = None,
+    overrides: Overrides = None,
     set_: SetOption = None,
     flow: FlowOption = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
@@ -467,9 +468,7 @@ WorkPool = Annotated[
 @app.command()
 @user_errors
 def deploy(
-    overrides: Annotated[
-        list[str] | None, typer.Argument(help="training overrides: loss=bce trainer.max_epochs=3")
-    ] = None,
+    overrides: Overrides = None,
     set_: SetOption = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
     work_pool: WorkPool = "lossflow",
@@ -502,9 +501,7 @@ def deploy(
 @app.command()
 @user_errors
 def worker(
-    overrides: Annotated[
-        list[str] | None, typer.Argument(help="training overrides: loss=bce trainer.max_epochs=3")
-    ] = None,
+    overrides: Overrides = None,
     set_: SetOption = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
     work_pool: WorkPool = "lossflow",

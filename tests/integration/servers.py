@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,12 +22,6 @@ PG_HOST = os.environ.get("LOSSFLOW_TEST_POSTGRES_HOST", "127.0.0.1")
 PG_PORT = os.environ.get("LOSSFLOW_TEST_POSTGRES_PORT", "5432")
 PG_USER = os.environ.get("LOSSFLOW_TEST_POSTGRES_USER", "postgres")
 STOP_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pg_url(database: str, driver: str = "psycopg") -> str:

@@ -6,17 +6,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pipelines.server import child, free_port
 
 from lossflow import steps
 from lossflow.config.training import load_training_config
@@ -139,14 +139,6 @@ def copy_registry(source: Registry, root: Path) -> Registry:
 READY_TIMEOUT_S = 180.0
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def live_service(data_dir: Path, *overrides: str) -> Iterator[str]:
     """``lossflow serve`` in a subprocess on a free loopback port, ready; yields its URL and
@@ -158,29 +150,37 @@ def live_service(data_dir: Path, *overrides: str) -> Iterator[str]:
         f"data_dir={data_dir}", *overrides,
         "--host", "127.0.0.1", "--port", str(port),  # the flags every Python server takes
     ]  # fmt: skip
-    with output.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=data_dir)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"the service exited ({process.returncode}):\n{output.read_text()}"
-                )
-            try:
-                if httpx.get(f"{url}/ready", timeout=5.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the service was not ready in time:\n{output.read_text()}")
-            time.sleep(0.25)
+    output.unlink(missing_ok=True)
+    with child(command, output, cwd=data_dir) as process:
+        wait_for(
+            lambda: _ready(process, url, output), "the service to be ready", READY_TIMEOUT_S,
+            lambda: output.read_text(),
+        )  # fmt: skip
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+
+
+def _ready(process: subprocess.Popen[bytes], url: str, output: Path) -> bool:
+    if process.poll() is not None:
+        raise RuntimeError(f"the service exited ({process.returncode}):\n{output.read_text()}")
+    try:
+        return httpx.get(f"{url}/ready", timeout=5.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_for(
+    check: Callable[[], Any],
+    what: str,
+    timeout_s: float = 60.0,
+    log: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f":\n{log()}" if log else ""))
+        time.sleep(0.25)

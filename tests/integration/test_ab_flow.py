@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +44,7 @@ from .serving_models import (
     copy_registry,
     live_service,
     register_model,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -106,14 +106,6 @@ def _replay(url: str, rows: pd.DataFrame) -> None:
     assert report.feedback_posted == report.feedback_due
 
 
-def _wait_for(predicate: Any, what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def _served(url: str) -> dict[str, str]:
     info = httpx.get(f"{url}/info", timeout=10).json()
     return {name: v["model_version"] for name, v in info["variants"].items()}
@@ -162,7 +154,7 @@ def test_a_clearly_worse_challenger_is_rejected_and_the_service_follows(
         assert arms[CHALLENGER]["labelled_units"] >= 300
         assert report["action"]["applied"] is True
         assert _aliases(data_dir, name) == {CHAMPION: models.good}
-        _wait_for(lambda: _served(url) == {CHAMPION: models.good}, "the service to drop it")
+        wait_for(lambda: _served(url) == {CHAMPION: models.good}, "the service to drop it")
         # The same data again: nothing left to decide, nothing moves.
         again = _analysis(data_dir).report
         assert again["decision"]["verdict"] == "no_challenger"
@@ -253,7 +245,7 @@ def test_a_better_challenger_is_promoted_then_rolled_back_from_the_command_line(
         assert decided.exit_code == 0, decided.output
         assert "audit run:" in decided.output
         assert _aliases(data_dir, name) == {CHAMPION: models.good, PREVIOUS: models.worse}
-        _wait_for(lambda: _served(url) == {CHAMPION: models.good}, "the service to follow")
+        wait_for(lambda: _served(url) == {CHAMPION: models.good}, "the service to follow")
         tags = _tracker(data_dir).version_tags(name, models.good)
         assert "lossflow.ab.promoted" in tags
         assert "lossflow.ab.replaced" in _tracker(data_dir).version_tags(name, models.worse)
@@ -263,7 +255,7 @@ def test_a_better_challenger_is_promoted_then_rolled_back_from_the_command_line(
             rolled.output
         )
         assert _aliases(data_dir, name) == {CHAMPION: models.worse}
-        _wait_for(lambda: _served(url) == {CHAMPION: models.worse}, "the service to roll back")
+        wait_for(lambda: _served(url) == {CHAMPION: models.worse}, "the service to roll back")
     again = _cli("ab", "rollback", f"data_dir={data_dir}")
     assert again.exit_code == 2
     assert "no 'previous' version to roll back to" in again.output

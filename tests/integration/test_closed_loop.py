@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,7 @@ from lossflow.replay.client import run_traffic
 from lossflow.replay.requests import TrafficOptions
 from lossflow.tracking import Tracker, default_tracking_uri
 
-from .serving_models import CONFIG_DIR, Registry, copy_registry, live_service
+from .serving_models import CONFIG_DIR, Registry, copy_registry, live_service, wait_for
 
 pytestmark = pytest.mark.slow
 POOL = "lossflow-test"
@@ -52,17 +51,6 @@ def _retrain_runs(api_url: str) -> list[dict[str, Any]]:
     return _api(api_url, "flow_runs/filter", body)
 
 
-def _wait(check: Any, what: str, timeout_s: float = 600.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(1.0)
-
-
 def _served(url: str) -> dict[str, str]:
     info = httpx.get(f"{url}/info", timeout=10).json()
     return {name: v["model_version"] for name, v in info["variants"].items()}
@@ -74,24 +62,13 @@ def _replay(url: str, rows: pd.DataFrame, seed: int) -> None:
     assert report.answered == len(rows), report.summary()
 
 
-@contextmanager
-def _worker(home: Path, api_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _worker(home: Path, api_url: str, log: Path) -> Any:
     """``prefect worker start`` for the pool, as an operator runs it."""
     env = {**server.server_env(home, api_url), "MLFLOW_DISABLE_TELEMETRY": "true",
            "ORT_DISABLE_TELEMETRY": "1"}  # fmt: skip
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL")
     command = [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", POOL]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return server.child(command, log, env)
 
 
 @contextmanager
@@ -166,8 +143,8 @@ def _loop(
         decision = judged.decision
         assert decision["status"] == "retrain", decision
         # Exactly one retrain flow run for the event, tagged with the reasons.
-        runs = _wait(lambda: [r for r in _retrain_runs(api) if r["state_type"] in TERMINAL],
-                     "the triggered retrain run")  # fmt: skip
+        runs = wait_for(lambda: [r for r in _retrain_runs(api) if r["state_type"] in TERMINAL],
+                     "the triggered retrain run", 600)  # fmt: skip
         assert worker.poll() is None
         (run,) = runs
         assert run["state_type"] == "COMPLETED", run
@@ -183,8 +160,8 @@ def _loop(
         for _ in range(2):
             emit_event(event=event, resource={"prefect.resource.id": f"lossflow.model.{model}"},
                        payload=payload)  # fmt: skip
-        _wait(lambda: len([r for r in _retrain_runs(api) if r["state_type"] in TERMINAL]) == 3,
-              "the repeated events' runs")  # fmt: skip
+        wait_for(lambda: len([r for r in _retrain_runs(api) if r["state_type"] in TERMINAL]) == 3,
+              "the repeated events' runs", 600)  # fmt: skip
         skipped = [
             r for r in tracker.runs_with_tags({"lossflow.dedup_key": decision["dedup_key"]})
             if r.tags.get("lossflow.retrain.outcome") == "skipped"
@@ -198,7 +175,7 @@ def _loop(
         tags = tracker.version_tags(model, version)
         assert tags["lossflow.retrain.run"] == parent.run_id
         assert tags["lossflow.retrain.reasons"] == ",".join(r["code"] for r in decision["reasons"])
-        _wait(lambda: _served(url).get(CHALLENGER) == version, "the service to load it", 120)
+        wait_for(lambda: _served(url).get(CHALLENGER) == version, "the service to load it", 120)
         _replay(url, winter.sample(n=3000, random_state=2), seed=2)
         rules = ["min_units=300", "min_duration=1s", "guardrails.positive_rate=null"]
         ab = ab_analysis(overrides=[f"data_dir={data_dir}", *rules], config_dir=str(CONFIG_DIR))

@@ -25,11 +25,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pipelines.server import free_port
 
 from lossflow.predlog import PredictionLog
 from lossflow.serving.predictor import OnnxPredictor
 
-from .servers import free_port
 from .serving_models import export_small_model, json_records
 
 pytestmark = pytest.mark.slow

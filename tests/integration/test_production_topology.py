@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from pipelines.server import free_port
 
 from lossflow.onnx_runner import OnnxRunner
 from lossflow.predlog import PredictionLog
@@ -28,7 +29,7 @@ from lossflow.replay.rows import records_of
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.tracking import Tracker
 
-from .servers import BIN, Server, free_port, pg_url, postgres_databases, running
+from .servers import BIN, Server, pg_url, postgres_databases, running
 
 pytestmark = pytest.mark.slow
 

@@ -8,6 +8,7 @@ interval at alpha / k) is checked by simulation in ``tests/unit/test_stats_paire
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +114,22 @@ def test_a_prior_shift_retrain_registers_a_challenger_with_its_lineage(data_dir:
     again = _run(data_dir, _payload("prior-1", ["prior_shift"]))
     assert again.outcome == "skipped"
     assert again.why.startswith("duplicate")
-    # Other causes while the challenger is under A/B test: deferred, nothing registered.
+    # Other causes inside the cooldown: skipped.
     later = _run(data_dir, _payload("drift-2", ["dataset_drift"]))
     assert later.outcome == "skipped"
-    assert later.why.startswith("deferred: challenger version")
+    assert later.why.startswith("cooldown")
+    # Once the service routes traffic to the challenger, an A/B test is deciding it: deferred.
+    log = PredictionLog(f"sqlite:///{data_dir / 'predictions.db'}")
+    log.write_batch([PredictionRecord("served-by-challenger", "u", datetime.now(UTC), "loss-ab",
+                                      CHALLENGER, str(outcome.challenger_version), "x", [{}],
+                                      [{"probability": 0.2, "label": 0}], 1.0)])  # fmt: skip
+    log.dispose()
+    deferred = _run(data_dir, _payload("drift-3", ["dataset_drift"]), "cooldown=1s")
+    assert deferred.why.startswith(f"deferred: challenger version {outcome.challenger_version}")
     assert registry.aliases("lossflow-flights") == aliases
-    # Once the A/B test rejected it, still inside the cooldown: skipped too.
-    registry.delete_alias("lossflow-flights", CHALLENGER)
-    cooled = _run(data_dir, _payload("drift-2", ["dataset_drift"]))
-    assert cooled.why.startswith("cooldown")
     # Evidence about a version that is no longer the champion is stale.
-    stale = _run(data_dir, {**_payload("old-4", ["dataset_drift"]), "model_version": "7"})
+    stale = _run(data_dir, {**_payload("old-4", ["dataset_drift"]), "model_version": "7"},
+                 "cooldown=1s")  # fmt: skip
     assert stale.why.startswith("stale: version 7 was judged")
 
 

@@ -10,7 +10,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from lossflow.predlog import PredictionLog
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.tracking import Tracker
 
-from .serving_models import PG_URL, Registry, copy_registry
+from .serving_models import PG_URL, Registry, copy_registry, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +34,11 @@ LOSSFLOW = Path(sys.executable).parent / "lossflow"
 TOKEN = "test-admin-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Service:
     """`lossflow serve` in a subprocess; stopped with SIGTERM like a container runtime does."""
 
     def __init__(self, data_dir: Path, *overrides: str, token: str | None = TOKEN) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
         env.pop("LOSSFLOW_ADMIN_TOKEN", None)

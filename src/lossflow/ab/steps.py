@@ -294,6 +294,19 @@ METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+def under_test(
+    registry: Tracker, log: PredictionLog, model: str, start: datetime, end: datetime
+) -> str | None:
+    """The challenger version an A/B test is deciding: its alias differs from the champion's and
+    it answered traffic in ``[start, end)`` (an alias the service does not route to is not a
+    test); ``None`` otherwise."""
+    candidate = registry.challenger_under_test(model)
+    if candidate is None:
+        return None
+    served = {r.model_version for r in versions_in_window(log, start, end)}
+    return candidate if candidate in served else None
+
+
 def primary_metric(cfg: AbConfig, setup: Setup, config_dir: Path = DEFAULT_CONFIG_DIR) -> str:
     """The configured metric, else ``log_loss`` (classification) or ``mse`` (regression).
 

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from lossflow.ab.steps import under_test
 from lossflow.config.common import duration_seconds
 from lossflow.config.monitoring import MonitoringConfig
 from lossflow.contract import SHADOW
@@ -237,7 +238,11 @@ def judge(
     now = now or datetime.now(UTC)
     registry = tracker(cfg)
     history = past_requests(registry, cfg.tracking.registered_model)
-    under_test = registry.challenger_under_test(cfg.tracking.registered_model)
+    log = open_log(cfg)
+    try:
+        testing = under_test(registry, log, cfg.tracking.registered_model, window.start, window.end)
+    finally:
+        log.dispose()
     if profile is None or summary is None or problem is not None:
         evidence = evidence_without_window(
             profile,
@@ -248,9 +253,9 @@ def judge(
             target.requests if summary is None else summary.rows,
             problem or "nothing to judge",
         )
-        return Judgement(None, decide(evidence, policy(cfg), history, now, under_test))
+        return Judgement(None, decide(evidence, policy(cfg), history, now, testing))
     analysis = analyse(profile, summary, cfg)
-    return Judgement(analysis, decide(analysis.evidence, policy(cfg), history, now, under_test))
+    return Judgement(analysis, decide(analysis.evidence, policy(cfg), history, now, testing))
 
 
 def report_html(

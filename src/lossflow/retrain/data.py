@@ -106,6 +106,17 @@ def labelled_log_rows(
     return frame
 
 
+def log_exists(retrain: RetrainConfig) -> bool:
+    """Whether there is a prediction log to read (a URL, or the embedded file)."""
+    return retrain.log.url is not None or (retrain.data_dir / "predictions.db").is_file()
+
+
+def open_log(retrain: RetrainConfig) -> PredictionLog:
+    """The prediction log the retrain reads."""
+    url = retrain.log.url or default_log_url(retrain.data_dir)
+    return PredictionLog(url, retrain.log.db_schema)
+
+
 def build(
     retrain: RetrainConfig, cfg: TrainingConfig, request: RetrainRequest, directory: Path
 ) -> RetrainData:
@@ -117,10 +128,8 @@ def build(
     past, columns = history(cfg)
     log_frame = pd.DataFrame(columns=[*columns.all_columns(), UNIT])
     prescreen = log_frame
-    url = retrain.log.url or default_log_url(retrain.data_dir)
-    log_exists = retrain.log.url is not None or (retrain.data_dir / "predictions.db").is_file()
-    if log_exists:
-        log = PredictionLog(url, retrain.log.db_schema)
+    if log_exists(retrain):
+        log = open_log(retrain)
         try:
             if retrain.data.include_log:
                 log_frame = labelled_log_rows(log, EPOCH, request.window_start, columns)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from lossflow import steps as training_steps
+from lossflow.ab.steps import under_test
 from lossflow.config.common import duration_seconds
 from lossflow.config.loader import DEFAULT_CONFIG_DIR
 from lossflow.config.retrain import RetrainConfig
@@ -64,7 +65,13 @@ def gate(cfg: RetrainConfig, request: RetrainRequest, now: datetime | None = Non
             f"stale: version {request.model_version} was judged, but the champion is now "
             f"{champion_now}; its evidence does not apply (the next monitoring window judges it)"
         )
-    testing = registry.challenger_under_test(request.model_name)
+    testing = None
+    if retrain_data.log_exists(cfg):
+        log = retrain_data.open_log(cfg)
+        try:
+            testing = under_test(registry, log, request.model_name, request.window_start, now)
+        finally:
+            log.dispose()
     if testing is not None:
         return (
             f"deferred: challenger version {testing} is under A/B test; a new challenger would "
