@@ -4,9 +4,9 @@ aliases) splitting units between champion and challenger, production rows replay
 traffic``'s client with delayed labels into a real SQLite log (and a PostgreSQL copy), the
 ``ab_analysis`` flow under the Prefect test harness, and the ``lossflow ab`` commands.
 
-The models: ``good`` (bce, 40,000 rows, 4 epochs), ``worse`` (bce, 2,000 rows, 1 epoch: about
-1% of the training data; its log loss on production rows is ~0.07 higher) and ``twin`` (good's
-very file registered again). Each scenario's rows, units and labels are seeded, so each verdict
+The models: ``good`` (bce, 40,000 rows, 4 epochs), ``worse`` (bce, 2,000 rows, one epoch of
+four optimiser steps at lr 1e-4: next to untrained) and ``twin`` (good's very file registered
+again). Each scenario's rows, units and labels are seeded, so each verdict
 here is one fixed draw; the decision's error rates over many draws are what
 ``benchmarks/ab_validity.py`` measures (false promotions <= alpha = 0.05 under continuous looks).
 """
@@ -70,7 +70,9 @@ def models(built_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -
     good = register_model(registry.data_dir, "good", "loss=bce", "data.subsample=40000",
                           "trainer.max_epochs=4", alias=False)  # fmt: skip
     twin = good.register_again(registry.data_dir)
-    worse = "2"  # the built registry's bce version: 2,000 rows, one epoch
+    # Four optimiser steps at a twentieth of the learning rate: next to untrained, by design.
+    worse = register_model(registry.data_dir, "worse", "loss=bce", "optimizer.lr=0.0001",
+                           alias=False).version  # fmt: skip
     production = good.prepared.raw("production").sample(n=ROWS, random_state=7)
     return Models(registry, good.version, worse, twin, production.reset_index(drop=True))
 

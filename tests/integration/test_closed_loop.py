@@ -74,12 +74,19 @@ def _worker(home: Path, api_url: str, log: Path) -> Any:
 @contextmanager
 def _prefect(home: Path, port: int) -> Iterator[server.PrefectServer]:
     """A real Prefect server on loopback for the block (``PREFECT_API_URL`` points at it)."""
+    from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     started = server.start(home, port)
     try:
         with temporary_settings({PREFECT_API_URL: started.api_url}):
-            yield started
+            # Prefect's events worker is one per process, bound to the API URL it first saw (the
+            # session's test harness, when one ran before): start a fresh one for this server.
+            EventsWorker.drain_all()
+            try:
+                yield started
+            finally:
+                EventsWorker.drain_all()
     finally:
         server.stop(started.process)
 

@@ -62,6 +62,7 @@ SERVING = sorted(p.stem for p in (CONFIG_DIR / "serving").glob("*.yaml"))
 MONITORING = sorted(p.stem for p in (CONFIG_DIR / "monitoring").glob("*.yaml"))
 AB = sorted(p.stem for p in (CONFIG_DIR / "ab").glob("*.yaml"))
 COMPARE = sorted(p.stem for p in (CONFIG_DIR / "compare").glob("*.yaml"))
+RETRAIN = sorted(p.stem for p in (CONFIG_DIR / "retrain").glob("*.yaml"))
 
 
 def test_every_config_file_is_covered() -> None:
@@ -69,6 +70,7 @@ def test_every_config_file_is_covered() -> None:
     covered |= {f"monitoring/{stem}.yaml" for stem in MONITORING}
     covered |= {f"ab/{stem}.yaml" for stem in AB}
     covered |= {f"compare/{stem}.yaml" for stem in COMPARE}
+    covered |= {f"retrain/{stem}.yaml" for stem in RETRAIN}
     on_disk = {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*.yaml")}
     assert covered == on_disk
 
@@ -130,6 +132,20 @@ def test_monitoring_config_loads(stem: str, tmp_path: Path) -> None:
 
     cfg = load_monitoring_config([f"monitoring={stem}", f"data_dir={tmp_path}"], CONFIG_DIR)
     assert policy(cfg).min_rows == cfg.decision.min_rows
+
+
+@pytest.mark.parametrize("stem", RETRAIN)
+def test_retrain_config_loads_and_listens_to_the_monitoring_event(
+    stem: str, tmp_path: Path
+) -> None:
+    from pipelines.monitoring import RETRAIN_EVENT
+
+    from lossflow.config.retrain import load_retrain_config
+
+    cfg = load_retrain_config([f"retrain={stem}", f"data_dir={tmp_path}"], CONFIG_DIR)
+    assert cfg.trigger.event == RETRAIN_EVENT
+    for spec in cfg.candidates.extra:
+        assert spec["name"] in LOSS_SPECS, spec
 
 
 @pytest.mark.parametrize("stem", AB)

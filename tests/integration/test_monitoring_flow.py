@@ -19,8 +19,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from pipelines.monitoring import RETRAIN_EVENT, monitoring
+from rich.console import Console
 
 from lossflow.data.sources import load_flights
+from lossflow.monitoring.console import variant_table
 from lossflow.predlog import PredictionLog, PredictionRecord
 from lossflow.replay.client import run_traffic
 from lossflow.replay.requests import TrafficOptions
@@ -153,6 +155,26 @@ def test_the_run_in_mlflow_holds_metrics_decision_and_the_evidently_report(
         ).read_text()
     )
     assert decision["status"] == "retrain"
+
+
+def test_a_feature_without_a_value_in_the_window_is_judged_and_named_as_left_out_of_the_report(
+    registry: Registry, service: str, flights: pd.DataFrame
+) -> None:
+    # Most hours have no gust reading: a window of only those is a real case Evidently refuses
+    # ("An empty column was provided"); the flow still judges every feature and says so.
+    calm = flights[flights["wind_gust"].isna()]
+    start, end = _serve(service, _months(calm, [7, 8], 600, seed=4))
+    (variant,) = _run(registry, start, end).variants
+    drift = variant.analysis["drift"]
+    assert drift["skipped"] == {"wind_gust": "no value in the window"}
+    assert {"temp", "wind_speed"} <= {c["column"] for c in drift["columns"]}
+    console = Console(record=True, width=120)
+    console.print(variant_table(variant))
+    assert "not compared: no value in the window" in console.export_text()
+    run = _tracker(registry).client.get_run(variant.run_id)
+    assert run.data.tags["lossflow.report.left_out"] == "wind_gust"
+    artifacts = {a.path for a in _tracker(registry).client.list_artifacts(variant.run_id)}
+    assert "report" in artifacts
 
 
 def test_a_retrain_decision_emits_one_event_with_its_reasons(

@@ -62,6 +62,7 @@ class Topology:
     env: dict[str, str]
     flow_run: dict[str, Any]
     tmp: Path
+    worker: Server
 
     @property
     def predlog_url(self) -> str:
@@ -98,11 +99,14 @@ def _boto_kwargs() -> dict[str, str]:
     }
 
 
-def _run_deployment(prefect_api: str, name: str, worker: Server) -> dict[str, Any]:
+def _run_deployment(
+    prefect_api: str, name: str, worker: Server, parameters: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Create a flow run of deployment ``name`` over the REST API and wait for a final state."""
     with httpx.Client(base_url=prefect_api, timeout=30) as api:
         deployment = api.get(f"/deployments/name/{name}").raise_for_status().json()
-        run = api.post(f"/deployments/{deployment['id']}/create_flow_run", json={})
+        body = {} if parameters is None else {"parameters": parameters}
+        run = api.post(f"/deployments/{deployment['id']}/create_flow_run", json=body)
         flow_run_id = run.raise_for_status().json()["id"]
         state: dict[str, Any] = {}
 
@@ -182,6 +186,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
                     env=client_env,
                     flow_run=flow_run,
                     tmp=tmp,
+                    worker=worker,
                 )
 
 
@@ -251,8 +256,23 @@ def test_the_service_serves_the_registered_model_and_logs_to_postgresql(
     assert set(frame["request_id"]) == {a["request_id"] for a in answered}
     assert set(frame["model_version"]) == {"1"}
     assert set(frame["variant"]) == {"champion"}
-    # The monitoring flow (its own issue) joins here: its deployment runs through the same worker
-    # and reads this window of `topology.predlog_url`.
+    # The monitoring deployment runs through the same worker and judges this window of the log,
+    # against the reference profile the training deployment stored on the MLflow server.
+    judged = _run_deployment(
+        topology.prefect_api, "monitoring/monitoring", topology.worker,
+        {"since": "1h", "overrides": [
+            f"data_dir={topology.worker_data}", f"log.url={topology.predlog_url}",
+            "decision.min_rows=10", "performance.min_labels=10", "report.sample_rows=100"]},
+    )  # fmt: skip
+    assert judged["state"]["type"] == "COMPLETED", (topology.tmp / "worker.log").read_text(
+        errors="replace"
+    )[-6000:]
+    [monitored] = Tracker(topology.mlflow_url, "lossflow-monitoring", None).runs_with_tags(
+        {"lossflow.model": MODEL}
+    )
+    assert monitored.tags["lossflow.model_version"] == "1"
+    assert monitored.tags["lossflow.variant"] == "champion"
+    assert monitored.metrics["rows"] == len(records)
 
 
 def test_mlflow_server_with_proxied_local_artifacts_round_trips_a_model(

@@ -767,7 +767,8 @@ def test_a_replay_clock_is_taken_only_by_a_service_configured_for_it(
     )
     assert late.status_code == 422
     replay_db = tmp_path / "replay.db"
-    with _serve(_config(tmp_path / "data", replay_db, "replay_clock=true")) as replay:
+    served = [f"variants.a.path={registry.champion}", "replay_clock=true"]
+    with _serve(_config(tmp_path / "data", replay_db, *served)) as replay:
         assert replay.get("/info").json()["replay_clock"] is True
         body = _predict_ts(replay, record, "2013-09-01T08:00:00-04:00")
         stored = replay.post(

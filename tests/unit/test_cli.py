@@ -102,11 +102,15 @@ def test_console_filter_drops_user_error_records_and_their_repeats() -> None:
 
 
 def test_deploy_and_worker_need_a_prefect_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    for command in ("deploy", "worker"):
-        result = runner.invoke(app, [command, "--work-pool", "p"])
-        assert result.exit_code == 2, result.output
-        assert "set PREFECT_API_URL to the Prefect server's API" in result.output
+    # A session's Prefect test harness, once started, holds an API URL in the settings context.
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        for command in ("deploy", "worker"):
+            result = runner.invoke(app, [command, "--work-pool", "p"])
+            assert result.exit_code == 2, result.output
+            assert "set PREFECT_API_URL to the Prefect server's API" in result.output
 
 
 def test_serve_reads_host_and_port_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,6 +49,8 @@ def variant_table(outcome: Any) -> Table:
                 f"{c['effect_method']} {c['effect']:.3f} >= {c['threshold']:g}, "
                 f"{c['test_method']} p_adj {c['p_adjusted']:.2g}",
             )
+        for name, why in drift.get("skipped", {}).items():
+            table.add_row(f"  {name}", f"not compared: {why}")
     prediction = analysis.get("prediction")
     if prediction:
         table.add_row(

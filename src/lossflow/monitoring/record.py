@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -90,8 +91,10 @@ def record_run(
     decision: Decision,
     rows: int,
     report_html: Path | None = None,
+    report_left_out: Sequence[str] = (),
 ) -> str:
-    """Log one monitoring run; return its id."""
+    """Log one monitoring run; return its id. ``report_left_out``: features the Evidently
+    report could not show (no value in a sample), tagged ``lossflow.report.left_out``."""
     start, end = decision.window
     tags = {
         TAG_MODEL: model_name,
@@ -105,6 +108,8 @@ def record_run(
     }
     if decision.dedup_key is not None:
         tags[TAG_KEY] = decision.dedup_key
+    if report_left_out:
+        tags["lossflow.report.left_out"] = ",".join(report_left_out)
     name = f"{variant}-v{decision.model_version}-{end[:16].replace(':', '')}"
     with tracker.start_run(name, tags) as run_id:
         tracker.log_metrics(run_id, run_metrics(analysis, rows))

@@ -260,12 +260,16 @@ def judge(
 
 def report_html(
     cfg: MonitoringConfig, profile: ReferenceProfile, summary: WindowSummary, directory: Path
-) -> Path | None:
-    """Evidently's HTML report of the two bounded samples (``None`` when disabled or empty)."""
+) -> tuple[Path | None, list[str]]:
+    """Evidently's HTML report of the two bounded samples (``None`` when disabled or empty),
+    and the features it leaves out: those without a value in either sample, which Evidently
+    refuses (lossflow's own drift judgement covers every feature)."""
     if not cfg.report.evidently or summary.sample.empty or not profile.sample:
-        return None
+        return None, []
     reference_frame = profile.sample_frame()
     current = summary.sample[list(reference_frame.columns)].copy()
+    features = [*profile.numeric, *profile.categorical]
+    left_out = [c for c in features if current[c].isna().all() or reference_frame[c].isna().all()]
     target = str(profile.metadata.preprocessor.get("target"))
     # The quality part needs a label on every row of both samples: with delayed labels still
     # missing, the report shows drift only (the measured metrics are in the run's metrics).
@@ -273,17 +277,18 @@ def report_html(
     if quality and profile.task == "binary":
         for frame in (reference_frame, current):
             frame[target] = frame[target].astype(int)
-    return evidently_report(
+    path = evidently_report(
         reference_frame,
         current,
         drift_methods(cfg),
-        profile.numeric,
-        profile.categorical,
+        [c for c in profile.numeric if c not in left_out],
+        [c for c in profile.categorical if c not in left_out],
         directory / "evidently.html",
         target=target if quality else None,
         prediction=SCORE if quality else None,
         task=profile.task,
     )
+    return path, left_out
 
 
 def record(
@@ -296,9 +301,10 @@ def record(
     """Log the monitoring run (metrics, decision, analysis, Evidently report); return its id."""
     directory = scratch_dir()
     try:
-        html = None
+        html: Path | None = None
+        left_out: list[str] = []
         if profile is not None and summary is not None and judgement.analysis is not None:
-            html = report_html(cfg, profile, summary, directory)
+            html, left_out = report_html(cfg, profile, summary, directory)
         return record_run(
             tracker(cfg),
             model_name=cfg.tracking.registered_model,
@@ -308,6 +314,7 @@ def record(
             decision=judgement.decision,
             rows=target.requests if summary is None else summary.rows,
             report_html=html,
+            report_left_out=left_out,
         )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
