@@ -161,12 +161,14 @@ class EvaluationConfig(Section):
     fn_cost: float | None = Field(None, gt=0.0, description="cost of a false negative")
     fp_cost: float | None = Field(None, gt=0.0, description="cost of a false positive")
     ranking_k: list[int] = Field(
-        list(DEFAULT_RANKING_K), description="cut-offs k of NDCG@k (ranking); the largest is "
-        "early stopping's default metric"
+        list(DEFAULT_RANKING_K),
+        description="cut-offs k of NDCG@k (ranking); the largest is "
+        "early stopping's default metric",
     )
     relevant_at: float | None = Field(
-        None, description="ranking: an item is relevant (MRR, MAP) iff its relevance is >= this; "
-        "None: iff it is > 0"
+        None,
+        description="ranking: an item is relevant (MRR, MAP) iff its relevance is >= this; "
+        "None: iff it is > 0",
     )
 
     @field_validator("ranking_k")

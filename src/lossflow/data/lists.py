@@ -130,4 +130,5 @@ def popularity_scores(
     """The popularity baseline's score of each row: its item's mean training relevance, or
     ``default`` (the mean over all training rows) for an item never seen in training."""
     keys = frame[item].astype(str)
-    return keys.map(popularity).fillna(default).to_numpy(np.float64)
+    scores: FloatArray = keys.map(popularity).fillna(default).to_numpy(np.float64)
+    return scores

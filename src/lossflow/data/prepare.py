@@ -178,13 +178,14 @@ def write_prepared(
                     target=target,
                 )
                 encoded, target = oversampled(cfg, encoded, target)
-        np.savez(
-            directory / f"{part}.npz",
-            numeric=encoded.numeric,
-            categorical=encoded.categorical,
-            target=target,
+        arrays: dict[str, np.ndarray] = {
+            "numeric": encoded.numeric,
+            "categorical": encoded.categorical,
+            "target": target,
             **ranking.get(part, {}),
-        )
+        }
+        # numpy's stub types **kwds as if they could be its allow_pickle flag
+        np.savez(directory / f"{part}.npz", **arrays)  # type: ignore[arg-type]
         sizes[part] = len(encoded)
     for part, df in (raw or {}).items():
         df.to_parquet(directory / f"{part}.parquet", index=False)

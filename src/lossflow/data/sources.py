@@ -415,9 +415,7 @@ def load_modechoice() -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "traveller": raw["individual"].astype(np.int64).astype(str).to_numpy(object),
-            "mode": np.asarray(MODECHOICE_MODES, dtype=object)[
-                raw["mode"].to_numpy(np.int64) - 1
-            ],
+            "mode": np.asarray(MODECHOICE_MODES, dtype=object)[raw["mode"].to_numpy(np.int64) - 1],
             "choice": raw["choice"].to_numpy(np.float64),
         }
     )

@@ -203,7 +203,9 @@ def list_tensors(pre: Preprocessor, split: Split) -> tuple[tuple[Tensor, ...], T
     return inputs, target
 
 
-def split_tensors(cfg: TrainingConfig, pre: Preprocessor, split: Split) -> tuple[tuple[Tensor, ...], Tensor]:
+def split_tensors(
+    cfg: TrainingConfig, pre: Preprocessor, split: Split
+) -> tuple[tuple[Tensor, ...], Tensor]:
     """The training tensors of a split: rows, or whole lists for a ranking task."""
     if cfg.data.task == "ranking":
         return list_tensors(pre, split)
