@@ -43,7 +43,8 @@ def test_keep_lists_drops_short_and_irrelevant_lists_and_cuts_long_ones() -> Non
     assert first["x"].tolist() == [0.0, 1.0, 3.0, 4.0, 5.0]
     sample = keep_lists(frame, COLUMNS, ListConfig(max_items=3), 7, "train")
     c_rows = sample.loc[sample["q"] == "c", "x"].to_numpy()
-    assert len(c_rows) == 3 and set(c_rows) <= {3.0, 4.0, 5.0, 6.0, 7.0}
+    assert len(c_rows) == 3
+    assert set(c_rows) <= {3.0, 4.0, 5.0, 6.0, 7.0}
     assert np.all(np.diff(c_rows) > 0), "a sample keeps the data order"
     again = keep_lists(frame, COLUMNS, ListConfig(max_items=3), 7, "train")
     assert again.equals(sample), "the sample is seeded"
@@ -107,7 +108,8 @@ def test_csv_with_a_group_column_reads_as_ranking_data(tmp_path: Path) -> None:
 def test_modechoice_is_210_choice_sets_of_four_modes() -> None:
     frame = load_modechoice()
     sizes = frame.groupby("traveller").size()
-    assert len(sizes) == 210 and set(sizes) == {4}
+    assert len(sizes) == 210
+    assert set(sizes) == {4}
     assert frame.groupby("traveller")["choice"].sum().eq(1).all()
     assert set(frame["mode"]) == {"air", "train", "bus", "car"}
 
@@ -116,7 +118,8 @@ def test_movielens_statistics_come_from_the_training_period_only() -> None:
     train_end = date(2013, 1, 1)
     frame = load_movielens(train_end)
     validate_frame(frame, movielens_columns(), "ranking")
-    assert frame["user"].nunique() == 671 and len(frame) == 100_004
+    assert frame["user"].nunique() == 671
+    assert len(frame) == 100_004
     before = frame["rated_at"] < pd.Timestamp(train_end)
     movie = frame.loc[~before, "movie"].value_counts().index[0]
     rows = frame["movie"] == movie
@@ -148,7 +151,7 @@ def _random_lists(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_ranking_metrics_match_sklearn_per_query() -> None:
     relevance, scores, mask = _random_lists(5)
     got = ranking_metrics(relevance, scores, mask, ks=(5, 10), relevant_at=2.0)
-    ndcg = {5: [], 10: []}  # type: dict[int, list[float]]
+    ndcg: dict[int, list[float]] = {5: [], 10: []}
     ap, pairs_ok = [], []
     for q in range(len(relevance)):
         rel, sc = relevance[q, mask[q]], scores[q, mask[q]]
