@@ -167,5 +167,6 @@ def test_the_served_model_ranks_a_list_with_the_scores_of_onnxruntime(trained: T
     assert len(rows) == 1, "one row per list"
     row = rows.iloc[0]
     assert row["features"] == items
-    assert [o["value"] for o in row["outputs"]] == pytest.approx(body["scores"])
+    assert [o["score"] for o in row["outputs"]] == pytest.approx(body["scores"])
+    assert sorted(o["rank"] for o in row["outputs"]) == list(range(1, len(items) + 1))
     assert row["labels"] == relevance

@@ -180,3 +180,34 @@ def test_ranking_metrics_match_sklearn_per_query() -> None:
     assert got["pairwise_accuracy"] == pytest.approx(np.mean(pairs_ok), rel=1e-12)
     per_query = per_query_ndcg(relevance, scores, mask, k=10)
     assert per_query == pytest.approx(ndcg[10], rel=1e-12)
+
+
+# --- A/B: NDCG per unit ---------------------------------------------------------------------
+
+
+def test_ab_outcome_of_ranked_lists_is_ndcg_per_unit() -> None:
+    from datetime import UTC, datetime
+
+    from lossflow.ab.metrics import HIGHER_IS_BETTER, variant_metrics
+    from lossflow.predlog.reader import OutcomeChunk
+
+    def listed(scores: list[float]) -> list[dict[str, float]]:
+        return [{"score": s, "rank": 0} for s in scores]
+
+    lists = [[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [0.5, 0.1]]
+    relevance = [[2.0, 1.0, 0.0], [2.0, 1.0, 0.0], [0.0, 4.0]]
+    chunk = OutcomeChunk(
+        unit_id=["u1", "u1", "u2", "u3"],
+        variant=["champion"] * 4,
+        ts=[datetime(2026, 1, 1, tzinfo=UTC)] * 4,
+        latency_ms=np.ones(4),
+        outputs=[listed(lists[0]), listed(lists[1]), listed(lists[2]), listed([1.0, 0.0])],
+        labels=[relevance[0], relevance[1], relevance[2], None],
+    )
+    got = variant_metrics([chunk], "ndcg_10")["champion"]
+    ndcg = [ndcg_score([r], [s], k=10) for r, s in zip(relevance, lists, strict=True)]
+    assert sorted(got.outcome.tolist()) == pytest.approx(sorted([np.mean(ndcg[:2]), ndcg[2]]))
+    assert got.labelled_units == 2
+    assert "ndcg_10" in HIGHER_IS_BETTER
+    with pytest.raises(ValueError, match="does not apply to ranked lists"):
+        variant_metrics([chunk], "mse")

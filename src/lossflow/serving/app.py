@@ -523,6 +523,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
         }
         if field == "items":
             answered.update(ranked(predictions))
+            outputs = ranked_outputs(answered)
         else:
             answered["predictions"] = outputs
         content = orjson.dumps(answered)
@@ -865,6 +866,13 @@ def ranked(predictions: list[Prediction]) -> dict[str, list[Any]]:
     scores = [float(p.value) if p.value is not None else math.nan for p in predictions]
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     return {"scores": scores, "order": order}
+
+
+def ranked_outputs(answer: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """What the log keeps of a ranked list, per item: its ``score`` and its ``rank`` (1 = top),
+    so A/B analysis tells a list (NDCG per unit) from regression values."""
+    ranks = {item: position + 1 for position, item in enumerate(answer["order"])}
+    return [{"score": s, "rank": ranks[i]} for i, s in enumerate(answer["scores"])]
 
 
 def _check_labels(deployment: Deployment, labels: list[Any]) -> list[Any]:
