@@ -170,3 +170,40 @@ def test_the_served_model_ranks_a_list_with_the_scores_of_onnxruntime(trained: T
     assert [o["score"] for o in row["outputs"]] == pytest.approx(body["scores"])
     assert sorted(o["rank"] for o in row["outputs"]) == list(range(1, len(items) + 1))
     assert row["labels"] == relevance
+
+
+def test_movielens_trains_on_a_sample_of_users_and_compares_with_popularity(
+    tmp_path: Path,
+) -> None:
+    cfg = load_training_config(
+        ["experiment=movielens_listnet", f"data_dir={tmp_path}", "data.subsample=3000",
+         "trainer.max_epochs=2"],
+        CONFIG_DIR,
+    )  # fmt: skip
+    prepared = prepare_data(cfg, tmp_path / "prepared")
+    for part in ("train", "val", "test"):
+        lists = prepared.lists(part)
+        assert np.bincount(lists).min() >= cfg.data.lists.min_items, part
+        assert np.bincount(lists).max() <= cfg.data.lists.max_items, part
+    trained = steps.train_model(cfg, prepared, tmp_path / "checkpoints")
+    metrics = steps.evaluate_model(cfg, prepared, trained).metrics
+    assert 0.0 < metrics["test/ndcg_10"] <= 1.0
+    assert 0.0 < metrics["test/popularity_ndcg_10"] <= 1.0
+    assert metrics["test/beats_popularity"] in (0.0, 1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_lossflow_train_movielens_runs_the_whole_flow(tmp_path: Path) -> None:
+    from pipelines.training import training
+
+    outcome = training(
+        overrides=["experiment=movielens_listmle", f"data_dir={tmp_path}",
+                   "data.subsample=5000", "trainer.max_epochs=2"],
+        config_dir=str(CONFIG_DIR),
+    )  # fmt: skip
+    assert {"test/ndcg_10", "test/popularity_ndcg_10"} <= set(outcome.metrics)
+    assert outcome.model_name == "lossflow-movielens"
+    assert set(outcome.aliases) == {"champion", "challenger"}
+    assert outcome.loss_id.startswith("listmle-")
+    assert outcome.onnx_path.is_file()
