@@ -111,6 +111,18 @@ def test_every_ranking_loss_trains_on_whole_lists(loss: str, tmp_path: Path) -> 
     assert 0.0 < report.metrics["test/ndcg_10"] <= 1.0
 
 
+def test_a_composite_of_ranking_losses_logs_each_term(tmp_path: Path) -> None:
+    terms = "{listnet: {loss: {name: listnet}}, ranknet: {loss: {name: ranknet}, weight: 0.5}}"
+    cfg = load_training_config(
+        ["data=modechoice", "loss=composite_focal_bce", f"loss.terms={terms}",
+         f"data_dir={tmp_path}", "trainer.max_epochs=1", "trainer.batch_size=16"],
+        CONFIG_DIR,
+    )  # fmt: skip
+    prepared = prepare_data(cfg, tmp_path / "prepared")
+    history = json_history(steps.train_model(cfg, prepared, tmp_path / "ckpt").history_path)
+    assert {"train/term/listnet", "train/term/ranknet", "val/term/ranknet"} <= set(history)
+
+
 def json_history(path: Path) -> dict[str, list[float]]:
     import json
 

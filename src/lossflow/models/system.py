@@ -135,7 +135,10 @@ class LossflowSystem(L.LightningModule):
         if self.task == "ranking":
             # Lists padded with NaN relevance (lossflow.models.build.list_tensors).
             mask = ~target.isnan()
-            listwise: Tensor = self.loss(out, target.where(mask, 0.0), mask)
+            lists = (out, target.where(mask, 0.0), mask)
+            if isinstance(self.loss, CompositeLoss):
+                return self.loss.forward_with_terms(*lists)
+            listwise: Tensor = self.loss(*lists)
             return listwise, {}
         if isinstance(self.loss, CompositeLoss):
             return self.loss.forward_with_terms(out, target)
