@@ -80,27 +80,25 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PredictRequest(_Body):
-    """``POST /predict``: the unit to route and its raw feature records."""
-
+class _Routed(_Body):
     unit_id: str = Field(
         min_length=1,
         max_length=MAX_UNIT_ID,
         description="user, session or device id; the same unit always gets the same variant",
     )
+
+
+class PredictRequest(_Routed):
+    """``POST /predict``: the unit to route and its raw feature records."""
+
     records: list[dict[str, float | str | None]] = Field(
         min_length=1, description="raw feature records; null is a missing value"
     )
 
 
-class RankRequest(_Body):
+class RankRequest(_Routed):
     """``POST /rank``: the unit to route and the raw feature records of one list's items."""
 
-    unit_id: str = Field(
-        min_length=1,
-        max_length=MAX_UNIT_ID,
-        description="user, session or device id; the same unit always gets the same variant",
-    )
     items: list[dict[str, float | str | None]] = Field(
         min_length=1, description="raw feature records of the list's items; null is missing"
     )
@@ -185,6 +183,21 @@ class ErrorResponse(BaseModel):
     """Any other error: what went wrong and what to do."""
 
     detail: str
+
+
+def _raw_json_route(request: type[BaseModel], response: type[BaseModel]) -> dict[str, Any]:
+    """``app.post`` options of a route that reads its JSON body itself (orjson, size cap) but
+    documents it as ``request`` and answers ``response`` (or a documented error)."""
+    return {
+        "response_class": Response,
+        "responses": {200: {"model": response}, **_errors(413, 422, 503)},
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {_JSON: {"schema": request.model_json_schema()}},
+            }
+        },
+    }
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -410,17 +423,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    @app.post(
-        "/predict",
-        response_class=Response,
-        responses={200: {"model": PredictResponse}, **_errors(413, 422, 503)},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {_JSON: {"schema": PredictRequest.model_json_schema()}},
-            }
-        },
-    )
+    @app.post("/predict", **_raw_json_route(PredictRequest, PredictResponse))
     async def predict(request: Request) -> Response:
         """Score 1..N raw records with the variant the unit is assigned to."""
         started = time.perf_counter()
@@ -430,17 +433,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
             _log.exception("predict failed", extra={"event": "predict_failed"})
             return _fail(500, "internal", "internal error; see the service log", started)
 
-    @app.post(
-        "/rank",
-        response_class=Response,
-        responses={200: {"model": RankResponse}, **_errors(413, 422, 503)},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {_JSON: {"schema": RankRequest.model_json_schema()}},
-            }
-        },
-    )
+    @app.post("/rank", **_raw_json_route(RankRequest, RankResponse))
     async def rank(request: Request) -> Response:
         """Score and order the items of one list with the variant the unit is assigned to."""
         started = time.perf_counter()
