@@ -2,11 +2,16 @@
 
 Each loss runs on a realistic batch (about 1M elements; 16,384 lists of 64 items for ranking)
 beside its reference: the torch built-in that computes the same thing where one exists, else
-built-in BCE / CE / MSE on the same shapes. Ours and the reference are timed interleaved in one
-run, so machine noise hits both alike. The table ends with the worst ratio (ours / reference).
+built-in BCE / CE / MSE on the same shapes. A ranking loss's reference is the straightforward
+PyTorch a user would otherwise copy (the padded ``(Q, L)`` formulation of allRank: all pairs
+broadcast to ``(Q, L, L)`` for RankNet and the hinge, softmaxes with ``-inf`` padding for
+ListNet, a sort and a flipped ``cumsum`` for ListMLE), written here; it computes the same value,
+which the run checks before timing. Ours and the reference are timed interleaved in one run, so
+machine noise hits both alike. The table ends with the worst ratio (ours / reference).
 
     python benchmarks/losses.py                 # eager and torch.compile, CPU
     python benchmarks/losses.py --quick         # eager only, 256k elements
+    python benchmarks/losses.py --only ranking --no-compile --json out.json
     python benchmarks/losses.py --device cuda --json out.json
 """
 
@@ -37,6 +42,7 @@ class Bench:
     make: Callable[[int, torch.device], tuple[Tensor, ...]]
     reference_name: str
     reference: LossFn
+    same_value: bool = False  # the reference computes exactly our loss: checked before timing
 
 
 def _regression(n: int, device: torch.device) -> tuple[Tensor, ...]:
@@ -84,33 +90,56 @@ def _lists(n: int, device: torch.device) -> tuple[Tensor, ...]:
     return scores, relevance, mask
 
 
-def _pairs(relevance: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    valid = (relevance[:, :, None] > relevance[:, None, :]) & mask[:, :, None] & mask[:, None, :]
-    q, i, j = valid.nonzero(as_tuple=True)
-    return q, i, j
+# --- what a user would write for each ranking loss (allRank's padded formulation) -----------
 
 
-def _pairwise_reference(kind: str) -> LossFn:
-    # The built-in needs its pairs listed; the listing is cached per input, so the reference's
-    # time is the loss on the pairs alone, while lossflow finds its pairs on every call.
-    cache: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
-
-    def ref(scores: Tensor, relevance: Tensor, mask: Tensor) -> Tensor:
-        key = id(relevance)
-        if key not in cache:
-            cache.clear()
-            cache[key] = _pairs(relevance, mask)
-        q, i, j = cache[key]
-        hi, lo = scores[q, i], scores[q, j]
-        if kind == "margin":
-            return F.margin_ranking_loss(hi, lo, torch.ones_like(hi), margin=1.0)
-        return F.binary_cross_entropy_with_logits(hi - lo, torch.ones_like(hi))
-
-    return ref
+def _pair_mask(relevance: Tensor, mask: Tensor) -> Tensor:
+    return (relevance[:, :, None] > relevance[:, None, :]) & mask[:, :, None] & mask[:, None, :]
 
 
-def _listwise_reference(scores: Tensor, relevance: Tensor, mask: Tensor) -> Tensor:
-    return F.cross_entropy(scores, torch.softmax(relevance, dim=1))
+def _per_query_pair_mean(per_pair: Tensor, pairs: Tensor) -> Tensor:
+    n_pairs = pairs.sum((1, 2))
+    per_query = (per_pair * pairs).sum((1, 2)) / n_pairs.clamp_min(1)
+    return per_query.sum() / (n_pairs > 0).sum().clamp_min(1)
+
+
+def ranknet_reference(scores: Tensor, relevance: Tensor, mask: Tensor) -> Tensor:
+    """RankNet: BCE-with-logits on every pair's score gap, mean per query, then over queries."""
+    pairs = _pair_mask(relevance, mask)
+    gaps = scores[:, :, None] - scores[:, None, :]
+    per_pair = F.binary_cross_entropy_with_logits(gaps, torch.ones_like(gaps), reduction="none")
+    return _per_query_pair_mean(per_pair, pairs)
+
+
+def margin_reference(scores: Tensor, relevance: Tensor, mask: Tensor) -> Tensor:
+    """Pairwise hinge ``max(0, 1 - (s_i - s_j))`` on every pair, mean per query, then over
+    queries."""
+    pairs = _pair_mask(relevance, mask)
+    gaps = scores[:, :, None] - scores[:, None, :]
+    return _per_query_pair_mean(F.relu(1.0 - gaps), pairs)
+
+
+def listnet_reference(scores: Tensor, relevance: Tensor, mask: Tensor) -> Tensor:
+    """ListNet: softmax cross-entropy over the real items (padding at ``-inf``)."""
+    target = torch.softmax(relevance.masked_fill(~mask, float("-inf")), dim=1)
+    log_p = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+    return -(target * log_p.masked_fill(~mask, 0.0)).sum(1).mean()
+
+
+def listmle_reference(scores: Tensor, relevance: Tensor, mask: Tensor) -> Tensor:
+    """ListMLE: sort by relevance (stable, padding last), then ``log`` (+ 1e-10, as allRank,
+    so padding's empty tail stays finite) of the reversed ``cumsum`` of ``exp`` of the
+    max-shifted scores minus the score, summed per list."""
+    key = relevance.masked_fill(~mask, -1.0)
+    order = key.sort(dim=1, descending=True, stable=True).indices
+    ranked = scores.gather(1, order)
+    real = mask.gather(1, order)
+    ranked = ranked.masked_fill(~real, float("-inf"))
+    top = ranked.amax(1, keepdim=True)
+    shifted = ranked - top
+    tail = shifted.exp().flip(1).cumsum(1).flip(1)
+    per_item = (torch.log(tail + 1e-10) - shifted).masked_fill(~real, 0.0)
+    return per_item.sum(1).mean()
 
 
 def benches() -> list[Bench]:
@@ -153,13 +182,13 @@ def benches() -> list[Bench]:
         Bench("kl_div", {"name": "kl_div"}, _distribution, "F.kl_div(batchmean)",
               lambda x, t: F.kl_div(F.log_softmax(x, 1), t, reduction="batchmean")),
         Bench("margin_ranking", {"name": "margin_ranking"}, _lists,
-              "F.margin_ranking_loss on pairs", _pairwise_reference("margin")),
-        Bench("ranknet", {"name": "ranknet"}, _lists, "F.bce_with_logits on pairs",
-              _pairwise_reference("ranknet")),
-        Bench("listnet", {"name": "listnet"}, _lists, "F.cross_entropy (soft)",
-              _listwise_reference),
-        Bench("listmle", {"name": "listmle"}, _lists, "F.cross_entropy (soft)",
-              _listwise_reference),
+              "hinge on (Q, L, L) pairs", margin_reference, same_value=True),
+        Bench("ranknet", {"name": "ranknet"}, _lists, "F.bce_with_logits on (Q, L, L)",
+              ranknet_reference, same_value=True),
+        Bench("listnet", {"name": "listnet"}, _lists, "masked softmax CE",
+              listnet_reference, same_value=True),
+        Bench("listmle", {"name": "listmle"}, _lists, "sort + flipped cumsum",
+              listmle_reference, same_value=True),
         Bench("composite (bce+focal)",
               {"name": "composite", "terms": {"bce": {"loss": {"name": "bce"}},
                                               "focal": {"loss": {"name": "focal"}}}},
@@ -197,13 +226,41 @@ def time_pair(
     return statistics.median(times[0]), statistics.median(times[1])
 
 
-def run(size: int, repeats: int, compiled: bool, device: torch.device) -> list[dict[str, Any]]:
+RANKING = ("margin_ranking", "ranknet", "listnet", "listmle")
+
+
+def check_same_value(bench: Bench, args: tuple[Tensor, ...], device: torch.device) -> float:
+    """The largest difference of value and gradient between ours and the reference.
+
+    Raises:
+        AssertionError: they differ beyond float32 round-off.
+    """
+    ours = build_loss(bench.spec).to(device)
+    values, grads = [], []
+    for fn in (ours, bench.reference):
+        pred = args[0].detach().clone().requires_grad_(True)
+        value = fn(pred, *args[1:])
+        value.backward()
+        values.append(value.detach())
+        grads.append(pred.grad)
+    torch.testing.assert_close(values[0], values[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-7)
+    return float(max((values[0] - values[1]).abs().max(), (grads[0] - grads[1]).abs().max()))
+
+
+def run(
+    size: int, repeats: int, compiled: bool, device: torch.device, only: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     modes = [("eager", False), ("compiled", True)] if compiled else [("eager", False)]
     for bench in benches():
+        if only and bench.name not in only:
+            continue
         torch.manual_seed(0)
         args = bench.make(size, device)
         row: dict[str, Any] = {"loss": bench.name, "reference": bench.reference_name}
+        if bench.same_value:
+            row["max_abs_diff"] = check_same_value(bench, args, device)
         for mode, use_compile in modes:
             ours: LossFn = build_loss(bench.spec).to(device)
             ref: LossFn = bench.reference
@@ -238,7 +295,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--only", default="", help="comma-separated loss names, or 'ranking' for the four"
+    )
     args = parser.parse_args()
+    only = RANKING if args.only == "ranking" else tuple(filter(None, args.only.split(",")))
     if args.quick:
         args.size, args.repeats, args.no_compile = 1 << 18, 7, True
     if args.threads:
@@ -251,7 +312,7 @@ def main() -> None:
         header += f" {mode + ' ms':>9} {'ref ms':>9} {'ratio':>7}"
     print(f"forward+backward, {args.size:,} elements, {device}, {torch.get_num_threads()} threads")
     print(header)
-    rows = run(args.size, args.repeats, compiled, device)
+    rows = run(args.size, args.repeats, compiled, device, only)
 
     worst = max(rows, key=lambda r: r["eager_ratio"])
     summary: dict[str, Any] = {

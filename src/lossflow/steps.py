@@ -16,21 +16,26 @@ A run's working directory holds::
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import lossflow
 from lossflow.config.training import TrainingConfig, config_to_dict, quantile_of
 from lossflow.contract import CHALLENGER, CHAMPION, ModelMetadata
+from lossflow.data.lists import gather, padded_index
 from lossflow.data.prepare import PreparedData
+from lossflow.evaluation.metrics import ranking_metrics
 from lossflow.evaluation.report import evaluation_report
 from lossflow.evaluation.threshold import choose_threshold
 from lossflow.export import check_parity, export_onnx
 from lossflow.losses import loss_id
 from lossflow.losses.spec import spec_payload
+from lossflow.models import InferenceModel
 from lossflow.models.build import (
     Split,
     fit_model,
@@ -47,6 +52,16 @@ from lossflow.onnx_runner import OnnxRunner
 from lossflow.tracking import Tracker, resolve_tracking_uri
 
 PROFILE_ARTIFACT_DIR = str(Path(PROFILE_ARTIFACT).parent)
+BEATS_POPULARITY_TAG = "lossflow.beats_popularity"
+
+log = logging.getLogger(__name__)
+
+
+def split_of(cfg: TrainingConfig, prepared: PreparedData, part: str) -> Split:
+    """A prepared part as the model trainer takes it (with list ids for a ranking task)."""
+    features, target = prepared.arrays(part)
+    lists = prepared.lists(part) if cfg.data.task == "ranking" else None
+    return Split(features, target, lists)
 
 
 def tracker_for(cfg: TrainingConfig) -> Tracker:
@@ -119,8 +134,8 @@ def train_model(
     result = fit_model(
         cfg,
         prepared.preprocessor(),
-        Split(*prepared.arrays("train")),
-        Split(*prepared.arrays("val")),
+        split_of(cfg, prepared, "train"),
+        split_of(cfg, prepared, "val"),
         prepared.class_counts,
         checkpoint_dir,
         sink=sink,
@@ -160,6 +175,15 @@ def evaluate_model(
     """Choose the threshold on validation, compute test metrics and plots, log them."""
     pre = prepared.preprocessor()
     model = load_trained_model(cfg, pre, trained.checkpoint)
+    if cfg.data.task == "ranking":
+        metrics = {f"test/{k}": v for k, v in ranking_report(cfg, prepared, model).items()}
+        if run_id is not None:
+            tracker = tracker_for(cfg)
+            tracker.log_metrics(run_id, metrics, None)
+            if "test/beats_popularity" in metrics:
+                beats = str(bool(metrics["test/beats_popularity"])).lower()
+                tracker.set_tags(run_id, {BEATS_POPULARITY_TAG: beats})
+        return EvaluationResult(metrics, None)
     ev = cfg.evaluation
     costs = (ev.fn_cost, ev.fp_cost) if ev.threshold == "cost" else (None, None)
     threshold: float | None = None
@@ -192,6 +216,43 @@ def evaluate_model(
         for name, figure in report.figures.items():
             tracker.log_figure(run_id, figure, f"plots/{name}")
     return EvaluationResult(metrics, threshold)
+
+
+def ranking_report(
+    cfg: TrainingConfig, prepared: PreparedData, model: InferenceModel, part: str = "test"
+) -> dict[str, float]:
+    """Ranking metrics of the model on a part's lists, beside the popularity baseline's.
+
+    The baseline ranks each list by its items' mean training relevance (``popularity_<metric>``,
+    when the data names an item column); ``beats_popularity`` is 1 when the model's NDCG at the
+    largest cut-off is above the baseline's, else 0, and a model that does not beat it is
+    reported as such in the log.
+    """
+    pre = prepared.preprocessor()
+    features, target = prepared.arrays(part)
+    index, mask = padded_index(prepared.lists(part))
+    relevance = gather(target.astype(np.float64), index, 0.0)
+    ks, relevant_at = tuple(cfg.evaluation.ranking_k), cfg.evaluation.relevant_at
+    scores = predict(model, pre.model_inputs(features)).reshape(-1).astype(np.float64)
+    metrics = ranking_metrics(relevance, gather(scores, index, 0.0), mask, ks, relevant_at)
+    popularity = prepared.popularity(part)
+    if popularity is None:
+        log.warning("%s: no item column, so no popularity baseline to compare with", part)
+        return metrics
+    baseline = ranking_metrics(relevance, gather(popularity, index, 0.0), mask, ks, relevant_at)
+    metrics.update({f"popularity_{k}": v for k, v in baseline.items()})
+    top = f"ndcg_{max(ks)}"
+    beats = metrics[top] > baseline[top]
+    metrics["beats_popularity"] = float(beats)
+    if not beats:
+        log.warning(
+            "%s: the model does NOT beat the popularity baseline: %s %.4f vs %.4f",
+            part,
+            top,
+            metrics[top],
+            baseline[top],
+        )
+    return metrics
 
 
 # --- export ----------------------------------------------------------------------------------

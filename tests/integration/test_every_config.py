@@ -11,6 +11,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from lossflow import steps
 from lossflow.comparison.cv import prepare_folds
 from lossflow.comparison.plan import plan_comparison
 from lossflow.config import load_serving_config
@@ -18,7 +19,7 @@ from lossflow.config.compare import load_compare_config
 from lossflow.config.training import TrainingConfig, load_training_config
 from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.losses import LOSS_SPECS
-from lossflow.models.build import build_system, input_tensors, target_tensor
+from lossflow.models.build import build_system, split_tensors
 from lossflow.serving.app import create_app
 
 from .serving_models import Registry, copy_registry
@@ -29,6 +30,8 @@ TINY = ["data.subsample=400", "trainer.batch_size=64"]
 # Forward-chaining folds of 400 flights rows leave the first fold's validation without a delay.
 COMPARE_TINY = ["data.subsample=2000", "trainer.batch_size=64"]
 DIGITS = ["data=digits"]
+RANKING = ["data=modechoice"]
+RANKING_SOURCES = ("modechoice", "movielens")
 
 
 def _task_overrides(loss_file: Path) -> list[str]:
@@ -43,6 +46,8 @@ def _task_overrides(loss_file: Path) -> list[str]:
         return DIGITS
     if "regression" in tasks:
         return ["data.task=regression"]
+    if "ranking" in tasks:
+        return RANKING
     raise AssertionError(f"{loss_file} fits no dataset shipped with lossflow: {sorted(tasks)}")
 
 
@@ -52,6 +57,8 @@ def _cases() -> list[tuple[str, list[str]]]:
         cases.append((f"loss/{path.name}", [f"loss={path.stem}", *_task_overrides(path)]))
     for path in sorted((CONFIG_DIR / "data").glob("*.yaml")):
         extra = [*DIGITS, "loss=ce"] if path.stem == "digits" else [f"data={path.stem}"]
+        if path.stem in RANKING_SOURCES:
+            extra.append("loss=listnet")
         cases.append((f"data/{path.name}", extra))
     for path in sorted((CONFIG_DIR / "experiment").glob("*.yaml")):
         cases.append((f"experiment/{path.name}", [f"experiment={path.stem}"]))
@@ -79,9 +86,8 @@ def _one_tiny_batch(cfg: TrainingConfig, prepared: PreparedData, name: str) -> N
     system = build_system(cfg, prepared.preprocessor(), prepared.class_counts)
     system.train()
     pre = prepared.preprocessor()
-    encoded, target = prepared.arrays("train")
-    inputs = tuple(t[:64] for t in input_tensors(pre, encoded))
-    batch = (inputs, target_tensor(target[:64]))
+    inputs, target = split_tensors(cfg, pre, steps.split_of(cfg, prepared, "train"))
+    batch = (tuple(t[:64] for t in inputs), target[:64])
     loss, _ = system.model_step(batch, "train")
     loss.backward()
     grads = [p.grad for p in system.net.parameters() if p.grad is not None]

@@ -173,8 +173,13 @@ def test_tasks_without_a_pipeline_are_refused_naming_those_with_one(
         "loss=listnet",
         "trainer.early_stopping=null",
     ]
-    with pytest.raises(ConfigError, match=r"runs binary, multiclass, regression tasks; 'ranking'"):
-        load_training_config(overrides, config_dir)
+    assert load_training_config(overrides, config_dir).data.task == "ranking"
+    multilabel = [*overrides[:2], "data.task=multilabel", "data.columns={numeric: [x], "
+                  "categorical: [], target: rel}", *overrides[4:6], "loss=bce"]  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"runs binary, multiclass, regression, ranking tasks; 'multilabel'"
+    ):
+        load_training_config(multilabel, config_dir)
 
 
 def test_a_data_file_that_does_not_exist_is_refused(tmp_path: Path) -> None:

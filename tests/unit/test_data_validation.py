@@ -181,8 +181,8 @@ def test_multiclass_rejects_fractional_labels() -> None:
 
 def test_group_column_must_be_complete() -> None:
     columns = ColumnSchema(numeric=["age"], categorical=[], target="label", group="query")
-    frame = pd.DataFrame({"age": [1.0, 2.0, 3.0], "label": [0.0, 1.0, 2.0],
-                          "query": ["a", None, "b"]})  # fmt: skip
+    frame = pd.DataFrame({"age": [1.0, 2.0, 3.0, 4.0], "label": [0.0, 1.0, 2.0, 1.0],
+                          "query": ["a", None, "b", "b"]})  # fmt: skip
     with pytest.raises(DataValidationError, match="group column 'query' is missing"):
         validate_frame(frame, columns, "ranking")
     frame.loc[1, "query"] = "a"

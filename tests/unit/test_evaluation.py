@@ -270,7 +270,7 @@ def test_ranking_metrics_match_per_query_sklearn() -> None:
         ranked = rel_q[np.argsort(-sc_q, kind="stable")]
         hits = np.flatnonzero(ranked > 0)
         reciprocal.append(1.0 / (hits[0] + 1) if hits.size else 0.0)
-    assert got["ndcg@10"] == pytest.approx(np.mean(per_query_ndcg), rel=1e-12)
+    assert got["ndcg_10"] == pytest.approx(np.mean(per_query_ndcg), rel=1e-12)
     assert got["mrr"] == pytest.approx(np.mean(reciprocal), rel=1e-12)
 
 
@@ -281,7 +281,7 @@ def test_ranking_mrr_by_hand_with_single_item_query() -> None:
     got = ranking_metrics(relevance, scores, mask)
     assert got["mrr"] == pytest.approx((1 / 2 + 1 / 1 + 0) / 3)
     # query 0: DCG 1/log2(3) over ideal 1; query 1: perfect; query 2: no relevant item -> 0.
-    assert got["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1.0 + 0.0) / 3)
+    assert got["ndcg_10"] == pytest.approx((1 / np.log2(3) + 1.0 + 0.0) / 3)
 
 
 # --------------------------------------------------------------------------------------------

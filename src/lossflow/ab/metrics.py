@@ -1,8 +1,10 @@
 """What each variant of an A/B test measured, per randomisation unit, from the prediction log.
 
 A request's metric is the mean over its labelled records of the per-record loss (log loss,
-Brier, error, cost...); a unit's outcome is the mean over its requests. Units, not requests, are
-independent (the router assigns units), so every test compares per-unit outcomes.
+Brier, error, cost...), or for a ranked list (``/rank``: outputs with a ``score``) the list's
+NDCG@k against the graded relevance fed back; a unit's outcome is the mean over its requests.
+Units, not requests, are independent (the router assigns units), so every test compares
+per-unit outcomes.
 
 Guardrails are per-unit means too: latency (every request), positive rate (the share of
 records predicted positive) and calibration (``probability - label`` on labelled records).
@@ -24,7 +26,28 @@ from lossflow.predlog.reader import OutcomeChunk
 
 FloatArray = npt.NDArray[np.float64]
 _EPS = 1e-15
-HIGHER_IS_BETTER = frozenset({"accuracy"})
+RANKING_METRICS = ("ndcg_10", "ndcg_5")
+HIGHER_IS_BETTER = frozenset({"accuracy", *RANKING_METRICS})
+
+
+def list_ndcg(metric: str, outputs: list[dict[str, Any]], labels: list[Any]) -> float:
+    """NDCG@k (``metric`` = ``ndcg_<k>``) of one ranked list: its items' ``score`` outputs
+    against their graded relevance (``sklearn.metrics.ndcg_score``; 0 if nothing is relevant).
+
+    Raises:
+        ValueError: ``metric`` is not ``ndcg_<k>`` or the outputs hold no score.
+    """
+    if not metric.startswith("ndcg_") or not metric[5:].isdigit():
+        raise ValueError(f"metric {metric!r} does not apply to ranked lists; use ndcg_<k>")
+    if not outputs or "score" not in outputs[0]:
+        raise ValueError(f"metric {metric!r} needs ranked lists (outputs with a score)")
+    from lossflow.evaluation.metrics import per_query_ndcg
+
+    scores = np.array([[float(o["score"]) for o in outputs]])
+    relevance = np.array([[float(y) for y in labels]])
+    if scores.shape[1] < 2:  # a one-item list is trivially in the right order
+        return 1.0 if relevance[0, 0] > 0 else 0.0
+    return float(per_query_ndcg(relevance, scores, np.ones_like(scores, bool), int(metric[5:]))[0])
 
 
 def record_loss(
@@ -179,7 +202,10 @@ def variant_metrics(
             if binary:
                 unit.positive += sum(int(o["label"]) for o in outputs) / len(outputs)
                 unit.scored += 1
-            if labels is not None and outputs:
+            if labels is not None and outputs and "score" in outputs[0]:
+                unit.metric += list_ndcg(metric, outputs, labels)
+                unit.labelled += 1
+            elif labels is not None and outputs:
                 pairs = list(zip(outputs, labels, strict=True))
                 unit.metric += sum(
                     record_loss(metric, o, y, fn_cost=fn_cost, fp_cost=fp_cost, quantile=quantile)

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from lossflow.ab.decision import AbDecision, Policy, decide
-from lossflow.ab.metrics import VariantMetrics, variant_metrics
+from lossflow.ab.metrics import RANKING_METRICS, VariantMetrics, variant_metrics
 from lossflow.config.ab import AbConfig
 from lossflow.config.common import LogLocation, duration_seconds
 from lossflow.config.loader import DEFAULT_CONFIG_DIR
@@ -291,6 +291,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "probability": ("log_loss", "brier", "accuracy", "expected_cost"),
     "probabilities": ("log_loss", "accuracy"),
     "value": ("mse", "mae", "pinball"),
+    "score": RANKING_METRICS,  # ranked lists (POST /rank)
 }
 
 
@@ -330,7 +331,8 @@ def primary_metric(cfg: AbConfig, setup: Setup, config_dir: Path = DEFAULT_CONFI
     if cfg.primary_metric is None:
         return METRICS[kind][0]
     if cfg.primary_metric not in METRICS[kind]:
-        task = {"probability": "binary", "probabilities": "multiclass", "value": "regression"}
+        task = {"probability": "binary", "probabilities": "multiclass", "value": "regression",
+                "score": "ranking"}  # fmt: skip
         raise AbSetupError(
             f"primary_metric={cfg.primary_metric} does not apply to the {task[kind]} models "
             f"under test; choose one of {', '.join(METRICS[kind])}"

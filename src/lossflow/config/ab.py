@@ -22,7 +22,9 @@ from lossflow.config.common import (
 )
 from lossflow.config.loader import DEFAULT_CONFIG_DIR, ConfigKind, load
 
-PrimaryMetric = Literal["log_loss", "brier", "accuracy", "expected_cost", "mse", "mae", "pinball"]
+PrimaryMetric = Literal[
+    "log_loss", "brier", "accuracy", "expected_cost", "mse", "mae", "pinball", "ndcg_10", "ndcg_5"
+]
 
 
 class SrmConfig(Section):
@@ -70,7 +72,7 @@ class AbConfig(Section):
     challengers: list[str] | None = Field(None, description="None: every other variant")
     since: Duration = Field("30d", description="rows of the experiment from this long ago")
     primary_metric: PrimaryMetric | None = Field(
-        None, description="None: log_loss (classification), mse (regression)"
+        None, description="None: log_loss (classification), mse (regression), ndcg_10 (ranking)"
     )
     fn_cost: float | None = Field(None, gt=0.0, description="expected_cost: false negative")
     fp_cost: float | None = Field(None, gt=0.0, description="expected_cost: false positive")

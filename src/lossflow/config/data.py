@@ -15,19 +15,27 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lossflow.losses import TaskType
 
-SourceName = Literal["flights", "digits", "csv", "parquet"]
+SourceName = Literal["flights", "digits", "movielens", "modechoice", "csv", "parquet"]
 SplitKind = Literal["time", "stratified", "random"]
 ImputeStrategy = Literal["median", "mean", "zero"]
 OversampleMethod = Literal["none", "random", "smote"]
+LongListPolicy = Literal["sample", "first"]
 ParamValue = str | int | float | bool
 
-BUILTIN_SOURCES: frozenset[str] = frozenset({"flights", "digits"})
+BUILTIN_SOURCES: frozenset[str] = frozenset({"flights", "digits", "movielens", "modechoice"})
 FILE_SOURCES: frozenset[str] = frozenset({"csv", "parquet"})
 BUILTIN_TASKS: dict[str, tuple[TaskType, ...]] = {
     "flights": ("binary", "regression"),
     "digits": ("multiclass",),
+    "movielens": ("ranking",),
+    "modechoice": ("ranking",),
 }
-DEFAULT_TASKS: dict[str, TaskType] = {"flights": "binary", "digits": "multiclass"}
+DEFAULT_TASKS: dict[str, TaskType] = {
+    "flights": "binary",
+    "digits": "multiclass",
+    "movielens": "ranking",
+    "modechoice": "ranking",
+}
 DEFAULT_VAL_FRACTION = 0.15
 DEFAULT_TEST_FRACTION = 0.15
 
@@ -110,6 +118,8 @@ class ColumnSchema(BaseModel):
         target: The label column.
         time: Timestamp column used by the time split; not a feature.
         group: Query/group id column for ranking; not a feature.
+        item: Item id column of a ranking task, the key of the popularity baseline (items
+            ranked by their mean training relevance); it may also be a feature column.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -119,6 +129,7 @@ class ColumnSchema(BaseModel):
     target: str
     time: str | None = None
     group: str | None = None
+    item: str | None = None
 
     @model_validator(mode="after")
     def _check_columns(self) -> Self:
@@ -126,7 +137,12 @@ class ColumnSchema(BaseModel):
             raise ValueError(
                 "columns: no feature columns; list at least one column under numeric or categorical"
             )
-        names = self.all_columns()
+        names = [name for name in self.all_columns() if name != self.item or name in self.features]
+        if self.item is not None and self.item in (self.target, self.time, self.group):
+            raise ValueError(
+                f"columns.item: {self.item!r} is also the target, time or group column; the item "
+                "id must be its own column (or a feature)"
+            )
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(
@@ -141,9 +157,53 @@ class ColumnSchema(BaseModel):
         return [*self.numeric, *self.categorical]
 
     def all_columns(self) -> list[str]:
-        """Every column the schema names: features, target, then time and group when set."""
+        """Every column the schema names: features, target, then time, group and item when set
+        (the item once, when it is not a feature)."""
         extra = [name for name in (self.time, self.group) if name is not None]
+        if self.item is not None and self.item not in self.features:
+            extra.append(self.item)
         return [*self.numeric, *self.categorical, self.target, *extra]
+
+
+class ListConfig(BaseModel):
+    """How a ranking task's rows become lists (one per group and split part).
+
+    A list is the rows of one group in one part (with a time split a user's earlier ratings
+    train and their later ones are validated and tested). Lists with fewer than ``min_items``
+    items, or whose items all have relevance 0, carry no ranking signal: they are dropped from
+    that part and the count is logged. A list longer than ``max_items`` keeps ``max_items`` of
+    its items: ``sample`` a seeded uniform random subset (the same in every run, in the order of
+    the data), ``first`` the first ``max_items`` in the order of the data (the earliest, with a
+    time split). The kept rows are the part's rows everywhere: training, metrics, export parity.
+
+    Attributes:
+        max_items: The most items a list keeps (the padded list length ``L``).
+        min_items: The fewest items a list needs to be kept (2: one pair).
+        long_lists: Which items a list longer than ``max_items`` keeps.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_items: int = Field(default=100, ge=2)
+    min_items: int = Field(default=2, ge=2)
+    long_lists: LongListPolicy = "sample"
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> Self:
+        if self.min_items > self.max_items:
+            raise ValueError(
+                f"lists: min_items={self.min_items} exceeds max_items={self.max_items}; no list "
+                "could be kept"
+            )
+        return self
+
+    def to_params(self, prefix: str = "data.lists") -> dict[str, ParamValue]:
+        """Flat ``{name: value}`` parameters for experiment tracking."""
+        return {
+            f"{prefix}.max_items": self.max_items,
+            f"{prefix}.min_items": self.min_items,
+            f"{prefix}.long_lists": self.long_lists,
+        }
 
 
 class SplitConfig(BaseModel):
@@ -274,6 +334,7 @@ class DataConfig(BaseModel):
             taken after splitting (for fast runs and tests).
         impute_numeric: Fill value for missing numeric features, computed on the training split.
         augment: Training-split augmentation.
+        lists: How a ranking task's groups become lists (ranking only).
         seed: Seed of the split, the subsample and dataset-level augmentation.
     """
 
@@ -287,6 +348,7 @@ class DataConfig(BaseModel):
     subsample: int | None = Field(default=None, gt=0)
     impute_numeric: ImputeStrategy = "median"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    lists: ListConfig = Field(default_factory=ListConfig)
     seed: int = 0
 
     @model_validator(mode="before")
@@ -347,10 +409,17 @@ class DataConfig(BaseModel):
             )
 
     def _check_split(self) -> None:
+        if self.source == "movielens" and self.split.kind != "time":
+            raise ValueError(
+                "data.split.kind: movielens computes its rating statistics from the training "
+                "period, which needs a time split; set data.split.kind: time with train_end, "
+                "val_end and test_end"
+            )
         if self.split.kind == "time":
-            if self.source == "digits":
+            if self.source in ("digits", "modechoice"):
                 raise ValueError(
-                    "data.split.kind: digits has no time column; use a stratified split"
+                    f"data.split.kind: {self.source} has no time column; use a "
+                    f"{'stratified' if self.source == 'digits' else 'random'} split"
                 )
             if self.columns is not None and self.columns.time is None:
                 raise ValueError(
@@ -380,6 +449,11 @@ class DataConfig(BaseModel):
                 f"data.augment.oversample: oversampling needs class labels but task is "
                 f"{self.task!r}; set oversample to 'none'"
             )
+        if self.task == "ranking" and (self.augment.noise_std or self.augment.mixup_alpha):
+            raise ValueError(
+                "data.augment: noise and mixup mix rows across lists, which a ranking task "
+                "cannot use; set noise_std and mixup_alpha to 0"
+            )
 
     def to_params(self) -> dict[str, ParamValue]:
         """Flat ``{name: value}`` parameters of the whole data section for experiment tracking."""
@@ -394,4 +468,6 @@ class DataConfig(BaseModel):
             params["data.path"] = str(self.path)
         params.update(self.split.to_params())
         params.update(self.augment.to_params())
+        if self.task == "ranking":
+            params.update(self.lists.to_params())
         return params

@@ -29,7 +29,8 @@ from lossflow.losses import (
 from lossflow.registry import Registry
 
 # Tasks the training pipeline (data -> model -> metrics -> ONNX -> service) runs end to end.
-TRAINED_TASKS: tuple[TaskType, ...] = ("binary", "multiclass", "regression")
+TRAINED_TASKS: tuple[TaskType, ...] = ("binary", "multiclass", "regression", "ranking")
+DEFAULT_RANKING_K: tuple[int, ...] = (5, 10)
 
 Direction = Literal["min", "max"]
 # What the validation epoch logs per task (as ``val/<name>``), and which way is better.
@@ -37,6 +38,8 @@ VALIDATION_METRICS: dict[str, dict[str, Direction]] = {
     "binary": {"auc": "max", "pr_auc": "max", "log_loss": "min"},
     "multiclass": {"accuracy": "max", "macro_f1": "max", "log_loss": "min"},
     "regression": {"rmse": "min", "mae": "min", "r2": "max"},
+    # ndcg_<k> for every k of evaluation.ranking_k (5 and 10 by default).
+    "ranking": {"mrr": "max", "map": "max", "pairwise_accuracy": "max"},
 }
 QUANTILE_METRIC = "pinball"  # regression with a ``quantile`` loss also logs ``val/pinball``
 # What early stopping watches when the config names no metric.
@@ -44,6 +47,7 @@ PRIMARY_METRICS: dict[str, str] = {
     "binary": "val/auc",
     "multiclass": "val/accuracy",
     "regression": "val/rmse",
+    "ranking": "val/ndcg_10",  # the largest k of evaluation.ranking_k
 }
 
 # Optimizers and schedulers by name; torch implementations register in lossflow.models.optim.
@@ -150,11 +154,29 @@ class TrainerConfig(Section):
 
 
 class EvaluationConfig(Section):
-    """How the binary decision threshold is chosen on the validation split."""
+    """How the binary decision threshold is chosen on the validation split, and what ranking
+    metrics are computed."""
 
     threshold: Literal["f1", "cost"] = "f1"
     fn_cost: float | None = Field(None, gt=0.0, description="cost of a false negative")
     fp_cost: float | None = Field(None, gt=0.0, description="cost of a false positive")
+    ranking_k: list[int] = Field(
+        list(DEFAULT_RANKING_K),
+        description="cut-offs k of NDCG@k (ranking); the largest is "
+        "early stopping's default metric",
+    )
+    relevant_at: float | None = Field(
+        None,
+        description="ranking: an item is relevant (MRR, MAP) iff its relevance is >= this; "
+        "None: iff it is > 0",
+    )
+
+    @field_validator("ranking_k")
+    @classmethod
+    def _cutoffs(cls, ks: list[int]) -> list[int]:
+        if not ks or min(ks) < 1:
+            raise ValueError(f"ranking_k must list at least one cut-off >= 1; got {ks}")
+        return sorted(set(ks))
 
     @model_validator(mode="after")
     def _costs(self) -> EvaluationConfig:
@@ -176,7 +198,10 @@ def quantile_of(loss: LossSpecBase) -> float | None:
 
 
 def monitored_metrics(
-    task: TaskType, loss: LossSpecBase, regularizers: Sequence[RegularizerSpec]
+    task: TaskType,
+    loss: LossSpecBase,
+    regularizers: Sequence[RegularizerSpec],
+    ranking_k: Sequence[int] = DEFAULT_RANKING_K,
 ) -> dict[str, Direction]:
     """Every ``val/...`` value the validation epoch logs for this run, and which way is better."""
     metrics: dict[str, Direction] = {"val/loss": "min", "val/data_loss": "min"}
@@ -184,16 +209,23 @@ def monitored_metrics(
         metrics[f"val/term/{term}"] = "min"
     for i, reg in enumerate(regularizers):
         metrics[f"val/reg/{i}_{reg.name}"] = "min"
+    if task == "ranking":
+        metrics.update({f"val/ndcg_{k}": "max" for k in ranking_k})
     metrics.update({f"val/{k}": v for k, v in VALIDATION_METRICS.get(task, {}).items()})
     if task == "regression" and quantile_of(loss) is not None:
         metrics[f"val/{QUANTILE_METRIC}"] = "min"
     return metrics
 
 
-def primary_metric(task: TaskType, loss: LossSpecBase) -> str:
-    """The validation metric early stopping watches when none is configured."""
+def primary_metric(
+    task: TaskType, loss: LossSpecBase, ranking_k: Sequence[int] = DEFAULT_RANKING_K
+) -> str:
+    """The validation metric early stopping watches when none is configured (ranking: NDCG at
+    the largest cut-off)."""
     if task == "regression" and quantile_of(loss) is not None:
         return f"val/{QUANTILE_METRIC}"
+    if task == "ranking":
+        return f"val/ndcg_{max(ranking_k)}"
     return PRIMARY_METRICS[task]
 
 
@@ -241,8 +273,9 @@ class TrainingConfig(Section):
             )
         stopping = self.trainer.early_stopping
         if stopping is not None:
-            logged = monitored_metrics(task, self.loss, self.regularizers)
-            monitor = stopping.monitor or primary_metric(task, self.loss)
+            ks = self.evaluation.ranking_k
+            logged = monitored_metrics(task, self.loss, self.regularizers, ks)
+            monitor = stopping.monitor or primary_metric(task, self.loss, ks)
             direction = logged.get(monitor)
             if direction is None:
                 raise ValueError(
@@ -262,8 +295,9 @@ class TrainingConfig(Section):
         stopping = self.trainer.early_stopping
         if stopping is None:
             return None
-        monitor = stopping.monitor or primary_metric(self.data.task, self.loss)
-        direction = monitored_metrics(self.data.task, self.loss, self.regularizers)[monitor]
+        ks = self.evaluation.ranking_k
+        monitor = stopping.monitor or primary_metric(self.data.task, self.loss, ks)
+        direction = monitored_metrics(self.data.task, self.loss, self.regularizers, ks)[monitor]
         return stopping.model_copy(update={"monitor": monitor, "mode": direction})
 
 

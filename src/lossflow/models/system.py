@@ -120,12 +120,26 @@ class LossflowSystem(L.LightningModule):
         self._grad_norms = RunningMeans()
 
     def forward(self, *inputs: Tensor) -> Tensor:
+        if self.task == "ranking" and inputs[0].dim() == 3:
+            # Whole lists (Q, L, ...): the network scores every item on its own.
+            q, n = inputs[0].shape[:2]
+            flat = tuple(t.reshape(q * n, *t.shape[2:]) for t in inputs)
+            scores: Tensor = self.net(*flat)
+            return scores.reshape(q, n)
         out: Tensor = self.net(*inputs)
         if self.task in ("binary", "regression") and out.dim() == 2 and out.shape[1] == 1:
             return out.squeeze(1)
         return out
 
     def _data_loss(self, out: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.task == "ranking":
+            # Lists padded with NaN relevance (lossflow.models.build.list_tensors).
+            mask = ~target.isnan()
+            lists = (out, target.where(mask, 0.0), mask)
+            if isinstance(self.loss, CompositeLoss):
+                return self.loss.forward_with_terms(*lists)
+            listwise: Tensor = self.loss(*lists)
+            return listwise, {}
         if isinstance(self.loss, CompositeLoss):
             return self.loss.forward_with_terms(out, target)
         value: Tensor = self.loss(out, target)

@@ -11,6 +11,10 @@ routed on the current :class:`~lossflow.serving.variants.Deployment` snapshot, t
 validated and scored by the variant's :class:`~lossflow.serving.predictor.OnnxPredictor`, and the
 log record is queued without blocking. A full log queue answers 503 instead of serving an
 unlogged prediction. The optional shadow is scored after the answer is sent.
+
+``POST /rank`` is the same path for one list of a ranking model: ``items`` are validated and
+scored like ``records`` (each item on its own), the answer adds the order by score, and the log
+holds the list as one row (feedback: one graded relevance per item).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from lossflow.predlog import (
 )
 from lossflow.predlog.state import read_traffic, write_traffic
 from lossflow.serving.metrics import CONTENT_TYPE, UNROUTED, ServiceMetrics
-from lossflow.serving.predictor import RecordError, logged_output
+from lossflow.serving.predictor import Prediction, RecordError, logged_output
 from lossflow.serving.router import RoutingError, TrafficSplit
 from lossflow.serving.variants import Deployment, ModelLoadError, Variant, VariantLoader
 
@@ -76,17 +80,39 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PredictRequest(_Body):
-    """``POST /predict``: the unit to route and its raw feature records."""
-
+class _Routed(_Body):
     unit_id: str = Field(
         min_length=1,
         max_length=MAX_UNIT_ID,
         description="user, session or device id; the same unit always gets the same variant",
     )
+
+
+class PredictRequest(_Routed):
+    """``POST /predict``: the unit to route and its raw feature records."""
+
     records: list[dict[str, float | str | None]] = Field(
         min_length=1, description="raw feature records; null is a missing value"
     )
+
+
+class RankRequest(_Routed):
+    """``POST /rank``: the unit to route and the raw feature records of one list's items."""
+
+    items: list[dict[str, float | str | None]] = Field(
+        min_length=1, description="raw feature records of the list's items; null is missing"
+    )
+
+
+class RankResponse(BaseModel):
+    """``POST /rank``'s answer."""
+
+    request_id: str = Field(description="send it back with POST /feedback (one relevance/item)")
+    variant: str
+    model_version: str
+    loss_id: str
+    scores: list[float] = Field(description="the model's score of each item, in request order")
+    order: list[int] = Field(description="item positions from the highest score down")
 
 
 class PredictionOut(BaseModel):
@@ -157,6 +183,21 @@ class ErrorResponse(BaseModel):
     """Any other error: what went wrong and what to do."""
 
     detail: str
+
+
+def _raw_json_route(request: type[BaseModel], response: type[BaseModel]) -> dict[str, Any]:
+    """``app.post`` options of a route that reads its JSON body itself (orjson, size cap) but
+    documents it as ``request`` and answers ``response`` (or a documented error)."""
+    return {
+        "response_class": Response,
+        "responses": {200: {"model": response}, **_errors(413, 422, 503)},
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {_JSON: {"schema": request.model_json_schema()}},
+            }
+        },
+    }
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -258,21 +299,23 @@ def _error(status: int, msg: str, headers: Mapping[str, str] | None = None) -> R
 _REPLAY_ONLY: Final = "'ts' is accepted only by a service running with replay_clock: true (replays)"
 
 
-def _parse_predict(payload: Any, replay_clock: bool) -> tuple[str, Any, datetime | None] | Response:
+def _parse_predict(
+    payload: Any, replay_clock: bool, field: str = "records"
+) -> tuple[str, Any, datetime | None] | Response:
     if not isinstance(payload, dict):
-        return _invalid(["body"], "must be a JSON object with 'unit_id' and 'records'")
+        return _invalid(["body"], f"must be a JSON object with 'unit_id' and '{field}'")
     for key in payload:
         if key == "ts" and not replay_clock:
             return _invalid(["body", "ts"], _REPLAY_ONLY)
-        if key not in ("unit_id", "records", "ts"):
-            return _invalid(["body", key], "unknown field; send only 'unit_id' and 'records'")
+        if key not in ("unit_id", field, "ts"):
+            return _invalid(["body", key], f"unknown field; send only 'unit_id' and '{field}'")
     unit_id = payload.get("unit_id")
     if unit_id is None:
         return _invalid(["body", "unit_id"], "field required: the id of the user/session/device")
     if not isinstance(unit_id, str) or not 1 <= len(unit_id) <= MAX_UNIT_ID:
         return _invalid(["body", "unit_id"], f"must be a string of 1 to {MAX_UNIT_ID} characters")
-    if "records" not in payload:
-        return _invalid(["body", "records"], "field required: a list of feature records")
+    if field not in payload:
+        return _invalid(["body", field], "field required: a list of feature records")
     ts = None
     if "ts" in payload:
         try:
@@ -282,11 +325,11 @@ def _parse_predict(payload: Any, replay_clock: bool) -> tuple[str, Any, datetime
         if ts is None or ts.tzinfo is None:
             return _invalid(["body", "ts"], "must be an ISO 8601 time with a zone, e.g. ...Z")
         ts = ts.astimezone(UTC)
-    return unit_id, payload["records"], ts
+    return unit_id, payload[field], ts
 
 
-def _record_loc(err: RecordError) -> list[str | int]:
-    loc: list[str | int] = ["body", "records"]
+def _record_loc(err: RecordError, field: str = "records") -> list[str | int]:
+    loc: list[str | int] = ["body", field]
     if err.record is None:
         return loc
     loc.append(err.record)
@@ -380,17 +423,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    @app.post(
-        "/predict",
-        response_class=Response,
-        responses={200: {"model": PredictResponse}, **_errors(413, 422, 503)},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {_JSON: {"schema": PredictRequest.model_json_schema()}},
-            }
-        },
-    )
+    @app.post("/predict", **_raw_json_route(PredictRequest, PredictResponse))
     async def predict(request: Request) -> Response:
         """Score 1..N raw records with the variant the unit is assigned to."""
         started = time.perf_counter()
@@ -400,7 +433,18 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
             _log.exception("predict failed", extra={"event": "predict_failed"})
             return _fail(500, "internal", "internal error; see the service log", started)
 
-    async def answer(request: Request, started: float) -> Response:
+    @app.post("/rank", **_raw_json_route(RankRequest, RankResponse))
+    async def rank(request: Request) -> Response:
+        """Score and order the items of one list with the variant the unit is assigned to."""
+        started = time.perf_counter()
+        try:
+            return await answer(request, started, "items")
+        except Exception:  # answered as a JSON 500 and logged
+            _log.exception("rank failed", extra={"event": "predict_failed"})
+            return _fail(500, "internal", "internal error; see the service log", started)
+
+    async def answer(request: Request, started: float, field: str = "records") -> Response:
+        """``/predict`` (``field="records"``) or ``/rank`` (``field="items"``)."""
         try:
             body = await _read_body(request, limits.max_body_bytes)
         except _TooLargeError:
@@ -409,15 +453,15 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as err:
             return _reject(_invalid(["body"], f"not valid JSON: {err}"), UNROUTED, started)
-        parsed = _parse_predict(payload, cfg.replay_clock)
+        parsed = _parse_predict(payload, cfg.replay_clock, field)
         if isinstance(parsed, Response):
             return _reject(parsed, UNROUTED, started)
         unit_id, records, clock = parsed
         if isinstance(records, list) and len(records) > limits.max_records:
             return _reject(
                 _invalid(
-                    ["body", "records"],
-                    f"{len(records)} records exceed the limit of {limits.max_records} per "
+                    ["body", field],
+                    f"{len(records)} {field} exceed the limit of {limits.max_records} per "
                     "request; split the request",
                 ),
                 UNROUTED,
@@ -428,6 +472,16 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
             return _fail(
                 503, "starting", "the service is starting; no models are loaded yet", started
             )
+        if field == "items" and deployment.task != "ranking":
+            return _reject(
+                _invalid(
+                    ["body", "items"],
+                    f"the served models are {deployment.task} models; /rank serves ranking "
+                    "models: send the records to /predict",
+                ),
+                UNROUTED,
+                started,
+            )
         variant = deployment.variants[deployment.router.assign(unit_id)]
         variant_name = variant.name
         try:
@@ -436,7 +490,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
             else:
                 predictions = variant.predictor.predict(records)
         except RecordError as err:
-            return _reject(_invalid(_record_loc(err), err.problem), variant_name, started)
+            return _reject(_invalid(_record_loc(err, field), err.problem), variant_name, started)
         except Exception as err:  # the model failed: counted against its variant (A/B guardrail)
             _log.exception(
                 "variant failed to answer",
@@ -454,15 +508,18 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
         names = variant.predictor.label_names
         outputs = [logged_output(p, names) for p in predictions]
         request_id = uuid.uuid4().hex
-        content = orjson.dumps(
-            {
-                "request_id": request_id,
-                "variant": variant_name,
-                "model_version": variant.model_version,
-                "loss_id": variant.loss_id,
-                "predictions": outputs,
-            }
-        )
+        answered: dict[str, Any] = {
+            "request_id": request_id,
+            "variant": variant_name,
+            "model_version": variant.model_version,
+            "loss_id": variant.loss_id,
+        }
+        if field == "items":
+            answered.update(ranked(predictions))
+            outputs = ranked_outputs(answered)
+        else:
+            answered["predictions"] = outputs
+        content = orjson.dumps(answered)
         elapsed = time.perf_counter() - started
         if state.writer is not None:
             try:
@@ -638,8 +695,11 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                 routes=app.routes,
             )
             if state.deployment is not None:
-                body = schema["paths"]["/predict"]["post"]["requestBody"]
-                body["content"][_JSON]["schema"] = _predict_schema(state.deployment, limits)
+                for path, field in (("/predict", "records"), ("/rank", "items")):
+                    body = schema["paths"][path]["post"]["requestBody"]
+                    body["content"][_JSON]["schema"] = _predict_schema(
+                        state.deployment, limits, field
+                    )
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -720,8 +780,10 @@ async def _follow(state: ServiceState, app: FastAPI) -> None:
             _log.info("traffic followed", extra={"event": "traffic", **followed.describe()})
 
 
-def _predict_schema(deployment: Deployment, limits: ServingLimits) -> dict[str, Any]:
-    """The /predict body schema with the loaded models' exact record fields."""
+def _predict_schema(
+    deployment: Deployment, limits: ServingLimits, field: str = "records"
+) -> dict[str, Any]:
+    """The /predict (or /rank) body schema with the loaded models' exact record fields."""
     predictor = deployment.predictor
     numeric = set(predictor.preprocessor.numeric_columns)
     number = {"type": "number", "minimum": -_FLOAT32_MAX, "maximum": _FLOAT32_MAX}
@@ -731,12 +793,12 @@ def _predict_schema(deployment: Deployment, limits: ServingLimits) -> dict[str, 
     }
     return {
         "type": "object",
-        "title": "PredictRequest",
+        "title": "PredictRequest" if field == "records" else "RankRequest",
         "additionalProperties": False,
-        "required": ["unit_id", "records"],
+        "required": ["unit_id", field],
         "properties": {
             "unit_id": {"type": "string", "minLength": 1, "maxLength": MAX_UNIT_ID},
-            "records": {
+            field: {
                 "type": "array",
                 "minItems": 1,
                 "maxItems": limits.max_records,
@@ -791,6 +853,21 @@ def shadow_request_id(request_id: str) -> str:
     return f"{request_id}:shadow"
 
 
+def ranked(predictions: list[Prediction]) -> dict[str, list[Any]]:
+    """``/rank``'s scores (request order) and order (positions by score, highest first; ties
+    keep the request order)."""
+    scores = [float(p.value) if p.value is not None else math.nan for p in predictions]
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return {"scores": scores, "order": order}
+
+
+def ranked_outputs(answer: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """What the log keeps of a ranked list, per item: its ``score`` and its ``rank`` (1 = top),
+    so A/B analysis tells a list (NDCG per unit) from regression values."""
+    ranks = {item: position + 1 for position, item in enumerate(answer["order"])}
+    return [{"score": s, "rank": ranks[i]} for i, s in enumerate(answer["scores"])]
+
+
 def _check_labels(deployment: Deployment, labels: list[Any]) -> list[Any]:
     """Labels in the form the task stores them, or 422 naming the first bad one."""
     predictor = deployment.predictor
@@ -811,10 +888,14 @@ def _check_labels(deployment: Deployment, labels: list[Any]) -> list[Any]:
                 continue
             problem = f"unknown class {label!r}; classes: {list(names)}"
         elif isinstance(label, int | float) and not isinstance(label, bool):
-            if math.isfinite(label):
+            if math.isfinite(label) and (task != "ranking" or label >= 0):
                 checked.append(float(label))
                 continue
-            problem = "labels must be finite numbers"
+            problem = (
+                "ranking labels are graded relevances: finite numbers >= 0, one per item"
+                if task == "ranking"
+                else "labels must be finite numbers"
+            )
         else:
             problem = f"{task} labels are numbers (got {label!r})"
         raise HTTPException(
