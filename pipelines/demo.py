@@ -261,9 +261,11 @@ def _loop(
             )
             report = run_traffic(rows, url, options)
             served = dict(report.answered_by_variant)
+            failed = (f"; {report.failed} failed {dict(report.failed_by_status)}, e.g. "
+                      f"{report.errors[0]}" if report.failed else "")  # fmt: skip
             timeline.add("replayed", clock, f"{NAMES[month]}: {report.answered} requests "
-                         f"answered ({served}), {report.feedback_posted} labels",
-                         by_variant=served)  # fmt: skip
+                         f"answered ({served}), {report.feedback_posted} labels{failed}",
+                         by_variant=served, failed=report.failed)  # fmt: skip
             testing = CHALLENGER in _served(url)
             _monitor(monitoring, base, config_dir, timeline, month, api_url, registry, url, model)
             if testing:
