@@ -569,6 +569,7 @@ def serve(
             http="httptools",
             log_config=None,
             access_log=False,
+            timeout_keep_alive=cfg.keep_alive_s,
             timeout_graceful_shutdown=math.ceil(cfg.log.drain_timeout_s),
         )
     )

@@ -23,6 +23,9 @@ from lossflow.config.training import load_training_config
 from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.losses import loss_id
 from lossflow.models.build import resolved_loss_spec
+from lossflow.replay.client import run_traffic
+from lossflow.replay.report import TrafficReport
+from lossflow.replay.requests import TrafficOptions
 from lossflow.replay.rows import records_of
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -158,6 +161,22 @@ def live_service(data_dir: Path, *overrides: str) -> Iterator[str]:
             lambda: output.read_text(),
         )  # fmt: skip
         yield url
+
+
+def replay_all(url: str, rows: Any, **options: Any) -> TrafficReport:
+    """Replay every row of ``rows`` against ``url`` with ``lossflow traffic``'s client, labels
+    posted back as feedback; fail, naming why, unless every request was answered and every due
+    label posted. The tests share two cores with the service: the client waits long (a 120 s
+    timeout, 20 retries of a 503) so that load slows a fixture down without losing a request."""
+    patient = TrafficOptions(timeout_s=120.0, max_retries=20, **options)
+    report = run_traffic(rows.reset_index(drop=True), url, patient)
+    why = {
+        "failed_by_status": report.failed_by_status, "errors": report.errors,
+        "not_sent": report.not_sent, "notes": report.notes,
+    }  # fmt: skip
+    assert report.answered == len(rows), why
+    assert report.feedback_posted == report.feedback_due, report.feedback_by_status
+    return report
 
 
 def _ready(process: subprocess.Popen[bytes], url: str, output: Path) -> bool:

@@ -33,8 +33,6 @@ from lossflow.cli import app
 from lossflow.config.ab import load_ab_config
 from lossflow.contract import CHALLENGER, CHAMPION, PREVIOUS
 from lossflow.predlog import PredictionLog, PredictionRecord
-from lossflow.replay.client import run_traffic
-from lossflow.replay.requests import TrafficOptions
 from lossflow.tracking import Tracker, default_tracking_uri
 
 from .serving_models import (
@@ -44,6 +42,7 @@ from .serving_models import (
     copy_registry,
     live_service,
     register_model,
+    replay_all,
     wait_for,
 )
 
@@ -102,10 +101,7 @@ SERVE = ("watch_registry_s=0.5", "log.max_delay_s=0.01")
 
 
 def _replay(url: str, rows: pd.DataFrame) -> None:
-    options = TrafficOptions(rate=500, concurrency=8, delay_s=0.05, seed=3)
-    report = run_traffic(rows, url, options)
-    assert report.answered == len(rows), report.summary()
-    assert report.feedback_posted == report.feedback_due
+    replay_all(url, rows, rate=500, concurrency=8, delay_s=0.05, seed=3)
 
 
 def _served(url: str) -> dict[str, str]:

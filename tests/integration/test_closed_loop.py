@@ -28,11 +28,16 @@ from typer.testing import CliRunner
 from lossflow.cli import app
 from lossflow.contract import CHALLENGER, CHAMPION, PREVIOUS
 from lossflow.data.sources import load_flights
-from lossflow.replay.client import run_traffic
-from lossflow.replay.requests import TrafficOptions
 from lossflow.tracking import Tracker, default_tracking_uri
 
-from .serving_models import CONFIG_DIR, Registry, copy_registry, live_service, wait_for
+from .serving_models import (
+    CONFIG_DIR,
+    Registry,
+    copy_registry,
+    live_service,
+    replay_all,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 POOL = "lossflow-test"
@@ -57,9 +62,7 @@ def _served(url: str) -> dict[str, str]:
 
 
 def _replay(url: str, rows: pd.DataFrame, seed: int) -> None:
-    report = run_traffic(rows, url, TrafficOptions(rate=400, concurrency=8, delay_s=0.05,
-                                                   units=50_000, seed=seed))  # fmt: skip
-    assert report.answered == len(rows), report.summary()
+    replay_all(url, rows, rate=400, concurrency=8, delay_s=0.05, units=50_000, seed=seed)
 
 
 def _worker(home: Path, api_url: str, log: Path) -> Any:

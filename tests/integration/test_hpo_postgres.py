@@ -1,11 +1,16 @@
 """HPO scale-out: two worker processes (``lossflow hpo-worker``) share one Optuna study on the
-local PostgreSQL and together run exactly the requested trials, none twice."""
+local PostgreSQL and together run exactly the requested trials, none twice.
+
+The workers start behind a barrier: the test holds the study's ``trials`` table locked until
+both processes wait on it, so neither can take a ticket before the other is ready (without it,
+on a loaded machine one worker could run every trial before the other had imported torch)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +67,8 @@ def test_two_workers_share_one_study_without_duplicates(database: str, tmp_path:
     plan = plan_comparison(settings, ROOT / "configs")
     assert create_study(study_plan(plan), database, "shared") == TRIALS
     env = {**os.environ, "LOSSFLOW_LOG_FILE": str(tmp_path / "lossflow.log")}
+    barrier = psycopg.connect(database)
+    barrier.execute("LOCK TABLE trials IN ACCESS EXCLUSIVE MODE")
     workers = [
         subprocess.Popen(
             [
@@ -83,6 +90,11 @@ def test_two_workers_share_one_study_without_duplicates(database: str, tmp_path:
         )
         for i in (1, 2)
     ]
+    try:
+        _wait_until_blocked(database, workers)
+    finally:
+        barrier.rollback()  # both wait: let them go
+        barrier.close()
     ran = []
     for worker in workers:
         out, err = worker.communicate(timeout=600)
@@ -96,3 +108,23 @@ def test_two_workers_share_one_study_without_duplicates(database: str, tmp_path:
     assert {t.worker for t in finished} == {1, 2}  # both processes took part
     extra = [t for t in result.trials if t.ticket is None]
     assert all(t.state == "FAIL" for t in extra)  # a late ask after the last ticket trains nothing
+
+
+def _wait_until_blocked(database: str, workers: list[subprocess.Popen[str]]) -> None:
+    """Wait until every worker's connection waits on a lock in ``database``."""
+    name = database.rsplit("/", 1)[1]
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
+    deadline = time.monotonic() + 300
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        while True:
+            row = conn.execute(query, (name,)).fetchone()
+            if row is not None and row[0] >= len(workers):
+                return
+            for worker in workers:
+                if worker.poll() is not None:
+                    _, err = worker.communicate()
+                    pytest.fail(f"a worker exited ({worker.returncode}) before the barrier:\n"
+                                f"{err[-3000:]}")  # fmt: skip
+            if time.monotonic() > deadline:
+                pytest.fail(f"the workers did not reach the study within 300 s ({row} waiting)")
+            time.sleep(0.2)

@@ -24,12 +24,10 @@ from rich.console import Console
 from lossflow.data.sources import load_flights
 from lossflow.monitoring.console import variant_table
 from lossflow.predlog import PredictionLog, PredictionRecord
-from lossflow.replay.client import run_traffic
-from lossflow.replay.requests import TrafficOptions
 from lossflow.replay.rows import records_of
 from lossflow.tracking import Tracker, default_tracking_uri
 
-from .serving_models import CONFIG_DIR, PG_URL, Registry, copy_registry, live_service
+from .serving_models import CONFIG_DIR, PG_URL, Registry, copy_registry, live_service, replay_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 ROWS = 1200
@@ -65,10 +63,7 @@ def _serve(service: str, frame: pd.DataFrame, fraction: float = 1.0) -> tuple[da
     """Replay ``frame``'s rows against the service with ``lossflow traffic``'s client, labels
     (``fraction`` of them) posted back as delayed feedback."""
     start = datetime.now(UTC)
-    options = TrafficOptions(rate=400, concurrency=8, delay_s=0.05, fraction=fraction)
-    report = run_traffic(frame.reset_index(drop=True), service, options)
-    assert report.answered == len(frame), report.summary()
-    assert report.feedback_posted == report.feedback_due
+    replay_all(service, frame, rate=400, concurrency=8, delay_s=0.05, fraction=fraction)
     return start, datetime.now(UTC) + timedelta(milliseconds=1)
 
 

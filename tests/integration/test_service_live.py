@@ -10,6 +10,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -294,6 +295,45 @@ def test_admin_needs_the_bearer_token(data_dir: Path) -> None:
         assert ok.status_code == 200
         assert ok.json()["variants"]["challenger"]["share"] == 0.0
     assert TOKEN not in service.log_path.read_text()
+
+
+def _get_health(conn: socket.socket) -> bytes:
+    """``GET /health`` on a kept-alive connection; the whole response (headers and body)."""
+    conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head
+
+
+def test_idle_connections_outlive_the_clients_pool_and_keep_alive_s_is_honoured(
+    data_dir: Path,
+) -> None:
+    """A pooled client (httpx keeps idle connections 5 s, nginx upstreams 60 s) reuses an idle
+    connection when it likes: a server closing first races that request into a reset (seen as
+    ``httpx.ReadError`` under load). The default keeps idle connections 75 s; the 7 s idle here
+    is longer than uvicorn's own 5 s default. ``keep_alive_s=1`` closes within about a second."""
+    with Service(data_dir) as service, socket.create_connection(("127.0.0.1", service.port)) as c:
+        assert _get_health(c).startswith(b"HTTP/1.1 200")
+        c.settimeout(7.0)
+        with pytest.raises(TimeoutError):  # nothing arrives: the server has not closed it
+            c.recv(1)
+        assert _get_health(c).startswith(b"HTTP/1.1 200")
+    with (
+        Service(data_dir, "keep_alive_s=1") as service,
+        socket.create_connection(("127.0.0.1", service.port)) as c,
+    ):
+        assert _get_health(c).startswith(b"HTTP/1.1 200")
+        c.settimeout(30.0)
+        assert c.recv(1) == b""  # closed by the server
 
 
 def test_prediction_log_and_feedback_in_postgresql(

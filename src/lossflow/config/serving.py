@@ -110,6 +110,13 @@ class ServingConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     access_log: bool = Field(False, description="one JSON log line per request")
+    keep_alive_s: int = Field(
+        75,
+        ge=1,
+        description="how long an idle HTTP connection is kept open; keep it above the idle "
+        "timeout of every client pool and proxy in front (httpx 5 s, nginx upstream 60 s, AWS "
+        "ALB 60 s): a server that closes first races the client's next request (a reset, a 502)",
+    )
 
     @model_validator(mode="after")
     def _check_variants(self) -> ServingConfig:
