@@ -155,7 +155,7 @@ def compare_losses(
     return CompareOutcome(
         run_id=run_id,
         tracking_uri=tracker.tracking_uri,
-        experiment=comparison.settings.tracking_experiment,
+        experiment=comparison.reference.tracking.experiment_of("compare"),
         comparison=result,
         study=study,
         report=published.report,

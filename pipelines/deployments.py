@@ -7,6 +7,11 @@
   monitoring flow emits it), the event's payload as its ``request``, at most
   ``trigger.concurrency_limit`` runs at once (the others wait: none is dropped).
 
+Each deployment is named after the project's registered model (``retrain/<model>``), so the
+loops of several projects share one Prefect server. Overrides given to every flow (``shared``:
+the project choice, ``data_dir=...``) must apply to each of them: one that a flow's configuration
+cannot take is refused with the flow's name, never applied to some flows only.
+
 ``served`` builds them for ``lossflow schedule`` (one process runs them all); ``deploy`` registers
 them with the server at ``PREFECT_API_URL`` on a process work pool whose workers run them from
 the project root (``lossflow deploy``, ``lossflow worker``: the production topology).
@@ -26,9 +31,10 @@ from prefect.schedules import Cron, Schedule
 
 from lossflow.config.ab import load_ab_config
 from lossflow.config.common import ScheduleConfig
+from lossflow.config.loader import ConfigError
 from lossflow.config.monitoring import load_monitoring_config
 from lossflow.config.retrain import RetrainConfig, load_retrain_config
-from lossflow.config.training import TrainingConfig, load_training_config
+from lossflow.config.training import load_training_config
 from lossflow.errors import UserError
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -42,25 +48,27 @@ ENTRYPOINTS: Final = {
 
 
 class DeploymentSpecError(UserError):
-    """A ``--set FLOW:KEY=VALUE`` names no flow; the message lists them."""
+    """A ``--set FLOW:KEY=VALUE`` names no flow, or an override for every flow does not apply
+    to one of them; the message says which and what to do."""
 
 
 class SourceError(UserError, FileNotFoundError):
     """The directory a deployment would run from does not hold the flows and configs."""
 
 
-def split_overrides(items: Sequence[str]) -> dict[str, list[str]]:
-    """``["training:loss=bce", "retrain:cooldown=1h"]`` -> per flow, its overrides.
+def split_overrides(items: Sequence[str], extra: Sequence[str] = ()) -> dict[str, list[str]]:
+    """``["training:loss=bce", "retrain:cooldown=1h"]`` -> per flow, its overrides (``extra``:
+    other processes that may take some, such as ``serving`` in a rehearsal).
 
     Raises:
         DeploymentSpecError: an item is not ``FLOW:KEY=VALUE`` for a known flow.
     """
-    out: dict[str, list[str]] = {name: [] for name in FLOWS}
+    out: dict[str, list[str]] = {name: [] for name in (*FLOWS, *extra)}
     for item in items:
         name, sep, override = item.partition(":")
         if not sep or name not in out or "=" not in override:
             raise DeploymentSpecError(
-                f"--set {item!r}: write FLOW:KEY=VALUE with FLOW one of {', '.join(FLOWS)} "
+                f"--set {item!r}: write FLOW:KEY=VALUE with FLOW one of {', '.join(out)} "
                 "(e.g. --set training:loss=bce)"
             )
         out[name].append(override)
@@ -101,39 +109,72 @@ class Spec:
     tags: list[str] = field(default_factory=list)
 
 
-def specs(config_dir: Path, overrides: Mapping[str, list[str]] | None = None) -> list[Spec]:
-    """The four deployments from the configs (``overrides``: per flow, as ``split_overrides``).
+def _load(name: str, shared: Sequence[str], own: Sequence[str], config_dir: Path) -> Any:
+    """The configuration of flow ``name``: the overrides for every flow, then its own.
 
     Raises:
+        DeploymentSpecError: an override for every flow does not apply to this one.
+        ConfigError: its own overrides or files are wrong.
+    """
+    loaders = {"training": load_training_config, "monitoring": load_monitoring_config,
+               "ab-analysis": load_ab_config, "retrain": load_retrain_config}  # fmt: skip
+    if shared:
+        try:
+            loaders[name](list(shared), config_dir)
+        except ConfigError as err:
+            raise DeploymentSpecError(
+                f"{' '.join(shared)}: overrides given without --set apply to every flow this "
+                f"command runs, and the {name} flow cannot take them ({err}); give a flow its "
+                "own with --set FLOW:KEY=VALUE (e.g. --set training:loss=bce), or choose the "
+                "flows with --flow"
+            ) from None
+    return loaders[name]([*shared, *own], config_dir)
+
+
+def specs(
+    config_dir: Path,
+    overrides: Mapping[str, list[str]] | None = None,
+    shared: Sequence[str] = (),
+    flows: Sequence[str] = FLOWS,
+) -> list[Spec]:
+    """The deployments of ``flows`` from the configs: ``shared`` overrides go to every one of
+    them, ``overrides`` per flow (as ``split_overrides``) after them.
+
+    Raises:
+        DeploymentSpecError: a shared override does not apply to one of the flows.
         ConfigError: a config does not load.
     """
-    given = {name: list((overrides or {}).get(name, [])) for name in FLOWS}
+    given = {name: [*shared, *(overrides or {}).get(name, [])] for name in FLOWS}
     directory = str(config_dir.resolve())
-    training_cfg: TrainingConfig = load_training_config(given["training"], config_dir)
-    monitoring_cfg = load_monitoring_config(given["monitoring"], config_dir)
-    ab_cfg = load_ab_config(given["ab-analysis"], config_dir)
-    retrain_cfg = load_retrain_config(given["retrain"], config_dir)
-    model = retrain_cfg.tracking.registered_model
+    loaded = {name: _load(name, shared, (overrides or {}).get(name, []), config_dir)
+              for name in flows}  # fmt: skip
+    model = next(iter(loaded.values())).tracking.registered_model
     common = ["lossflow", f"model:{model}"]
-    limit = ConcurrencyLimitConfig(
-        limit=retrain_cfg.trigger.concurrency_limit,
-        collision_strategy=ConcurrencyLimitStrategy.ENQUEUE,
-    )
-    return [
-        Spec("training", f"training-{training_cfg.loss.name}",
-             {"overrides": given["training"], "config_dir": directory},
-             cron=_cron(training_cfg.schedule),
-             tags=[*common, f"loss:{training_cfg.loss.name}"]),
-        Spec("monitoring", "monitoring",
-             {"since": monitoring_cfg.window, "overrides": given["monitoring"],
-              "config_dir": directory},
-             cron=_cron(monitoring_cfg.schedule), tags=common),
-        Spec("ab-analysis", "ab-analysis",
-             {"overrides": given["ab-analysis"], "config_dir": directory},
-             cron=_cron(ab_cfg.schedule), tags=common),
-        Spec("retrain", "retrain", {"overrides": given["retrain"], "config_dir": directory},
-             triggers=[retrain_trigger(retrain_cfg)], concurrency=limit, tags=common),
-    ]  # fmt: skip
+    out: list[Spec] = []
+    for name, cfg in loaded.items():
+        if cfg.tracking.registered_model != model:
+            raise DeploymentSpecError(
+                f"the {name} flow would serve model {cfg.tracking.registered_model!r}, the others "
+                f"{model!r}: one project's flows share its model; set it in the project, not "
+                "per flow"
+            )
+        params = {"overrides": given[name], "config_dir": directory}
+        if name == "training":
+            out.append(Spec(name, model, params, cron=_cron(cfg.schedule),
+                            tags=[*common, f"loss:{cfg.loss.name}"]))  # fmt: skip
+        elif name == "monitoring":
+            out.append(Spec(name, model, {"since": cfg.window, **params},
+                            cron=_cron(cfg.schedule), tags=common))  # fmt: skip
+        elif name == "ab-analysis":
+            out.append(Spec(name, model, params, cron=_cron(cfg.schedule), tags=common))
+        else:
+            limit = ConcurrencyLimitConfig(
+                limit=cfg.trigger.concurrency_limit,
+                collision_strategy=ConcurrencyLimitStrategy.ENQUEUE,
+            )
+            out.append(Spec(name, model, params, triggers=[retrain_trigger(cfg)],
+                            concurrency=limit, tags=common))  # fmt: skip
+    return out
 
 
 def _flow(name: str) -> Any:
@@ -155,11 +196,14 @@ def _flow(name: str) -> Any:
 
 
 def served(
-    config_dir: Path, overrides: Mapping[str, list[str]] | None = None
+    config_dir: Path,
+    overrides: Mapping[str, list[str]] | None = None,
+    shared: Sequence[str] = (),
+    flows: Sequence[str] = FLOWS,
 ) -> list[RunnerDeployment]:
-    """The deployments for ``prefect.serve`` (``lossflow schedule``)."""
+    """The deployments of ``flows`` for ``prefect.serve`` (``lossflow schedule``)."""
     out = []
-    for spec in specs(config_dir, overrides):
+    for spec in specs(config_dir, overrides, shared, flows):
         deployment = _flow(spec.flow).to_deployment(
             name=spec.name,
             schedule=spec.cron,
@@ -174,23 +218,6 @@ def served(
     return out
 
 
-def training_deployment(
-    cfg: TrainingConfig, overrides: list[str], config_dir: Path
-) -> RunnerDeployment:
-    """The ``training`` flow alone as a deployment on ``cfg.schedule``'s cron."""
-    from pipelines.training import training
-
-    deployment = training.to_deployment(
-        name=f"training-{cfg.loss.name}",
-        schedule=_cron(cfg.schedule),
-        parameters={"overrides": list(overrides), "config_dir": str(config_dir)},
-        tags=["lossflow", f"loss:{cfg.loss.name}"],
-    )
-    if not isinstance(deployment, RunnerDeployment):
-        raise TypeError("training_deployment is synchronous: call it outside an event loop")
-    return deployment
-
-
 def deploy(
     config_dir: Path,
     work_pool: str,
@@ -198,6 +225,7 @@ def deploy(
     source: Path = ROOT,
     *,
     schedule: bool = True,
+    shared: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     """Register the deployments with the server at ``PREFECT_API_URL`` on ``work_pool`` (a
     process pool, created when missing). A worker of the pool runs them from ``source`` (a
@@ -223,7 +251,7 @@ def deploy(
         )
     ensure_process_pool(work_pool)
     out = []
-    for spec in specs(configs, overrides):
+    for spec in specs(configs, overrides, shared):
         loaded = prefect_flow.from_source(source=str(source), entrypoint=ENTRYPOINTS[spec.flow])
         if not isinstance(loaded, Flow):
             raise TypeError("deploy() is synchronous: call it outside an event loop")

@@ -1,7 +1,9 @@
-"""The ``retrain`` flow: a monitoring decision → candidates (the decision's losses, the
-champion's own, and under pure label-prior shift the champion with adjusted logits) trained on
-the same pool and seed → pre-screened against the champion on the evidence window → the best
-one that is not worse registered as ``challenger`` with its lineage, or no challenger and why.
+"""The ``retrain`` flow: a monitoring decision → the champion and its recipe (the resolved
+training configuration of its run) → candidates (the decision's losses, the champion's own, and
+under pure label-prior shift the champion with adjusted logits), each the champion's recipe with
+only the loss, the data window and the seed changed, trained on the same pool → pre-screened
+against the champion on the evidence window (and against its trivial baseline) → the best one
+that is not worse registered as ``challenger`` with its lineage, or no challenger and why.
 
 Triggered by the ``lossflow.retrain.requested`` event (a deployment trigger; ``lossflow
 deploy``/``lossflow schedule``) with the event's payload as ``request``; one run at a time
@@ -44,20 +46,31 @@ def champion(cfg: RetrainConfig, request: RetrainRequest, directory: Path) -> st
 
 @task(name="build-data", cache_policy=NO_CACHE)
 def build_data(
-    cfg: RetrainConfig, request: RetrainRequest, directory: Path, config_dir: Path
+    cfg: RetrainConfig,
+    request: RetrainRequest,
+    directory: Path,
+    best: steps.Champion,
+    config_dir: Path,
 ) -> RetrainData:
-    return steps.build_data(cfg, request, directory, config_dir)
+    return steps.build_data(cfg, request, directory, best, config_dir)
+
+
+@task(name="plan-candidates", cache_policy=NO_CACHE)
+def plan_candidates(
+    cfg: RetrainConfig,
+    request: RetrainRequest,
+    best: steps.Champion,
+    pool: RetrainData,
+    config_dir: Path,
+) -> tuple[list[steps.Candidate], list[str]]:
+    return steps.plan_candidates(cfg, request, best, pool, config_dir)
 
 
 @task(name="train-candidate", cache_policy=NO_CACHE)
 def train_candidate(
-    cfg: RetrainConfig,
-    pool: RetrainData,
-    candidate: steps.Candidate,
-    parent_run_id: str,
-    config_dir: Path,
+    cfg: RetrainConfig, candidate: steps.Candidate, parent_run_id: str
 ) -> steps.Trained:
-    return steps.train_candidate(cfg, pool, candidate, parent_run_id, config_dir)
+    return steps.train_candidate(cfg, candidate, parent_run_id)
 
 
 @task(name="posthoc-adjustment", cache_policy=NO_CACHE)
@@ -67,8 +80,9 @@ def posthoc(
     best: steps.Champion,
     parent_run_id: str,
     directory: Path,
+    config_dir: Path,
 ) -> tuple[steps.Trained | None, str]:
-    return steps.posthoc_candidate(cfg, request, best, parent_run_id, directory)
+    return steps.posthoc_candidate(cfg, request, best, parent_run_id, directory, config_dir)
 
 
 @task(name="pre-screen", cache_policy=NO_CACHE)
@@ -85,9 +99,8 @@ def register(
     chosen: steps.Trained,
     screened: list[Screened],
     parent_run_id: str,
-    config_dir: Path,
 ) -> str:
-    return steps.register_challenger(cfg, request, chosen, screened, parent_run_id, config_dir)
+    return steps.register_challenger(cfg, request, chosen, screened, parent_run_id)
 
 
 @task(name="record", cache_policy=NO_CACHE, **RETRYING)
@@ -148,11 +161,12 @@ def retrain(
         scratch = Path(tempfile.mkdtemp(prefix="lossflow-retrain-"))
         try:
             best = champion(cfg, parsed, scratch)
-            pool = build_data(cfg, parsed, cfg.data_dir / "retrain" / run_id, directory)
+            registry.set_tags(run_id, {"lossflow.retrain.recipe_run": best.recipe.run_id})
+            pool = build_data(cfg, parsed, cfg.data_dir / "retrain" / run_id, best, directory)
             registry.log_params(run_id, {f"data.{k}": v for k, v in pool.summary().items()})
-            planned, skipped = steps.plan_candidates(cfg, parsed, best.metadata, directory)
-            trained = [train_candidate(cfg, pool, c, run_id, directory) for c in planned]
-            adjusted, posthoc_note = posthoc(cfg, parsed, best, run_id, scratch)
+            planned, skipped = plan_candidates(cfg, parsed, best, pool, directory)
+            trained = [train_candidate(cfg, c, run_id) for c in planned]
+            adjusted, posthoc_note = posthoc(cfg, parsed, best, run_id, scratch, directory)
             if adjusted is not None:
                 trained.append(adjusted)
             else:
@@ -160,7 +174,7 @@ def retrain(
             screened, chosen, why = screen(best, trained, pool, cfg)
             version = None
             if chosen is not None:
-                version = register(cfg, parsed, chosen, screened, run_id, directory)
+                version = register(cfg, parsed, chosen, screened, run_id)
             outcome = RetrainOutcome(
                 "challenger" if version is not None else "no_challenger",
                 why,

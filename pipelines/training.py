@@ -102,6 +102,8 @@ class TrainingOutcome:
     metrics: dict[str, float]
     onnx_path: Path
     tracking_uri: str
+    baseline: str = ""
+    project: str | None = None
 
 
 @flow(name="training", log_prints=True)
@@ -149,4 +151,6 @@ def training(
         metrics=evaluation.metrics,
         onnx_path=exported.onnx_path,
         tracking_uri=tracker.tracking_uri,
+        baseline=evaluation.baseline,
+        project=cfg.project,
     )

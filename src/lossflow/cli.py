@@ -104,15 +104,43 @@ def _needs(extra: str) -> None:
         raise typer.Exit(2)
 
 
+# The project every command of this invocation reads (``lossflow --project NAME ...``).
+_PROJECT: list[str] = []
+
+
+def settings(overrides: list[str] | None) -> list[str]:
+    """A command's overrides after the chosen project (``project=NAME``), so every command and
+    every flow it starts reads the same project settings; an explicit ``project=`` among the
+    overrides comes later and wins."""
+    return [*_PROJECT, *(overrides or [])]
+
+
 @app.callback()
 def main(
     debug: Annotated[
         bool, typer.Option("--debug", help="print the traceback of a user error too")
     ] = False,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            "--project",
+            envvar="LOSSFLOW_PROJECT",
+            help="the project (configs/project/NAME.yaml) every command and flow reads: its "
+            "data_dir, tracking URI, registered model and experiment names; default: base.yaml's "
+            "(flights)",
+        ),
+    ] = None,
 ) -> None:
-    """lossflow command line."""
+    """lossflow: the loss function as a first-class production decision.
+
+    Where settings come from: the project (configs/project/NAME.yaml, chosen with --project or
+    LOSSFLOW_PROJECT) sets data_dir, the tracking/registry URI, the registered model and the
+    experiment names for every command and flow; configs/<process>/*.yaml set each process;
+    KEY=VALUE arguments override either for one command (and for every flow a command runs).
+    """
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    _PROJECT[:] = [] if project is None else [f"project={project}"]
     if debug:
         os.environ[terminal.DEBUG_ENV] = "1"
     # lightning 2.6 on torch 2.13 warns about its own use of a deprecated torch API.
@@ -185,7 +213,8 @@ def train(
 ) -> None:
     """Run the training flow: prepare → train → evaluate → export + parity → register."""
     _needs("train")
-    cfg = load_training_config(overrides or [], config_dir)
+    overrides = settings(overrides)
+    cfg = load_training_config(overrides, config_dir)
     from pipelines.training import training
 
     console = Console()
@@ -195,15 +224,19 @@ def train(
     )
     _quiet_prefect()
     outcome = training(
-        overrides=overrides or [],
+        overrides=overrides,
         config_dir=str(config_dir),
         resume_run=resume,
         progress_bar=sys.stdout.isatty(),
     )
     table = Table(title="test metrics", show_header=False)
     for key, value in sorted(outcome.metrics.items()):
-        table.add_row(key, f"{value:.4f}")
+        if key not in ("test/beats_baseline", "test/beats_popularity"):
+            table.add_row(key, f"{value:.4f}")
     console.print(table)
+    if outcome.baseline:
+        flag = "" if outcome.metrics.get("test/beats_baseline", 1.0) else "[red]WARNING:[/red] "
+        console.print(f"{flag}baseline:      {escape(outcome.baseline)}")
     console.print(f"run id:        {outcome.run_id}")
     console.print(f"loss id:       {outcome.loss_id}")
     console.print(
@@ -211,7 +244,56 @@ def train(
         f"(aliases: {', '.join(outcome.aliases)})"
     )
     console.print(f"ONNX file:     {outcome.onnx_path}")
-    console.print(f"open the UI:   lossflow ui   (tracking store {outcome.tracking_uri})")
+    project = f"--project {outcome.project} " if outcome.project else ""
+    console.print(f"open the UI:   lossflow {project}ui   (tracking store {outcome.tracking_uri})")
+
+
+@app.command()
+@user_errors
+def init(
+    path: Annotated[Path, typer.Argument(help="a CSV (.csv, .csv.gz) or Parquet file")],
+    name: Annotated[
+        str | None, typer.Option(help="the project and registered model name (default: file)")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="the column to predict")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="binary, multiclass, regression or ranking")
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option(help="the column that orders rows in time ('none': none)")
+    ] = None,
+    positive_class: Annotated[
+        str | None, typer.Option(help="binary: the class the model gives the probability of")
+    ] = None,
+    group: Annotated[str | None, typer.Option(help="ranking: the query column")] = None,
+    item: Annotated[str | None, typer.Option(help="ranking: the item column")] = None,
+    force: Annotated[bool, typer.Option(help="replace the project's files")] = False,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """Start a project from a data file: infer columns, task and split, write its config."""
+    from lossflow.scaffold import infer_project, write_project
+
+    inferred = infer_project(
+        path, name=name, target=target, task=task, time_column=time_column,
+        positive_class=positive_class, group=group, item=item,
+    )  # fmt: skip
+    data_path, project_path = write_project(inferred, config_dir, force=force)
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    table = Table(title=f"{path.name}: {inferred.rows} rows, task {inferred.task}")
+    for column in ("column", "role", "why"):
+        table.add_column(column)
+    for c in inferred.columns:
+        table.add_row(escape(c.name), c.role, escape(c.why))
+    console.print(table)
+    console.print(escape(f"split:    {inferred.split_why}"))
+    console.print(escape(f"training: loss {inferred.loss}; {inferred.trainer_why}"))
+    for note in inferred.notes:
+        console.print(escape(f"note:     {note}"))
+    console.print(f"wrote {data_path} and {project_path}")
+    console.print(
+        f"next:     lossflow --project {inferred.name} train   (then serve, traffic, monitor; "
+        f"compare losses with: lossflow --project {inferred.name} compare loss=...)"
+    )
 
 
 def _interval_cell(arm: ComparisonArm, metric: str) -> str:
@@ -309,28 +391,37 @@ def compare(
     trials: Annotated[
         int | None, typer.Option(help="also search losses with Optuna, this many trials")
     ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="start every arm from this registered version's recipe (its data, model and "
+            "settings; the arm changes the loss) instead of the config files (version=...)"
+        ),
+    ] = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
     """Compare losses offline: same folds, corrected tests, ablations, search, report."""
     _needs("train")
     from lossflow.config.compare import load_compare_config
 
-    flags = [f"cv.folds={folds}"] if folds is not None else []
+    flags = [f"version={version}"] if version is not None else []
+    flags += [f"cv.folds={folds}"] if folds is not None else []
     flags += [f"cv.repeats={repeats}"] if repeats is not None else []
     flags += [f"workers={workers}"] if workers is not None else []
     flags += ["hpo.enabled=true", f"hpo.n_trials={trials}"] if trials is not None else []
-    every = [*(overrides or []), *flags]
-    settings = load_compare_config(every, config_dir)
+    every = settings([*(overrides or []), *flags])
+    chosen = load_compare_config(every, config_dir)
     from lossflow.comparison.plan import plan_comparison
 
-    plan = plan_comparison(settings, config_dir)
+    plan = plan_comparison(chosen, config_dir)
     console = Console(width=None if sys.stdout.isatty() else 200)
     reference = plan.reference
+    start = f" from {plan.recipe.source}" if plan.recipe is not None else ""
     console.print(
         f"comparing {len(plan.arms)} arms ({', '.join(a.name for a in plan.arms)}) "
         f"+ {len(plan.ablations)} ablation variants on [bold]{reference.data.source}[/bold] "
-        f"({reference.data.task}) by {plan.metric}: {plan.cv_kind} folds, "
-        f"{settings.cv.folds} x {settings.cv.repeats}, up to {plan.workers} worker(s)"
+        f"({reference.data.task}){escape(start)} by {plan.metric}: {plan.cv_kind} folds, "
+        f"{chosen.cv.folds} x {chosen.cv.repeats}, up to {plan.workers} worker(s)"
     )
     for arm in plan.arms:
         if arm.error is not None:
@@ -380,7 +471,7 @@ def ui(
     """Open the MLflow UI on the project's tracking store."""
     from lossflow.tracking import resolve_tracking_uri, ui_command
 
-    cfg = load_serving_config(overrides or [], config_dir)
+    cfg = load_serving_config(settings(overrides), config_dir)
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
     try:
         command = ui_command(uri, port=port)
@@ -403,20 +494,30 @@ FlowOption = Annotated[
     list[str] | None,
     typer.Option("--flow", help="only this flow (repeat for more); default: all four"),
 ]
+FlowOverrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="overrides for EVERY flow this command runs (data_dir=..., tracking.tracking_uri="
+        "...); one a flow cannot take is refused with its name: give it to one flow with --set"
+    ),
+]
 
 
-def _deployment_overrides(training: list[str], sets: list[str]) -> dict[str, list[str]]:
-    from pipelines.deployments import split_overrides
+def _flows(flow: list[str] | None) -> list[str]:
+    from pipelines import deployments
 
-    per_flow = split_overrides(sets)
-    per_flow["training"] = [*training, *per_flow["training"]]
-    return per_flow
+    unknown = sorted(set(flow or []) - set(deployments.FLOWS))
+    if unknown:
+        raise deployments.DeploymentSpecError(
+            f"--flow {', '.join(unknown)}: the flows are {', '.join(deployments.FLOWS)}"
+        )
+    return [name for name in deployments.FLOWS if not flow or name in flow]
 
 
 @app.command()
 @user_errors
 def schedule(
-    overrides: Overrides = None,
+    overrides: FlowOverrides = None,
     set_: SetOption = None,
     flow: FlowOption = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
@@ -429,15 +530,9 @@ def schedule(
     from prefect import serve as serve_deployments
     from prefect.settings import PREFECT_API_URL
 
-    per_flow = _deployment_overrides(overrides or [], set_ or [])
-    unknown = sorted(set(flow or []) - set(deployments.FLOWS))
-    if unknown:
-        raise deployments.DeploymentSpecError(
-            f"--flow {', '.join(unknown)}: the flows are {', '.join(deployments.FLOWS)}"
-        )
-    chosen = deployments.served(config_dir, per_flow)
-    if flow:
-        chosen = [d for d, name in zip(chosen, deployments.FLOWS, strict=True) if name in flow]
+    shared = settings(overrides)
+    per_flow = deployments.split_overrides(set_ or [])
+    chosen = deployments.served(config_dir, per_flow, shared, _flows(flow))
     console = Console()
     for d in chosen:
         cron = getattr(d.schedules[0].schedule, "cron", None) if d.schedules else None
@@ -448,7 +543,7 @@ def schedule(
         console.print(f"Prefect server: {PREFECT_API_URL.value()}; Ctrl-C stops serving")
         serve_deployments(*chosen)
         return
-    data_dir = load_serving_config([], config_dir).data_dir
+    data_dir = load_serving_config(shared, config_dir).data_dir
     with server.running(data_dir / "prefect", port=4200) as local:
         console.print(
             f"Prefect server started: UI {local.ui_url} (database {local.home}); Ctrl-C stops "
@@ -468,7 +563,7 @@ WorkPool = Annotated[
 @app.command()
 @user_errors
 def deploy(
-    overrides: Overrides = None,
+    overrides: FlowOverrides = None,
     set_: SetOption = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
     work_pool: WorkPool = "lossflow",
@@ -477,15 +572,16 @@ def deploy(
     ] = False,
 ) -> None:
     """Register the four deployments (training, monitoring, ab-analysis on their crons; retrain
-    on its event) on a Prefect server's work pool (PREFECT_API_URL); workers run them from this
-    directory (the project root)."""
+    on its event), named after the project's model, on a Prefect server's work pool
+    (PREFECT_API_URL); workers run them from this directory (the project root)."""
     _needs("train")
-    per_flow = _deployment_overrides(overrides or [], set_ or [])
-    _needs_prefect_server("deploy")
     from pipelines import deployments
 
+    shared = settings(overrides)
+    per_flow = deployments.split_overrides(set_ or [])
+    _needs_prefect_server("deploy")
     registered = deployments.deploy(
-        config_dir, work_pool, per_flow, Path.cwd(), schedule=not no_schedule
+        config_dir, work_pool, per_flow, Path.cwd(), schedule=not no_schedule, shared=shared
     )
     console = Console()
     for name, deployment_id in registered:
@@ -501,7 +597,7 @@ def deploy(
 @app.command()
 @user_errors
 def worker(
-    overrides: Overrides = None,
+    overrides: FlowOverrides = None,
     set_: SetOption = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
     work_pool: WorkPool = "lossflow",
@@ -556,7 +652,7 @@ def serve(
 
     flags = [f"host={host}"] if host is not None else []
     flags += [f"port={port}"] if port is not None else []
-    cfg: ServingConfig = load_serving_config([*(overrides or []), *flags], config_dir)
+    cfg: ServingConfig = load_serving_config(settings([*(overrides or []), *flags]), config_dir)
     configure_json_logging()
     terminal.quiet_user_errors()
     app_ = create_app(cfg)
@@ -640,7 +736,7 @@ def traffic(
             fraction=label_fraction,
             seed=seed,
         )
-        path = data or find_production_data(load_serving_config([], config_dir).data_dir)
+        path = data or find_production_data(load_serving_config(settings([]), config_dir).data_dir)
         frame = production_rows(path, months=months, time_column=time_column, limit=limit)
         if replay_clock:
             clock = time_column or default_time_column(frame)
@@ -698,14 +794,15 @@ def monitor(
     from lossflow.config.monitoring import load_monitoring_config
     from lossflow.monitoring.console import outcome_tables
 
-    load_monitoring_config(overrides or [], config_dir)  # a config mistake before Prefect starts
+    overrides = settings(overrides)
+    load_monitoring_config(overrides, config_dir)  # a config mistake before Prefect starts
     _quiet_prefect()
     outcome = monitoring(
         since=since,
         start=_utc(start, "--start"),
         end=_utc(end, "--end"),
         variants=variant,
-        overrides=overrides or [],
+        overrides=overrides,
         config_dir=str(config_dir),
     )
     console = Console(width=None if sys.stdout.isatty() else 170)
@@ -730,7 +827,7 @@ def dead_letters(
     """List the predictions the log database refused for good, or replay them."""
     from lossflow.predlog import PredictionLog, default_log_url
 
-    cfg = load_serving_config(overrides or [], config_dir)
+    cfg = load_serving_config(settings(overrides), config_dir)
     log = PredictionLog(cfg.log.url or default_log_url(cfg.data_dir), cfg.log.db_schema)
     try:
         log.create_schema()
@@ -790,7 +887,7 @@ def ab_status(
     from lossflow.ab.record import decision_json
     from lossflow.config.ab import load_ab_config
 
-    cfg = load_ab_config(overrides or [], config_dir)
+    cfg = load_ab_config(settings(overrides), config_dir)
     analysis = steps.analyse(cfg, config_dir=config_dir)
     action = promotion.planned(analysis.setup, analysis.decision)
     would = promotion.Action(action.kind, False, True, f"would: {action.message}", action.moves)
@@ -819,9 +916,10 @@ def ab_decide(
 
     from lossflow.config.ab import load_ab_config
 
-    load_ab_config(overrides or [], config_dir)  # a config mistake before Prefect starts
+    overrides = settings(overrides)
+    load_ab_config(overrides, config_dir)  # a config mistake before Prefect starts
     _quiet_prefect()
-    outcome = ab_analysis(dry_run=dry_run, overrides=overrides or [], config_dir=str(config_dir))
+    outcome = ab_analysis(dry_run=dry_run, overrides=overrides, config_dir=str(config_dir))
     report = outcome.report
     console = Console(width=None if sys.stdout.isatty() else 170)
     decision = report["decision"]
@@ -847,7 +945,7 @@ def ab_rollback(
     from lossflow.ab.record import record_rollback
     from lossflow.config.ab import load_ab_config
 
-    cfg = load_ab_config(overrides or [], config_dir)
+    cfg = load_ab_config(settings(overrides), config_dir)
     action = promotion.rollback(cfg, dry_run=dry_run, config_dir=config_dir)
     Console().print(
         escape(
@@ -858,39 +956,102 @@ def ab_rollback(
         run_id = record_rollback(
             steps.tracker(cfg), cfg.tracking.registered_model, action, steps.actor()
         )
-        Console().print(f"audit run: {run_id} (MLflow experiment {cfg.mlflow_experiment})")
+        experiment = cfg.tracking.experiment_of("ab")
+        Console().print(f"audit run: {run_id} (MLflow experiment {experiment})")
     if not action.applied and not dry_run:
         raise typer.Exit(1)
+
+
+RehearsalOverrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="overrides for EVERY flow of the rehearsal (data_dir=...: it runs in "
+        "<data_dir>/rehearsal); one a flow cannot take is refused: give it to one flow with --set"
+    ),
+]
+RehearsalSet = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="FLOW:KEY=VALUE for one flow (training, monitoring, ab-analysis, retrain, serving), "
+        "e.g. --set monitoring:decision.min_rows=300; repeat for more",
+    ),
+]
+
+
+def _rehearse(
+    overrides: list[str] | None,
+    set_: list[str] | None,
+    config_dir: Path,
+    *,
+    periods: int | None,
+    rows_per_period: int,
+    subsample: int | None,
+    epochs: int | None,
+    json_path: Path | None,
+    name: str,
+) -> None:
+    _needs("train")
+    from pipelines.deployments import split_overrides
+    from pipelines.rehearsal import run_rehearsal
+
+    sets = split_overrides(set_ or [], extra=("serving",))
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    _quiet_prefect()
+    terminal.quiet_console("prefect", "lightning.pytorch", "mlflow")  # the timeline is the output
+    started = datetime.now(UTC)
+    timeline = run_rehearsal(
+        settings(overrides), sets, config_dir.resolve(), periods=periods,
+        rows_per_period=rows_per_period, subsample=subsample, epochs=epochs,
+        json_path=json_path, echo=lambda line: console.print(escape(line)),
+    )  # fmt: skip
+    minutes = (datetime.now(UTC) - started).total_seconds() / 60
+    console.print(f"{name} finished in {minutes:.1f} min; {len(timeline.events)} events"
+                  + (f", timeline in {json_path}" if json_path else ""))  # fmt: skip
+
+
+RowsPerPeriod = Annotated[int, typer.Option(help="rows replayed per period (at most)")]
+Subsample = Annotated[int | None, typer.Option(help="training rows per split part")]
+Epochs = Annotated[int | None, typer.Option(help="training epochs (champion and candidates)")]
+TimelineJson = Annotated[Path | None, typer.Option("--json", help="write the timeline here")]
+
+
+@app.command()
+@user_errors
+def rehearse(
+    overrides: RehearsalOverrides = None,
+    set_: RehearsalSet = None,
+    periods: Annotated[
+        int | None, typer.Option(help="replay only the first N months of production")
+    ] = None,
+    rows_per_period: RowsPerPeriod = 6000,
+    subsample: Subsample = None,
+    epochs: Epochs = None,
+    json_path: TimelineJson = None,
+    config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
+) -> None:
+    """The closed loop on the project's own history: train on the early periods, then month by
+    month serve, replay with labels, monitor, retrain on the event, A/B-test and promote or
+    reject; prints the timeline (any project whose data has a time column)."""
+    _rehearse(
+        overrides, set_, config_dir, periods=periods, rows_per_period=rows_per_period,
+        subsample=subsample, epochs=epochs, json_path=json_path, name="rehearsal",
+    )  # fmt: skip
 
 
 @app.command()
 @user_errors
 def demo(
-    data_dir: Annotated[Path, typer.Option(help="the demo's own directory (emptied first)")] = Path(
-        "data/demo"
-    ),
-    rows_per_month: Annotated[int, typer.Option(help="flights replayed per month")] = 6000,
-    subsample: Annotated[int, typer.Option(help="training rows per split part")] = 30000,
-    epochs: Annotated[int, typer.Option(help="training epochs (champion and candidates)")] = 3,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="write the timeline here")
-    ] = None,
+    overrides: RehearsalOverrides = None,
+    set_: RehearsalSet = None,
+    rows_per_month: RowsPerPeriod = 6000,
+    subsample: Subsample = 30000,
+    epochs: Epochs = 3,
+    json_path: TimelineJson = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
-    """The closed loop on September-December 2013: train, serve, replay, monitor, retrain
-    (triggered by its event), A/B-test and promote or reject; prints the timeline."""
-    _needs("train")
-    from pipelines.demo import run_demo
-
-    console = Console(width=None if sys.stdout.isatty() else 170)
-    _quiet_prefect()
-    terminal.quiet_console("prefect", "lightning.pytorch", "mlflow")  # the timeline is the output
-    started = datetime.now(UTC)
-    timeline = run_demo(
-        data_dir.resolve(), config_dir.resolve(), rows_per_month=rows_per_month,
-        subsample=subsample, epochs=epochs, json_path=json_path,
-        echo=lambda line: console.print(escape(line)),
-    )  # fmt: skip
-    minutes = (datetime.now(UTC) - started).total_seconds() / 60
-    console.print(f"demo finished in {minutes:.1f} min; {len(timeline.events)} events"
-                  + (f", timeline in {json_path}" if json_path else ""))  # fmt: skip
+    """The flights rehearsal: September to December 2013 (= lossflow --project flights
+    rehearse --periods 4 --subsample 30000 --epochs 3), in <data_dir>/rehearsal."""
+    _PROJECT[:] = _PROJECT or ["project=flights"]
+    _rehearse(overrides, set_, config_dir, periods=4, rows_per_period=rows_per_month,
+              subsample=subsample, epochs=epochs, json_path=json_path, name="demo")  # fmt: skip

@@ -41,7 +41,9 @@ FORMAT_KEY: Final = "lossflow.format"
 FORMAT_VERSION: Final = 1
 PREFIX: Final = "lossflow."
 # Keys written as JSON (the others are plain strings).
-_JSON_FIELDS: Final = frozenset({"loss_spec", "preprocessor", "threshold", "label_names"})
+_JSON_FIELDS: Final = frozenset(
+    {"loss_spec", "preprocessor", "threshold", "label_names", "baseline"}
+)
 # Keys a file must have to be served; the others have defaults (older files lack them).
 _REQUIRED: Final = ("loss_id", "task", "preprocessor", "threshold", "label_names")
 
@@ -63,9 +65,13 @@ class ModelMetadata:
             ``exp``, ``first``).
         preprocessor: The fitted preprocessing (``Preprocessor.to_dict()``).
         threshold: Binary decision threshold chosen on validation; ``None`` for other tasks.
-        label_names: Multiclass class names in output order; ``None`` for other tasks.
+        label_names: Multiclass class names in output order; binary ``[negative, positive]``
+            when the target is not 0/1; ``None`` otherwise.
         dataset_fingerprint: Content hash of the data the model was trained on.
         lossflow_version: The lossflow release that exported the model.
+        baseline: The trivial predictor of its training labels it must beat
+            (:class:`lossflow.evaluation.baseline.Baseline` as JSON; ``None``: exported before
+            lossflow recorded it, or a ranking model, whose baseline is popularity).
     """
 
     loss_id: str
@@ -77,6 +83,7 @@ class ModelMetadata:
     label_names: list[str] | None
     dataset_fingerprint: str
     lossflow_version: str
+    baseline: dict[str, Any] | None = None
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` of the ONNX file: ``lossflow.<field>`` -> string."""
@@ -110,7 +117,7 @@ class ModelMetadata:
         for f in fields(cls):
             raw = props.get(PREFIX + f.name)
             if raw is None:
-                values[f.name] = {} if f.name == "loss_spec" else ""
+                values[f.name] = {"loss_spec": {}, "baseline": None}.get(f.name, "")
             elif f.name in _JSON_FIELDS:
                 try:
                     values[f.name] = json.loads(raw)

@@ -29,11 +29,13 @@ from lossflow.config.training import TrainingConfig, config_to_dict, quantile_of
 from lossflow.contract import CHALLENGER, CHAMPION, ModelMetadata
 from lossflow.data.lists import gather, padded_index
 from lossflow.data.prepare import PreparedData
+from lossflow.evaluation.baseline import Baseline, Verdict, fit_baseline, verdict
 from lossflow.evaluation.metrics import ranking_metrics
 from lossflow.evaluation.report import evaluation_report
 from lossflow.evaluation.threshold import choose_threshold
 from lossflow.export import check_parity, export_onnx
 from lossflow.losses import loss_id
+from lossflow.losses.composite import leaf_losses
 from lossflow.losses.spec import spec_payload
 from lossflow.models import InferenceModel
 from lossflow.models.build import (
@@ -53,6 +55,9 @@ from lossflow.tracking import Tracker, resolve_tracking_uri
 
 PROFILE_ARTIFACT_DIR = str(Path(PROFILE_ARTIFACT).parent)
 BEATS_POPULARITY_TAG = "lossflow.beats_popularity"
+BEATS_BASELINE_TAG = "lossflow.beats_baseline"
+BASELINE_TAG = "lossflow.baseline"
+POPULARITY = "popularity (items by their mean training relevance)"
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +164,45 @@ def train_model(
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Test metrics and the decision threshold chosen on validation (binary)."""
+    """Test metrics, the decision threshold chosen on validation (binary), and the model beside
+    its trivial baseline on the test split (``baseline`` is the line shown to people)."""
 
     metrics: dict[str, float]
     threshold: float | None
+    baseline: str = ""
+
+    @property
+    def beats_baseline(self) -> bool:
+        """Whether the model beats its baseline on the test split (``True`` when none applies)."""
+        return bool(self.metrics.get("test/beats_baseline", 1.0))
+
+
+def model_baseline(cfg: TrainingConfig, prepared: PreparedData) -> Baseline | None:
+    """The trivial baseline of the model ``cfg`` trains on ``prepared`` (see
+    :mod:`lossflow.evaluation.baseline`)."""
+    _, train_y = prepared.arrays("train", original=True)
+    pre = prepared.preprocessor()
+    return fit_baseline(
+        cfg.data.task,
+        train_y,
+        n_classes=pre.n_classes,
+        loss_names=sorted(leaf_losses(cfg.loss)),
+        quantile=quantile_of(cfg.loss),
+    )
+
+
+def _with_baseline(
+    metrics: dict[str, float], baseline: Baseline | None, test_y: np.ndarray
+) -> tuple[dict[str, float], str]:
+    if baseline is None:
+        return metrics, ""
+    model = {k.removeprefix("test/"): v for k, v in metrics.items()}
+    judged = verdict(baseline, model, test_y)
+    return {
+        **metrics,
+        f"test/baseline_{judged.metric}": judged.baseline,
+        "test/beats_baseline": float(judged.beats),
+    }, judged.line()
 
 
 def evaluate_model(
@@ -177,13 +217,20 @@ def evaluate_model(
     model = load_trained_model(cfg, pre, trained.checkpoint)
     if cfg.data.task == "ranking":
         metrics = {f"test/{k}": v for k, v in ranking_report(cfg, prepared, model).items()}
+        line = ""
+        if "test/beats_popularity" in metrics:
+            metrics["test/beats_baseline"] = metrics["test/beats_popularity"]
+            top = f"ndcg_{max(cfg.evaluation.ranking_k)}"
+            ours, popular = metrics[f"test/{top}"], metrics[f"test/popularity_{top}"]
+            line = Verdict(top, ours, popular, "max", POPULARITY).line()
         if run_id is not None:
             tracker = tracker_for(cfg)
             tracker.log_metrics(run_id, metrics, None)
             if "test/beats_popularity" in metrics:
                 beats = str(bool(metrics["test/beats_popularity"])).lower()
-                tracker.set_tags(run_id, {BEATS_POPULARITY_TAG: beats})
-        return EvaluationResult(metrics, None)
+                tracker.set_tags(run_id, {BEATS_POPULARITY_TAG: beats, BEATS_BASELINE_TAG: beats,
+                                          BASELINE_TAG: line})  # fmt: skip
+        return EvaluationResult(metrics, None, line)
     ev = cfg.evaluation
     costs = (ev.fn_cost, ev.fp_cost) if ev.threshold == "cost" else (None, None)
     threshold: float | None = None
@@ -208,14 +255,20 @@ def evaluate_model(
         history={k: v for k, v in history.items() if "/" in k} or None,
     )
     metrics = {f"test/{k}": float(v) for k, v in report.metrics.items()}
+    metrics, line = _with_baseline(metrics, model_baseline(cfg, prepared), test_y)
+    if line and not metrics["test/beats_baseline"]:
+        log.warning("the model does NOT beat its trivial baseline on the test split: %s", line)
     if threshold is not None:
         metrics["val/threshold"] = threshold
     if run_id is not None:
         tracker = tracker_for(cfg)
         tracker.log_metrics(run_id, metrics, None)
+        if line:
+            beats = str(bool(metrics["test/beats_baseline"])).lower()
+            tracker.set_tags(run_id, {BEATS_BASELINE_TAG: beats, BASELINE_TAG: line})
         for name, figure in report.figures.items():
             tracker.log_figure(run_id, figure, f"plots/{name}")
-    return EvaluationResult(metrics, threshold)
+    return EvaluationResult(metrics, threshold, line)
 
 
 def ranking_report(
@@ -265,6 +318,7 @@ class ExportResult:
     onnx_path: Path
     parity_max_abs_diff: float
     parity_rows: int
+    parity_max_rel_diff: float = 0.0
 
 
 def model_metadata(
@@ -272,6 +326,7 @@ def model_metadata(
 ) -> ModelMetadata:
     """What the ONNX file carries so a service needs nothing else to score raw records."""
     pre = prepared.preprocessor()
+    baseline = model_baseline(cfg, prepared)
     return ModelMetadata(
         loss_id=lid,
         loss_spec=spec_payload(resolved_loss_spec(cfg, prepared.class_counts)),
@@ -282,6 +337,7 @@ def model_metadata(
         label_names=[str(n) for n in pre.label_names] if pre.label_names else None,
         dataset_fingerprint=prepared.fingerprint,
         lossflow_version=lossflow.__version__,
+        baseline=None if baseline is None else baseline.to_json(),
     )
 
 
@@ -297,7 +353,8 @@ def export_model(
 
     Raises:
         lossflow.export.ParityError: the exported graph disagrees with torch beyond
-            ``export.parity_atol``; nothing downstream (registration) runs.
+            ``export.parity_atol + export.parity_rtol * |torch|``; nothing downstream
+            (registration) runs.
     """
     pre = prepared.preprocessor()
     model = load_trained_model(cfg, pre, trained.checkpoint)
@@ -310,8 +367,10 @@ def export_model(
         out_dir / "model.onnx",
         model_metadata(cfg, prepared, lid, evaluation.threshold).to_props(),
     )
-    report = check_parity(model, path, inputs, atol=cfg.export.parity_atol)
-    return ExportResult(path, report.max_abs_diff, report.rows)
+    report = check_parity(
+        model, path, inputs, atol=cfg.export.parity_atol, rtol=cfg.export.parity_rtol
+    )
+    return ExportResult(path, report.max_abs_diff, report.rows, report.max_rel_diff)
 
 
 # --- register --------------------------------------------------------------------------------
@@ -341,6 +400,7 @@ def register_version(
         run_id,
         {
             "export/parity_max_abs_diff": exported.parity_max_abs_diff,
+            "export/parity_max_rel_diff": exported.parity_max_rel_diff,
             "export/parity_rows": exported.parity_rows,
         },
         None,

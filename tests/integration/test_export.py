@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -180,8 +181,57 @@ def test_parity_passes_on_exported_model_over_all_rows(tabular: tuple[nn.Module,
     report = check_parity(model, path, tabular_inputs(2500, seed=7), batch_size=1000)
     assert isinstance(report, ParityReport)
     assert report.rows == 2500
-    assert report.atol == 1e-5
+    assert (report.atol, report.rtol) == (1e-5, 1e-5)
     assert 0.0 <= report.max_abs_diff <= 1e-5
+    assert report.worst_ratio <= 1.0
+
+
+class Scaled(nn.Module):
+    """The tabular net's output moved to ``offset + scale * output``: a regression model whose
+    target lives in its own unit (prices in the hundreds, amounts in the thousands)."""
+
+    def __init__(self, base: nn.Module, scale: float, offset: float) -> None:
+        super().__init__()
+        self.base = base
+        self.register_buffer("scale", torch.tensor(scale))
+        self.register_buffer("offset", torch.tensor(offset))
+
+    def forward(self, numeric: Tensor, categorical: Tensor) -> Tensor:
+        out: Tensor = self.offset + self.scale * self.base(numeric, categorical)
+        return out
+
+
+@pytest.mark.parametrize("magnitude", [1e-3, 1.0, 1e3, 1e5])
+def test_parity_judges_float32_at_every_scale_and_catches_a_wrong_weight(
+    tabular: tuple[nn.Module, Path], tmp_path: Path, magnitude: float
+) -> None:
+    base, _ = tabular
+    model = Scaled(base, scale=magnitude / 4, offset=magnitude).eval()
+    inputs = tabular_inputs(2000, seed=11)
+    example = {k: torch.from_numpy(v[:2]) for k, v in inputs.items()}
+    path = export_onnx(model, example, tmp_path / "scaled.onnx", {})
+    outputs = torch_outputs(model, inputs)
+    assert np.median(np.abs(outputs)) == pytest.approx(magnitude, rel=0.5)
+    report = check_parity(model, path, inputs)
+    assert report.worst_ratio <= 1.0
+    # The float32 rounding of outputs near 1e3 and 1e5 is beyond an absolute 1e-5 tolerance:
+    # the relative part is what lets them pass.
+    assert report.max_rel_diff <= 1e-5
+
+    proto = onnx.load_model(path)
+    head = next(t for t in proto.graph.initializer if tuple(t.dims) == (1, 16))
+    values = numpy_helper.to_array(head).copy()
+    values.flat[np.argmax(np.abs(values))] *= -1.0  # one weight of the last layer flipped
+    head.CopyFrom(numpy_helper.from_array(values, name=head.name))
+    wrong = tmp_path / "wrong.onnx"
+    onnx.save_model(proto, wrong)
+    with pytest.raises(ParityError) as raised:
+        check_parity(model, wrong, inputs)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert re.search(r"differs from torch by \S+ at row \d+ \(torch \S+, onnxruntime \S+; "
+                     r"tolerance 1e-05 \+ 1e-05 x \|torch\| = \S+; 2000 rows compared\): the "
+                     r"ONNX file does not reproduce this model, so it is not registered", message)
 
 
 def test_parity_fails_on_tampered_initializer(
@@ -196,7 +246,7 @@ def test_parity_fails_on_tampered_initializer(
     target.CopyFrom(numpy_helper.from_array(values, name=target.name))
     tampered = tmp_path / "tampered.onnx"
     onnx.save_model(proto, tampered)
-    with pytest.raises(ParityError, match=r"differs from torch by .* at row \d+ \(atol 1e-05"):
+    with pytest.raises(ParityError, match=r"differs from torch by .* at row \d+ \(torch "):
         check_parity(model, tampered, tabular_inputs(300, seed=3))
 
 

@@ -10,7 +10,12 @@ import pandas as pd
 import pytest
 
 from lossflow.config.data import ColumnSchema, SplitConfig
-from lossflow.data.validation import DataValidationError, check_split_classes, validate_frame
+from lossflow.data.validation import (
+    DataValidationError,
+    binary_classes,
+    check_split_classes,
+    validate_frame,
+)
 from lossflow.losses import TaskType
 
 COLUMNS = ColumnSchema(numeric=["age", "income"], categorical=["city"], target="label",
@@ -83,7 +88,7 @@ def _not_binary(df: pd.DataFrame) -> None:
 
 
 def _string_binary(df: pd.DataFrame) -> None:
-    df["label"] = np.where(df["label"] == 1, "yes", "no")
+    df["label"] = np.where(df["label"] == 1, "good", "bad")
 
 
 def _missing_time(df: pd.DataFrame) -> None:
@@ -129,8 +134,8 @@ CASES: list[tuple[str, Callable[[pd.DataFrame], None], TaskType, str]] = [
     ("inf feature", _inf_feature, "regression", r"numeric column 'income' has \+/-inf.*7"),
     ("single class", _single_class, "binary", "target column 'label' has a single class"),
     ("single class multiclass", _single_class, "multiclass", "'label' has a single class"),
-    ("binary not 0/1", _not_binary, "binary", "binary target column 'label'.*found 2"),
-    ("binary strings", _string_binary, "binary", "target column 'label'.*must be numeric"),
+    ("binary with 3 values", _not_binary, "binary", "binary target column 'label' has 3 values"),
+    ("binary pair", _string_binary, "binary", "is not obvious: set data.positive_class"),
     ("ranking without group", lambda df: None, "ranking", "ranking needs a group column"),
     ("missing time", _missing_time, "binary", "time column 'ts' is missing in 1 row"),
     ("time not timestamps", _string_time, "binary", "time column 'ts'.*not a timestamp"),
@@ -227,3 +232,29 @@ def test_validation_does_not_modify_the_frame() -> None:
     before = frame.copy()
     validate_frame(frame, COLUMNS, "binary")
     pd.testing.assert_frame_equal(frame, before)
+
+
+@pytest.mark.parametrize(
+    ("values", "given", "expected"),
+    [
+        ([0, 1], None, (0, 1)),
+        ([1.0, 0.0], None, (0.0, 1.0)),
+        ([False, True], None, (False, True)),
+        (["no", "yes"], None, ("no", "yes")),
+        (["YES", "NO"], None, ("NO", "YES")),
+        (["f", "t"], None, ("f", "t")),
+        (["good", "bad"], "bad", ("good", "bad")),
+        ([1, 2], "2", (1, 2)),
+        ([0, 1], 0, (1, 0)),
+    ],
+)
+def test_binary_classes_take_the_obvious_positive_or_the_named_one(
+    values: list[object], given: object, expected: tuple[object, object]
+) -> None:
+    series = pd.Series(values * 3, name="label")
+    assert binary_classes(series, given) == expected  # type: ignore[arg-type]
+
+
+def test_binary_classes_refuse_a_positive_class_that_is_not_a_value() -> None:
+    with pytest.raises(DataValidationError, match=r"'maybe' is not a value .*'no', 'yes'"):
+        binary_classes(pd.Series(["no", "yes"], name="label"), "maybe")

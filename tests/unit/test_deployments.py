@@ -6,30 +6,48 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pipelines.deployments import (
-    DeploymentSpecError,
-    served,
-    specs,
-    split_overrides,
-    training_deployment,
-)
+from pipelines.deployments import DeploymentSpecError, served, specs, split_overrides
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
-
-from lossflow.config.training import load_training_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
-def test_training_deployment_uses_the_configured_cron_and_overrides() -> None:
+def test_the_training_deployment_uses_its_cron_and_overrides_and_is_named_after_the_model() -> None:
     overrides = ["loss=bce", "schedule.cron=15 4 * * *", "schedule.timezone=Europe/Paris"]
-    cfg = load_training_config(overrides, CONFIG_DIR)
-    deployment = training_deployment(cfg, overrides, CONFIG_DIR)
-    assert deployment.name == "training-bce"
+    [deployment] = served(CONFIG_DIR, {"training": overrides}, flows=["training"])
+    assert deployment.name == "lossflow-flights"
     assert deployment.flow_name == "training"
     [schedule] = deployment.schedules
     assert schedule.schedule.cron == "15 4 * * *"  # type: ignore[union-attr]
     assert schedule.schedule.timezone == "Europe/Paris"  # type: ignore[union-attr]
     assert deployment.parameters == {"overrides": overrides, "config_dir": str(CONFIG_DIR)}
+    assert "loss:bce" in deployment.tags
+
+
+def test_overrides_for_every_flow_reach_every_flow_or_are_refused_naming_the_flow(
+    tmp_path: Path,
+) -> None:
+    shared = [f"data_dir={tmp_path}", "tracking.registered_model=hotels"]
+    deployments = {d.flow: d for d in specs(CONFIG_DIR, {}, shared)}
+    assert {d.name for d in deployments.values()} == {"hotels"}
+    for d in deployments.values():
+        assert d.parameters["overrides"][:2] == shared
+    [trigger] = deployments["retrain"].triggers
+    assert trigger.match.root == {"prefect.resource.id": "lossflow.model.hotels"}
+    with pytest.raises(DeploymentSpecError, match=r"the monitoring flow cannot take them"):
+        specs(CONFIG_DIR, {}, ["loss=bce"])
+    # Only the flows that run must take them.
+    [only] = specs(CONFIG_DIR, {}, ["loss=bce"], flows=["training"])
+    assert only.tags[-1] == "loss:bce"
+
+
+def test_a_project_names_every_flow_and_its_trigger() -> None:
+    deployments = {d.flow: d for d in specs(CONFIG_DIR, {}, ["project=digits"])}
+    assert {d.name for d in deployments.values()} == {"lossflow-digits"}
+    for d in deployments.values():
+        assert d.parameters["overrides"][0] == "project=digits"
+    [trigger] = deployments["retrain"].triggers
+    assert trigger.match.root == {"prefect.resource.id": "lossflow.model.lossflow-digits"}
 
 
 def test_the_four_flows_get_their_schedules_and_the_retrain_its_trigger() -> None:

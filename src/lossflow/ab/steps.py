@@ -32,7 +32,7 @@ from lossflow.config.serving import ModelSource, ServingConfig, load_serving_con
 from lossflow.contract import CHALLENGER, CHAMPION
 from lossflow.errors import UserError
 from lossflow.predlog.reader import failures, iter_outcomes, versions_in_window
-from lossflow.predlog.state import read_traffic
+from lossflow.predlog.state import check_log_owner, read_traffic
 from lossflow.predlog.store import PredictionLog, default_log_url
 from lossflow.tracking import RegistryError, Tracker, resolve_tracking_uri
 
@@ -130,7 +130,8 @@ def serving_config(cfg: AbConfig, config_dir: Path = DEFAULT_CONFIG_DIR) -> Serv
     Raises:
         ConfigError: it does not load.
     """
-    served = load_serving_config([f"serving={cfg.serving}"], config_dir)
+    project = [f"project={cfg.project}"] if cfg.project else []
+    served = load_serving_config([*project, f"serving={cfg.serving}"], config_dir)
     return served.model_copy(update={"data_dir": cfg.data_dir, "tracking": cfg.tracking})
 
 
@@ -152,13 +153,13 @@ def open_log(cfg: AbConfig, served: ServingConfig) -> PredictionLog:
             f"no prediction log at {cfg.data_dir / 'predictions.db'}: nothing has been served "
             "with this data_dir; start `lossflow serve` (and send traffic) or set log.url"
         )
-    return PredictionLog(url, where.db_schema)
+    return check_log_owner(PredictionLog(url, where.db_schema), cfg.tracking.registered_model)
 
 
 def tracker(cfg: AbConfig) -> Tracker:
     """The tracker of the A/B experiment (registry included)."""
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
-    return Tracker(uri, cfg.mlflow_experiment, None)
+    return Tracker(uri, cfg.tracking.experiment_of("ab"), None)
 
 
 def _sources(served: ServingConfig, registry: Tracker, model: str) -> dict[str, ModelSource]:

@@ -45,6 +45,7 @@ from lossflow.data.prepare import (
     dataset_fingerprint,
     load_checked,
     oversampled,
+    split_data,
     write_prepared,
 )
 from lossflow.data.preprocessing import EncodedFeatures
@@ -151,8 +152,8 @@ def prepare_folds(
         DataValidationError: the data does not fit its schema or task.
         SplitError: the configured split leaves a part empty.
     """
-    frame, columns = load_checked(cfg)
-    splits = split_frame(frame, cfg.data, columns)
+    frame, columns, _ = load_checked(cfg)
+    splits = split_frame(frame, split_data(cfg), columns)
     pool = splits.train
     target = columns.target
     folds = cv_folds(

@@ -32,6 +32,7 @@ from lossflow.data.folds import FoldKind
 from lossflow.errors import UserError
 from lossflow.losses import LOSS_SPECS
 from lossflow.losses.composite import CompositeSpec
+from lossflow.recipe import Recipe, fetch_recipe, recipe_config
 
 # Loss options searched by default when the chosen arm has that loss: (low, high, log).
 DEFAULT_LOSS_PARAMS: dict[str, dict[str, tuple[float, float, bool]]] = {
@@ -91,6 +92,7 @@ class ComparisonPlan:
 
     Attributes:
         settings: the comparison's configuration.
+        recipe: the registered version every arm started from (``settings.version``).
         arms: the requested arms, failed ones included.
         ablations: ablation variants of the runnable arms.
         metric: the fold metric that decides.
@@ -102,6 +104,7 @@ class ComparisonPlan:
     """
 
     settings: CompareConfig
+    recipe: Recipe | None
     arms: tuple[Arm, ...]
     ablations: tuple[Arm, ...]
     metric: str
@@ -150,11 +153,27 @@ def _revalidated(cfg: TrainingConfig, **changes: Any) -> TrainingConfig:
     return revalidate({**config_to_dict(cfg), **changes})
 
 
-def resolve_arm(name: str, arm: ArmConfig, common: Sequence[str], config_dir: Path) -> Arm:
-    """The arm's training configuration: base, the shared overrides, its loss file, its own
-    overrides and regularisers; a configuration error makes it a failed arm."""
+def resolve_arm(
+    name: str,
+    arm: ArmConfig,
+    settings: CompareConfig,
+    config_dir: Path,
+    recipe: Recipe | None = None,
+) -> Arm:
+    """The arm's training configuration: the project's training files (or ``recipe``), the
+    shared overrides, its loss file, its own overrides and regularisers, with the project's
+    ``data_dir`` and ``tracking``; a configuration error makes it a failed arm."""
+    overrides = [*settings.overrides, f"loss={arm.loss}", *arm.overrides]
+    stores = {"data_dir": str(settings.data_dir), "tracking": settings.tracking.model_dump()}
     try:
-        cfg = load_training_config([*common, f"loss={arm.loss}", *arm.overrides], config_dir)
+        if recipe is not None:  # a retrained version's recipe keeps its pool: the same rows
+            changes = {**stores, "project": settings.project}
+            by = f"the project {settings.project}"
+            cfg = recipe_config(recipe, overrides, config_dir, changes=changes, changed_by=by)
+        else:
+            project = [f"project={settings.project}"] if settings.project else []
+            cfg = load_training_config([*project, *overrides], config_dir)
+            cfg = _revalidated(cfg, **stores)
         if arm.regularizers is not None:
             cfg = _revalidated(cfg, regularizers=[r.model_dump() for r in arm.regularizers])
     except UserError as err:
@@ -233,8 +252,9 @@ def _check_shared(arms: Sequence[Resolved]) -> None:
 def _cv_kind(settings: CompareConfig, cfg: TrainingConfig) -> FoldKind:
     task = cfg.data.task
     kind = settings.cv.kind
+    split = cfg.data.split if cfg.pool is None else cfg.pool.split(task, False)
     if kind == "auto":
-        if cfg.data.split.kind == "time":
+        if split.kind == "time":
             return "time"
         return "stratified" if task in ("binary", "multiclass") else "kfold"
     if kind == "stratified" and task not in ("binary", "multiclass"):
@@ -242,7 +262,7 @@ def _cv_kind(settings: CompareConfig, cfg: TrainingConfig) -> FoldKind:
             f"cv.kind: stratified folds need class labels but the task is {task!r}; use "
             "cv.kind=kfold or time"
         )
-    if kind == "time" and cfg.data.split.kind != "time":
+    if kind == "time" and split.kind != "time":
         raise CompareError(
             "cv.kind: time folds need time-ordered data (a data.split of kind time); use "
             "cv.kind=stratified or kfold"
@@ -314,9 +334,15 @@ def plan_comparison(settings: CompareConfig, config_dir: Path) -> ComparisonPlan
             metric is not reported by the task, the fold kind does not fit the data, or the
             search names what the arms do not have.
     """
+    recipe = None
+    if settings.version is not None:
+        from lossflow.tracking import Tracker, resolve_tracking_uri
+
+        uri = resolve_tracking_uri(settings.tracking.tracking_uri, settings.data_dir)
+        registry = Tracker(uri, settings.tracking.experiment_of("compare"), None)
+        recipe = fetch_recipe(registry, settings.tracking.registered_model, settings.version)
     arms = tuple(
-        resolve_arm(name, arm, settings.overrides, config_dir)
-        for name, arm in settings.arms.items()
+        resolve_arm(name, arm, settings, config_dir, recipe) for name, arm in settings.arms.items()
     )
     ok = _resolved(arms)
     if len(ok) < 2:
@@ -348,6 +374,7 @@ def plan_comparison(settings: CompareConfig, config_dir: Path) -> ComparisonPlan
         slices = list(DEFAULT_SLICES.get(reference.data.source, ()))
     return ComparisonPlan(
         settings=settings,
+        recipe=recipe,
         arms=arms,
         ablations=ablations,
         metric=metric,

@@ -50,7 +50,7 @@ def tracker_for(plan: ComparisonPlan) -> Tracker:
     """The MLflow tracker of the comparison's experiment, in the arms' tracking store."""
     reference = plan.reference
     uri = resolve_tracking_uri(reference.tracking.tracking_uri, reference.data_dir)
-    return Tracker(uri, plan.settings.tracking_experiment, None)
+    return Tracker(uri, reference.tracking.experiment_of("compare"), None)
 
 
 def _num(value: float | None, digits: int = 4) -> str:

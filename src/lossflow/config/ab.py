@@ -57,7 +57,9 @@ class AbConfig(Section):
 
     data_dir: WritableDir = Path("data")
     tracking: TrackingConfig = TrackingConfig()
-    mlflow_experiment: str = Field("lossflow-ab", min_length=1)
+    project: str | None = Field(
+        None, description="the project (configs/project/<name>.yaml) it was read with"
+    )
     serving: str = Field(
         "default",
         min_length=1,
@@ -114,6 +116,7 @@ AB: ConfigKind[AbConfig] = ConfigKind(
     default="default",
     inherit=("data_dir", "tracking"),
     example="min_units=2000",
+    section="ab",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -84,14 +84,34 @@ Cron = Annotated[str, AfterValidator(cron_expression)]
 TimeZone = Annotated[str, AfterValidator(timezone_name)]
 
 
+Process = Literal["monitoring", "retrain", "ab", "compare", "rehearsal"]
+
+
+class ExperimentNames(Section):
+    """The MLflow experiment of each process but training (``tracking.experiments``); a name
+    left out is ``<registered_model>-<process>``."""
+
+    monitoring: str | None = Field(None, min_length=1, description="monitoring runs")
+    retrain: str | None = Field(None, min_length=1, description="retrain runs (and candidates)")
+    ab: str | None = Field(None, min_length=1, description="A/B analyses and alias moves")
+    compare: str | None = Field(None, min_length=1, description="offline comparisons")
+    rehearsal: str | None = Field(None, min_length=1, description="lossflow rehearse timelines")
+
+
 class TrackingConfig(Section):
-    """MLflow tracking and registry (the ``tracking`` section)."""
+    """MLflow tracking and registry (the ``tracking`` section): one project's model and
+    experiments, shared by every process (set in ``configs/project/<name>.yaml``)."""
 
     tracking_uri: str | None = Field(
         None, description="None: MLFLOW_TRACKING_URI, else sqlite under data_dir"
     )
-    experiment: str = Field("lossflow", min_length=1)
+    experiment: str = Field("lossflow", min_length=1, description="training runs")
     registered_model: str = Field("lossflow-flights", min_length=1)
+    experiments: ExperimentNames = ExperimentNames()
+
+    def experiment_of(self, process: Process) -> str:
+        """The MLflow experiment of ``process`` (``tracking.experiments``)."""
+        return getattr(self.experiments, process) or f"{self.registered_model}-{process}"
 
 
 class LogLocation(Section):

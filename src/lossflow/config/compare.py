@@ -4,9 +4,11 @@ A comparison is a list of **arms** (a loss file of ``configs/loss/``, optionally
 regularisers and training overrides) trained on the same cross-validation folds, plus how the
 folds are drawn, which metric decides, the hyper-parameter search, and what the report shows.
 ``configs/compare/<name>.yaml`` holds it (``compare=<name>`` picks the file; default
-``default``); nothing is read from ``base.yaml``: each arm is a whole training configuration,
-resolved by the training loader from ``base.yaml``, the arm's loss file, the overrides every arm
-shares (``overrides``: the file's, then the command line's) and the arm's own overrides.
+``default``); the project gives ``data_dir`` and ``tracking`` (the arms' too). Each arm is a
+whole training configuration, resolved by the training loader from the project's training
+files (or, with ``version``, from that registered version's recipe), the arm's loss file, the
+overrides every arm shares (``overrides``: the file's, then the command line's) and the arm's
+own overrides.
 
 On the command line, ``loss=focal,bce`` names one arm per loss file; keys of this model
 (``cv.folds=10``, ``hpo.enabled=true``) set the comparison; every other ``key=value``
@@ -23,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lossflow.config.common import Section
+from lossflow.config.common import Section, TrackingConfig, WritableDir
 from lossflow.config.loader import DEFAULT_CONFIG_DIR, ConfigKind, load
 from lossflow.losses import RegularizerSpec
 
@@ -205,7 +207,21 @@ class CompareConfig(Section):
     landscape: LandscapeConfig = LandscapeConfig()
     robustness: RobustnessConfig = RobustnessConfig()
     importance: ImportanceConfig = ImportanceConfig()
-    tracking_experiment: str = Field("lossflow-compare", min_length=1)
+    project: str | None = Field(
+        None, description="the project (configs/project/<name>.yaml) it was read with"
+    )
+    data_dir: WritableDir = Path("data")
+    tracking: TrackingConfig = TrackingConfig()
+    version: str | None = Field(
+        None,
+        description="start every arm from this registered version's recipe (the project's "
+        "model) instead of the config files; the arm changes the loss",
+    )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="before")
     @classmethod
@@ -258,8 +274,9 @@ COMPARE: ConfigKind[CompareConfig] = ConfigKind(
     model=CompareConfig,
     folder=COMPARE_FOLDER,
     default="default",
-    inherit=(),
+    inherit=("data_dir", "tracking"),
     example="cv.folds=10",
+    section="compare",
 )
 
 

@@ -7,11 +7,11 @@ kornia or scikit-learn: the augmentation code lives in ``lossflow.data.augment``
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lossflow.losses import TaskType
 
@@ -120,6 +120,9 @@ class ColumnSchema(BaseModel):
         group: Query/group id column for ranking; not a feature.
         item: Item id column of a ranking task, the key of the popularity baseline (items
             ranked by their mean training relevance); it may also be a feature column.
+        ignore: Columns of the file that play no role (row numbers, identifiers, free text):
+            dropped when the file is read. Every column of a file is named somewhere, so a
+            column nobody listed is an error, never silently unused.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -130,6 +133,7 @@ class ColumnSchema(BaseModel):
     time: str | None = None
     group: str | None = None
     item: str | None = None
+    ignore: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_columns(self) -> Self:
@@ -143,11 +147,18 @@ class ColumnSchema(BaseModel):
                 f"columns.item: {self.item!r} is also the target, time or group column; the item "
                 "id must be its own column (or a feature)"
             )
+        used = sorted(set(self.ignore) & {*names, *(n for n in (self.item,) if n)})
+        if used:
+            raise ValueError(
+                f"columns.ignore: {', '.join(map(repr, used))} also play a role; a column is "
+                "either used (numeric, categorical, target, time, group, item) or ignored"
+            )
+        names = [*names, *self.ignore]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(
                 f"columns: {', '.join(map(repr, duplicates))} listed more than once; each column "
-                "must have exactly one role (numeric, categorical, target, time or group)"
+                "must have exactly one role (numeric, categorical, target, time, group or ignore)"
             )
         return self
 
@@ -318,6 +329,49 @@ class SplitConfig(BaseModel):
         return params
 
 
+class PoolConfig(BaseModel):
+    """What a retrain trained on: set by the ``retrain`` flow (never by hand), part of the
+    retrained version's recipe beside the ``data`` section it came from.
+
+    The pool is the source's history (its rows before its production period) and the prediction
+    log's labelled rows answered before ``until`` (and at or after ``since`` with a sliding
+    window), written once as a Parquet file with the source's columns and split by seeded
+    fractions (stratified for classification). A retrain of a retrained version builds a new
+    pool from its ``data`` section and the log, never from this one, so no row counts twice.
+
+    Attributes:
+        path: the pool's Parquet file.
+        policy: ``expanding`` (all the history) or ``sliding`` (its last months).
+        until: the evidence window's start: nothing from it on is trained on.
+        since: a sliding window's start (``None``: the whole history).
+        history_rows: rows from the source.
+        log_rows: labelled rows from the prediction log.
+        val_fraction: share of the pool validated on.
+        test_fraction: share of the pool tested on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    policy: Literal["expanding", "sliding"]
+    until: datetime
+    since: datetime | None = None
+    history_rows: int = Field(ge=0)
+    log_rows: int = Field(ge=0)
+    val_fraction: float = Field(gt=0.0, lt=0.5)
+    test_fraction: float = Field(gt=0.0, lt=0.5)
+
+    def split(self, task: TaskType, grouped: bool) -> SplitConfig:
+        """How the pool is split: stratified fractions for classification, else random (which
+        keeps each group of a ranking task in one part)."""
+        kind: SplitKind = (
+            "stratified" if task in ("binary", "multiclass") and not grouped else ("random")
+        )
+        return SplitConfig(
+            kind=kind, val_fraction=self.val_fraction, test_fraction=self.test_fraction
+        )
+
+
 class DataConfig(BaseModel):
     """The ``data:`` section of a run config.
 
@@ -336,6 +390,13 @@ class DataConfig(BaseModel):
         augment: Training-split augmentation.
         lists: How a ranking task's groups become lists (ranking only).
         seed: Seed of the split, the subsample and dataset-level augmentation.
+        positive_class: Binary: the target value whose probability the model gives (the other
+            value is the negative class). ``None``: inferred where that is unambiguous (1 of
+            0/1, True of False/True, yes of no/yes in any case); any other pair of values
+            (good/bad) needs it.
+        missing_target: ``error``: a row without a label is refused (the default); ``drop``:
+            such rows are dropped and counted (the run's ``data.rows.dropped_missing_target``
+            parameter), for sources where some rows are never labelled.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -344,6 +405,8 @@ class DataConfig(BaseModel):
     task: TaskType = "binary"
     path: Path | None = None
     columns: ColumnSchema | None = None
+    positive_class: str | int | float | bool | None = None
+    missing_target: Literal["error", "drop"] = "error"
     split: SplitConfig
     subsample: int | None = Field(default=None, gt=0)
     impute_numeric: ImputeStrategy = "median"
@@ -366,6 +429,13 @@ class DataConfig(BaseModel):
             )
         return data
 
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        # Relative to where the command runs; kept absolute in the run's recipe, so a retrain
+        # (from a worker in another directory) reads the same file or names the one it misses.
+        return None if path is None else path.expanduser().absolute()
+
     @model_validator(mode="after")
     def _check_source(self) -> Self:
         if self.source in BUILTIN_SOURCES:
@@ -374,6 +444,11 @@ class DataConfig(BaseModel):
             self._check_file_source()
         self._check_split()
         self._check_augment()
+        if self.positive_class is not None and self.task != "binary":
+            raise ValueError(
+                f"data.positive_class: only a binary task has a positive class; task is "
+                f"{self.task!r} (remove positive_class)"
+            )
         return self
 
     def _check_builtin(self) -> None:
@@ -466,6 +541,9 @@ class DataConfig(BaseModel):
         }
         if self.path is not None:
             params["data.path"] = str(self.path)
+        if self.positive_class is not None:
+            params["data.positive_class"] = self.positive_class
+        params["data.missing_target"] = self.missing_target
         params.update(self.split.to_params())
         params.update(self.augment.to_params())
         if self.task == "ranking":

@@ -92,7 +92,9 @@ class MonitoringConfig(Section):
 
     data_dir: WritableDir = Path("data")
     tracking: TrackingConfig = TrackingConfig()
-    mlflow_experiment: str = Field("lossflow-monitoring", min_length=1)
+    project: str | None = Field(
+        None, description="the project (configs/project/<name>.yaml) it was read with"
+    )
     log: LogLocation = LogLocation()
     experiment: str | None = Field(
         None, description="routing experiment whose rows count; None: every experiment"
@@ -115,6 +117,7 @@ MONITORING: ConfigKind[MonitoringConfig] = ConfigKind(
     default="default",
     inherit=("data_dir", "tracking"),
     example="drift.alpha=0.01",
+    section="monitoring",
 )
 
 

@@ -47,8 +47,10 @@ class Candidates(Section):
 class Prescreen(Section):
     """The pre-screen of each candidate against the champion on the evidence window."""
 
-    metric: Literal["log_loss", "brier", "mse", "mae"] | None = Field(
-        None, description="per-record loss compared; None: log_loss (classification), mse"
+    metric: Literal["log_loss", "brier", "mse", "mae", "ndcg_5", "ndcg_10"] | None = Field(
+        None,
+        description="per-record loss compared; None: log_loss (classification), mse "
+        "(regression), ndcg_10 (ranking: 1 - NDCG@k of each logged list)",
     )
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="intervals at alpha / candidates")
     require: Literal["not_worse", "better"] = Field(
@@ -57,6 +59,11 @@ class Prescreen(Section):
         "decides); better: significantly better",
     )
     min_rows: int = Field(200, ge=10, description="fewer labelled rows: no pre-screen possible")
+    allow_below_baseline: bool = Field(
+        False,
+        description="choose a candidate that does not beat its trivial baseline (training "
+        "prior, mean or median; popularity for ranking) all the same, saying so; false: never",
+    )
 
 
 class Posthoc(Section):
@@ -82,7 +89,9 @@ class RetrainConfig(Section):
 
     data_dir: WritableDir = Path("data")
     tracking: TrackingConfig = TrackingConfig()
-    mlflow_experiment: str = Field("lossflow-retrain", min_length=1)
+    project: str | None = Field(
+        None, description="the project (configs/project/<name>.yaml) it was read with"
+    )
     log: LogLocation = LogLocation()
     training: list[str] = Field(
         [], description="overrides of the training config for every candidate"
@@ -92,6 +101,9 @@ class RetrainConfig(Section):
     prescreen: Prescreen = Prescreen()
     posthoc: Posthoc = Posthoc()
     cooldown: Duration = Field("24h", description="no second retrain of a model within it")
+    seed: int | None = Field(
+        None, description="trainer.seed of every candidate; None: the champion's recipe's"
+    )
     trigger: Trigger = Trigger()
 
     @model_validator(mode="after")
@@ -108,6 +120,7 @@ RETRAIN: ConfigKind[RetrainConfig] = ConfigKind(
     default="default",
     inherit=("data_dir", "tracking"),
     example="data.policy=sliding",
+    section="retrain",
 )
 
 

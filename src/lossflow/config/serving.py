@@ -78,6 +78,9 @@ class ServingConfig(Section):
 
     data_dir: WritableDir = Path("data")
     tracking: TrackingConfig = TrackingConfig()
+    project: str | None = Field(
+        None, description="the project (configs/project/<name>.yaml) it was read with"
+    )
     experiment: str = Field(
         "loss-ab", min_length=1, description="names the A/B assignment; a new name reshuffles units"
     )
@@ -137,6 +140,7 @@ SERVING: ConfigKind[ServingConfig] = ConfigKind(
     default="default",
     inherit=("data_dir", "tracking"),
     example="port=8001",
+    section="serving",
 )
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lossflow.config.common import ScheduleConfig, Section, TrackingConfig, WritableDir
-from lossflow.config.data import DataConfig
+from lossflow.config.data import DataConfig, PoolConfig
 from lossflow.config.loader import DEFAULT_CONFIG_DIR, ConfigKind, load
 from lossflow.losses import (
     LossConfigError,
@@ -70,6 +70,12 @@ class ModelConfig(Section):
         None, ge=1, description="embedding width per categorical column; None: min(16, (n+1)//2)"
     )
     channels: list[int] = Field([16, 32], description="conv channels (cnn)")
+    scale_target: bool = Field(
+        True,
+        description="regression: the output layer starts at the training target's mean and "
+        "standard deviation (inside the ONNX graph), so a target in its own unit (hundreds, "
+        "thousands) trains like a standardised one; the loss sees the target's unit",
+    )
 
     @model_validator(mode="after")
     def _check_widths(self) -> ModelConfig:
@@ -186,9 +192,17 @@ class EvaluationConfig(Section):
 
 
 class ExportConfig(Section):
-    """ONNX export and its parity gate."""
+    """ONNX export and its parity gate: every test output of onnxruntime must lie within
+    ``parity_atol + parity_rtol * |torch|`` of torch's (``numpy.allclose``'s rule)."""
 
-    parity_atol: float = Field(1e-5, gt=0.0)
+    parity_atol: float = Field(1e-5, ge=0.0, description="absolute part of the tolerance")
+    parity_rtol: float = Field(
+        1e-5,
+        ge=0.0,
+        description="relative part (of the torch value): float32 keeps ~7 significant digits, "
+        "so outputs in the hundreds or thousands (a target in its unit) differ by more than an "
+        "absolute 1e-5 from rounding alone",
+    )
 
 
 def quantile_of(loss: LossSpecBase) -> float | None:
@@ -232,8 +246,14 @@ def primary_metric(
 class TrainingConfig(Section):
     """The whole resolved configuration of a training run."""
 
+    project: str | None = Field(
+        None, description="the project (configs/project/<name>.yaml) it was read with"
+    )
     data_dir: WritableDir = Field(Path("data"), description="MLflow store, runs, artifacts")
     data: DataConfig
+    pool: PoolConfig | None = Field(
+        None, description="set by a retrain: the rows it trained on (see PoolConfig)"
+    )
     loss: LossSpec
     regularizers: list[RegularizerSpec] = Field(default_factory=list)
     model: ModelConfig = ModelConfig()
@@ -263,6 +283,11 @@ class TrainingConfig(Section):
             raise ValueError(
                 f"data.path: {self.data.source} file {path} does not exist (resolved: "
                 f"{path.resolve()}); set data.path to an existing file"
+            )
+        if self.pool is not None and not self.pool.path.is_file():
+            raise ValueError(
+                f"pool.path: the retrain's pool {self.pool.path} does not exist; it is written "
+                "by the retrain flow and kept under its data_dir"
             )
         if self.model.kind == "cnn" and self.data.source != "digits":
             raise ValueError("model.kind: 'cnn' needs 8x8 images; use it with data=digits")
@@ -308,6 +333,7 @@ TRAINING: ConfigKind[TrainingConfig] = ConfigKind(
     default=None,
     groups=("data", "loss"),
     example="loss.gamma=3",
+    section="training",
 )
 
 

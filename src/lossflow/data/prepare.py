@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lossflow.config.data import ColumnSchema
+from lossflow.config.data import ColumnSchema, DataConfig
 from lossflow.config.training import TrainingConfig
 from lossflow.data.lists import item_popularity, keep_lists, list_ids, popularity_scores
 from lossflow.data.preprocessing import EncodedFeatures, Preprocessor
@@ -133,6 +133,7 @@ def write_prepared(
     *,
     raw: Mapping[str, pd.DataFrame] | None = None,
     oversample_train: bool = True,
+    dropped: int = 0,
 ) -> PreparedData:
     """Fit the preprocessing on ``parts["train"]``, encode every part and write them.
 
@@ -145,8 +146,15 @@ def write_prepared(
         raw: frames written as raw ``.parquet`` rows (``test``, ``production``), as a service
             would receive them.
         oversample_train: apply ``data.augment.oversample`` to the encoded training rows.
+        dropped: rows without a label left out of the source (counted in ``sizes``).
     """
-    pre = Preprocessor.fit(parts["train"], columns, cfg.data.impute_numeric, task=cfg.data.task)
+    pre = Preprocessor.fit(
+        parts["train"],
+        columns,
+        cfg.data.impute_numeric,
+        task=cfg.data.task,
+        positive_class=cfg.data.positive_class,
+    )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "preprocessor.json").write_text(json.dumps(pre.to_dict()))
     sizes: dict[str, int] = {}
@@ -190,18 +198,43 @@ def write_prepared(
     for part, df in (raw or {}).items():
         df.to_parquet(directory / f"{part}.parquet", index=False)
         sizes.setdefault(part, len(df))
+    if dropped:
+        sizes[DROPPED_MISSING_TARGET] = dropped
     meta = {"fingerprint": fingerprint, "sizes": sizes, "class_counts": class_counts}
     (directory / META_FILE).write_text(json.dumps(meta))
     return PreparedData(directory, fingerprint, sizes, class_counts)
 
 
-def load_checked(cfg: TrainingConfig) -> tuple[pd.DataFrame, ColumnSchema]:
-    """The source frame of ``cfg.data`` and its columns, validated against its schema and task."""
-    data_cfg = cfg.data
+DROPPED_MISSING_TARGET = "dropped_missing_target"
+
+
+def split_data(cfg: TrainingConfig) -> DataConfig:
+    """``cfg.data`` as it is split: with the pool's fractions when a retrain set one."""
+    if cfg.pool is None:
+        return cfg.data
+    grouped = resolve_columns(cfg.data).group is not None
+    return cfg.data.model_copy(update={"split": cfg.pool.split(cfg.data.task, grouped)})
+
+
+def load_checked(cfg: TrainingConfig) -> tuple[pd.DataFrame, ColumnSchema, int]:
+    """The frame ``cfg`` trains on (the source of ``cfg.data``, or a retrain's pool) and its
+    columns, validated against its schema and task, and how many rows without a label were
+    dropped (``data.missing_target: drop``)."""
+    data_cfg = split_data(cfg)
     columns = resolve_columns(data_cfg)
-    frame = load_frame(data_cfg)
-    validate_frame(frame, columns, data_cfg.task, split=data_cfg.split)
-    return frame, columns
+    frame = load_frame(data_cfg) if cfg.pool is None else pd.read_parquet(cfg.pool.path)
+    dropped = 0
+    if data_cfg.missing_target == "drop" and columns.target in frame.columns:
+        labelled = frame[columns.target].notna().to_numpy()
+        dropped = int((~labelled).sum())
+        if dropped:
+            log.info("dropped %d of %d rows without a label (%s)", dropped, len(frame),
+                     columns.target)  # fmt: skip
+            frame = frame.loc[labelled].reset_index(drop=True)
+    validate_frame(
+        frame, columns, data_cfg.task, split=data_cfg.split, positive_class=data_cfg.positive_class
+    )
+    return frame, columns, dropped
 
 
 def ranking_parts(
@@ -213,7 +246,7 @@ def ranking_parts(
         DataValidationError: a split by group put one group into two parts.
         SplitError: a part is left without a list.
     """
-    data_cfg = cfg.data
+    data_cfg = split_data(cfg)
     if columns.group is None:
         raise SplitError("a ranking task needs data.columns.group")
     if data_cfg.split.kind != "time":
@@ -237,8 +270,8 @@ def prepare_data(
     With ``oversample_train=False`` the training rows are written as they are, for callers that
     apply each configuration's own oversampling (:func:`oversampled`) when they train.
     """
-    data_cfg = cfg.data
-    frame, columns = load_checked(cfg)
+    data_cfg = split_data(cfg)
+    frame, columns, dropped = load_checked(cfg)
     splits = split_frame(frame, data_cfg, columns)
     hint = (
         "move data.split.train_end, val_end or test_end"
@@ -258,4 +291,5 @@ def prepare_data(
         dataset_fingerprint(frame),
         raw=raw,
         oversample_train=oversample_train,
+        dropped=dropped,
     )

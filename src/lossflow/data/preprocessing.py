@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from lossflow.data.validation import DataValidationError
+from lossflow.data.validation import DataValidationError, binary_classes
 from lossflow.losses import TASK_TYPES, TaskType
 
 if TYPE_CHECKING:
@@ -35,9 +35,11 @@ Records = Sequence[Mapping[str, Any]]
 
 UNKNOWN_CODE: Final = 0
 FORMAT_NAME: Final = "lossflow.preprocessor"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+# Version 1 files (models exported before target statistics) are read too.
+_READS: Final = (1, FORMAT_VERSION)
 _IMPUTES: Final = get_args(Impute)
-_DICT_KEYS: Final = frozenset(
+_V1_KEYS: Final = frozenset(
     {
         "format",
         "version",
@@ -54,6 +56,7 @@ _DICT_KEYS: Final = frozenset(
         "label_names",
     }
 )
+_DICT_KEYS: Final = _V1_KEYS | {"target_stats"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,34 @@ def _normalise_labels(target: pd.Series) -> list[Label]:
     return sorted({str(v) for v in target.dropna()})
 
 
+def _label_text(value: Any) -> str:
+    """A label as text, numbers without a spurious ``.0`` (``1.0`` and ``1`` are the same class)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    return str(value)
+
+
+def _numeric_names(names: Sequence[Label]) -> bool:
+    return all(isinstance(n, int | float) and not isinstance(n, bool) for n in names)
+
+
+def _binary_names(target: pd.Series, positive_class: Any) -> list[Label] | None:
+    """``[negative, positive]`` of a binary target, or ``None`` for a 0/1 (False/True) one."""
+    negative, positive = binary_classes(target, positive_class)
+    plain = {_label_text(negative), _label_text(positive)}
+    if (plain <= {"0", "1"} or plain <= {"False", "True"}) and _label_text(positive) in (
+        "1",
+        "True",
+    ):
+        return None
+    return [
+        v if isinstance(v, int | str) and not isinstance(v, bool) else _label_text(v)
+        for v in (negative, positive)
+    ]
+
+
 class Preprocessor:
     """Fitted encoding of features and target; build it with ``Preprocessor.fit``.
 
@@ -141,7 +172,11 @@ class Preprocessor:
         mean: Per numeric column, the training mean after imputation.
         std: Per numeric column, the training std after imputation (1.0 where it was 0).
         vocabularies: Per categorical column, sorted known values; value ``i`` has code ``i+1``.
-        label_names: Multiclass labels in code order (``None`` for other tasks).
+        label_names: Multiclass labels in code order; binary ``(negative, positive)`` when the
+            target is not 0/1 (``yes``/``no``, ``good``/``bad``); ``None`` otherwise.
+        target_stats: Regression: the training target's ``mean``, ``std`` (1 where it is 0)
+            and ``median``: the output layer starts at them (the target trains in its own
+            unit) and they are the trivial baselines a model must beat. ``None`` otherwise.
     """
 
     def __init__(
@@ -158,6 +193,7 @@ class Preprocessor:
         vocabularies: Mapping[str, Sequence[str]],
         label_names: Sequence[Label] | None = None,
         group: str | None = None,
+        target_stats: Mapping[str, float] | None = None,
     ) -> None:
         n = len(numeric_columns)
         if not len(fill) == len(mean) == len(std) == n:
@@ -176,8 +212,21 @@ class Preprocessor:
             raise ValueError(f"Preprocessor: impute must be one of {_IMPUTES}; got {impute!r}")
         if any(not (s > 0 and math.isfinite(s)) for s in std):
             raise ValueError("Preprocessor: std must be positive and finite in every column")
-        if (task == "multiclass") != (label_names is not None):
-            raise ValueError("Preprocessor: label_names are given for (and only for) multiclass")
+        if task == "multiclass" and label_names is None:
+            raise ValueError("Preprocessor: a multiclass task needs label_names")
+        if task not in ("multiclass", "binary") and label_names is not None:
+            raise ValueError("Preprocessor: label_names are for binary and multiclass tasks only")
+        if task == "binary" and label_names is not None and len(label_names) != 2:
+            raise ValueError("Preprocessor: binary label_names are (negative, positive)")
+        if target_stats is not None and (
+            set(target_stats) != {"mean", "std", "median"}
+            or not all(math.isfinite(v) for v in target_stats.values())
+            or not target_stats["std"] > 0
+        ):
+            raise ValueError(
+                "Preprocessor: target_stats holds finite mean, std (> 0) and median; got "
+                f"{dict(target_stats)}"
+            )
         self.numeric_columns: tuple[str, ...] = tuple(numeric_columns)
         self.categorical_columns: tuple[str, ...] = tuple(categorical_columns)
         self.target = target
@@ -193,6 +242,9 @@ class Preprocessor:
         self.label_names: tuple[Label, ...] | None = (
             None if label_names is None else tuple(label_names)
         )
+        self.target_stats: dict[str, float] | None = (
+            None if target_stats is None else {k: float(v) for k, v in target_stats.items()}
+        )
 
     @classmethod
     def fit(
@@ -202,6 +254,7 @@ class Preprocessor:
         impute: Impute = "median",
         *,
         task: TaskType,
+        positive_class: Label | bool | float | None = None,
     ) -> Preprocessor:
         """Fit fill values, scaling, vocabularies and the target encoding on ``df``.
 
@@ -212,6 +265,8 @@ class Preprocessor:
             columns: Column roles.
             impute: Numeric fill value: training ``median``, ``mean`` or ``zero``.
             task: Learning task; decides the target encoding.
+            positive_class: Binary: the positive class (``None``: the obvious one of the two
+                values, see :func:`lossflow.data.validation.binary_classes`).
 
         Raises:
             DataValidationError: ``df`` is empty or a column is missing or malformed.
@@ -244,7 +299,20 @@ class Preprocessor:
         vocabularies = {
             name: sorted({str(v) for v in df[name].dropna()}) for name in columns.categorical
         }
-        label_names = _normalise_labels(df[columns.target]) if task == "multiclass" else None
+        label_names: list[Label] | None = None
+        target_stats: dict[str, float] | None = None
+        if task == "multiclass":
+            label_names = _normalise_labels(df[columns.target])
+        elif task == "binary":
+            label_names = _binary_names(df[columns.target], positive_class)
+        elif task == "regression":
+            values = _numeric_column(df[columns.target], columns.target)
+            spread = float(np.std(values))
+            target_stats = {
+                "mean": float(np.mean(values)),
+                "std": spread if spread > 0 else 1.0,
+                "median": float(np.median(values)),
+            }
         return cls(
             numeric_columns=columns.numeric,
             categorical_columns=columns.categorical,
@@ -257,6 +325,7 @@ class Preprocessor:
             vocabularies=vocabularies,
             label_names=label_names,
             group=columns.group,
+            target_stats=target_stats,
         )
 
     @property
@@ -277,7 +346,7 @@ class Preprocessor:
     @property
     def n_classes(self) -> int | None:
         """Number of classes for multiclass, else ``None``."""
-        return None if self.label_names is None else len(self.label_names)
+        return len(self.label_names or ()) if self.task == "multiclass" else None
 
     def _frame(self, data: pd.DataFrame | Records) -> pd.DataFrame:
         wanted = list(self.feature_columns)
@@ -373,6 +442,8 @@ class Preprocessor:
             raise DataValidationError(f"target column {self.target!r} has missing values")
         if self.task == "multiclass":
             return self._encode_labels(target)
+        if self.task == "binary" and self.label_names is not None:
+            return self._encode_binary(target)
         values = _numeric_column(target, self.target)
         if self.task == "binary":
             bad = (values != 0) & (values != 1)
@@ -382,6 +453,33 @@ class Preprocessor:
                     f"{sorted(set(values[bad].tolist()))[:5]}"
                 )
         return values.astype(np.float32)
+
+    def _encode_binary(self, target: pd.Series) -> npt.NDArray[np.float32]:
+        negative, positive = (str(n) for n in cast(tuple[Label, Label], self.label_names))
+        text = target.map(_label_text)
+        known = text.isin([negative, positive]).to_numpy()
+        if not known.all():
+            unseen = sorted({str(v) for v in target[~known].unique()[:5]})
+            raise DataValidationError(
+                f"binary target column {self.target!r} has value(s) {unseen} besides its classes "
+                f"{negative!r} (negative) and {positive!r} (positive)"
+            )
+        positives: npt.NDArray[np.float32] = (text == positive).to_numpy().astype(np.float32)
+        return positives
+
+    def positive_of(self, value: Any) -> int | None:
+        """A binary label as 0/1: 0/1 and False/True, or the class names (``None``: neither)."""
+        zero_one = isinstance(value, bool | np.bool_) or (
+            isinstance(value, int | float | np.integer | np.floating) and value in (0, 1)
+        )
+        if zero_one and (self.label_names is None or not _numeric_names(self.label_names)):
+            return int(value)
+        if self.label_names is not None:
+            names = [str(n) for n in self.label_names]
+            text = _label_text(value)
+            if text in names:
+                return names.index(text)
+        return None
 
     def _encode_labels(self, target: pd.Series) -> IntArray:
         names = cast(tuple[Label, ...], self.label_names)
@@ -446,6 +544,7 @@ class Preprocessor:
             "std": list(self.std),
             "vocabularies": {name: list(v) for name, v in self.vocabularies.items()},
             "label_names": None if self.label_names is None else list(self.label_names),
+            "target_stats": self.target_stats,
         }
 
     @classmethod
@@ -456,15 +555,17 @@ class Preprocessor:
             ValueError: ``data`` is not a preprocessor description of a supported version.
         """
         keys = set(data)
-        if keys != _DICT_KEYS:
+        if data.get("format") != FORMAT_NAME or data.get("version") not in _READS:
+            raise ValueError(
+                f"unsupported preprocessor format {data.get('format')!r} version "
+                f"{data.get('version')!r}; this lossflow reads {FORMAT_NAME!r} versions "
+                f"{', '.join(map(str, _READS))}"
+            )
+        expected = _V1_KEYS if data["version"] == 1 else _DICT_KEYS
+        if keys != expected:
             raise ValueError(
                 "not a lossflow preprocessor description: missing keys "
-                f"{sorted(_DICT_KEYS - keys)}, unknown keys {sorted(keys - _DICT_KEYS)}"
-            )
-        if data["format"] != FORMAT_NAME or data["version"] != FORMAT_VERSION:
-            raise ValueError(
-                f"unsupported preprocessor format {data['format']!r} version {data['version']!r}; "
-                f"this lossflow reads {FORMAT_NAME!r} version {FORMAT_VERSION}"
+                f"{sorted(expected - keys)}, unknown keys {sorted(keys - expected)}"
             )
         labels = data["label_names"]
         return cls(
@@ -479,6 +580,7 @@ class Preprocessor:
             vocabularies={str(k): [str(x) for x in v] for k, v in data["vocabularies"].items()},
             label_names=None if labels is None else list(labels),
             group=data["group"],
+            target_stats=data.get("target_stats"),
         )
 
     def __eq__(self, other: object) -> bool:

@@ -447,20 +447,48 @@ def _read_file(cfg: DataConfig, columns: ColumnSchema) -> pd.DataFrame:
             f"data.path: {path} cannot be read as {cfg.source} ({type(err).__name__}: {err}); "
             f"check that it is a {cfg.source} file"
         ) from err
+    absent = [name for name in columns.ignore if name not in frame.columns]
+    if absent:
+        raise DataValidationError(
+            f"data.columns.ignore: {', '.join(map(repr, absent))} not in {path}; its columns: "
+            f"{', '.join(map(str, frame.columns))}"
+        )
+    frame = frame.drop(columns=list(columns.ignore))
     time = columns.time
-    if (
-        time is not None
-        and time in frame.columns
-        and not pd.api.types.is_datetime64_any_dtype(frame[time].dtype)
-    ):
-        try:
-            frame[time] = pd.to_datetime(frame[time])
-        except (ValueError, TypeError) as err:
-            raise DataValidationError(
-                f"time column {time!r} of {path} cannot be parsed as timestamps ({err}); "
-                "write it as ISO dates such as 2013-01-31 or 2013-01-31T08:30"
-            ) from err
+    if time is not None and time in frame.columns:
+        frame[time] = parse_times(frame[time], f"time column {time!r} of {path}")
     return frame
+
+
+# A numeric time column holds Unix time: seconds, or milliseconds from this value on (1e11 s is
+# the year 5138; 1e11 ms is March 1973).
+UNIX_MS_FROM: Final = 1e11
+
+
+def parse_times(series: pd.Series, what: str) -> pd.Series:
+    """Timestamps as naive UTC ``datetime64``: ISO text (a zone, such as ``Z``, is converted to
+    UTC), datetimes, or Unix time in a numeric column (seconds, or milliseconds above 1e11).
+
+    Raises:
+        DataValidationError: the values are not timestamps; the message names ``what``.
+    """
+    try:
+        if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(
+            series.dtype
+        ):
+            values = series.astype("float64")
+            unit = "ms" if float(values.abs().max(skipna=True) or 0.0) >= UNIX_MS_FROM else "s"
+            times = pd.to_datetime(values, unit=unit)
+        else:
+            times = pd.to_datetime(series)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise DataValidationError(
+            f"{what} cannot be parsed as timestamps ({err}); write it as ISO dates such as "
+            "2013-01-31 or 2013-01-31T08:30, or as Unix seconds"
+        ) from err
+    if isinstance(times.dtype, pd.DatetimeTZDtype):
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return times
 
 
 def load_frame(cfg: DataConfig) -> pd.DataFrame:

@@ -14,7 +14,7 @@ split parts whose classes make the threshold choice or the test metrics undefine
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -152,8 +152,72 @@ def _check_special_columns(df: pd.DataFrame, columns: ColumnSchema, task: TaskTy
             )
 
 
+# Pairs of binary labels whose positive one is obvious (compared in lower case).
+OBVIOUS_POSITIVE: dict[frozenset[str], str] = {
+    frozenset({"0", "1"}): "1",
+    frozenset({"false", "true"}): "true",
+    frozenset({"no", "yes"}): "yes",
+    frozenset({"n", "y"}): "y",
+    frozenset({"f", "t"}): "t",
+    frozenset({"negative", "positive"}): "positive",
+    frozenset({"neg", "pos"}): "pos",
+}
+Label = str | int | float | bool
+
+
+def binary_classes(target: pd.Series, positive_class: Label | None = None) -> tuple[Label, Label]:
+    """``(negative, positive)`` of a binary target's two values (missing values aside).
+
+    The positive class is ``positive_class`` when given (matched to the column's values as
+    written, or as text for a numeric column), else the obvious one of 0/1, False/True, no/yes
+    (any case) and the like; any other pair needs ``positive_class``.
+
+    Raises:
+        DataValidationError: not two values, ``positive_class`` not among them, or no obvious
+            positive class (the message says how to name it).
+    """
+    name = target.name
+    values = [cast(Label, _plain(v)) for v in pd.unique(target.dropna())]
+    if pd.api.types.is_bool_dtype(target.dtype):
+        values = [bool(v) for v in values]
+    if len(values) > 2:
+        shown = ", ".join(sorted(map(str, values))[:_SHOWN])
+        raise DataValidationError(
+            f"binary target column {name!r} has {len(values)} values ({shown}...); a binary "
+            "target has two: use task multiclass, or map the values to two classes"
+        )
+    if positive_class is not None:
+        match = [v for v in values if v == positive_class or str(v) == str(positive_class)]
+        if not match:
+            raise DataValidationError(
+                f"data.positive_class: {positive_class!r} is not a value of the binary target "
+                f"column {name!r} (values: {', '.join(map(repr, values))})"
+            )
+        positive = match[0]
+    else:
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        texts = {("1" if v == 1 else "0" if v == 0 else str(v)) if numbers else str(v).lower(): v
+                 for v in values}  # fmt: skip
+        obvious = OBVIOUS_POSITIVE.get(frozenset(texts))
+        if len(values) == 2 and obvious is None:
+            raise DataValidationError(
+                f"binary target column {name!r} has the values {values[0]!r} and {values[1]!r}, "
+                "and which one is positive (the class whose probability the model gives) is not "
+                f"obvious: set data.positive_class (e.g. data.positive_class={values[0]})"
+            )
+        if obvious is None:  # a single value: the class check below refuses it
+            return values[0], values[0]
+        positive = texts.get(obvious, values[0])
+    others = [v for v in values if v != positive]
+    return (others[0] if others else positive), positive
+
+
 def _check_target(
-    df: pd.DataFrame, columns: ColumnSchema, task: TaskType, split: SplitConfig | None
+    df: pd.DataFrame,
+    columns: ColumnSchema,
+    task: TaskType,
+    split: SplitConfig | None,
+    positive_class: Label | None = None,
 ) -> None:
     name = columns.target
     target = df[name]
@@ -161,7 +225,8 @@ def _check_target(
     if missing.any():
         raise DataValidationError(
             f"target column {name!r} is missing in {_rows(df.index[missing])}; every row needs a "
-            "label: fix or remove those rows in the source data"
+            "label: fix or remove those rows in the source data, or set "
+            "data.missing_target=drop to leave them out (counted in the run)"
         )
     if task == "multilabel":
         raise DataValidationError(
@@ -169,7 +234,7 @@ def _check_target(
             "single-target data schema cannot express; use binary (one label) or multiclass"
         )
     numeric = pd.api.types.is_numeric_dtype(target.dtype)
-    if task in ("regression", "binary", "ranking") and not numeric:
+    if task in ("regression", "ranking") and not numeric:
         raise DataValidationError(
             f"target column {name!r} has dtype {target.dtype}; a {task} target must be numeric"
         )
@@ -182,13 +247,7 @@ def _check_target(
                 "must be finite"
             )
     if task == "binary":
-        bad = ~target.isin([0, 1]).to_numpy()
-        if bad.any():
-            found = sorted({str(v) for v in target[bad].unique()[:_SHOWN]})
-            raise DataValidationError(
-                f"binary target column {name!r} must hold 0/1 or False/True; found "
-                f"{', '.join(found)} in {_rows(df.index[bad])}"
-            )
+        binary_classes(target, positive_class)
     if task == "multiclass":
         _check_multiclass_labels(target)
     if task in ("binary", "multiclass"):
@@ -385,6 +444,7 @@ def validate_frame(
     task: TaskType,
     *,
     split: SplitConfig | None = None,
+    positive_class: Label | None = None,
 ) -> None:
     """Raise ``DataValidationError`` unless ``df`` matches ``columns`` and ``task``.
 
@@ -392,9 +452,10 @@ def validate_frame(
     features are numeric, finite and within float32 (NaN is allowed and imputed later) and
     present in some row; categorical features hold strings; ranking has a group column; group
     ids and timestamps are present; the target has no missing or infinite values and suits the
-    task (binary in {0, 1}, at least two classes and, for a stratified ``split``, enough rows
-    per class for every part; ranking relevance >= 0, every group with two items or more and a
-    relevant one); no feature equals the target; a regression target varies.
+    task (binary: two values, one of them the positive class; at least two classes and, for a
+    stratified ``split``, enough rows per class for every part; ranking relevance >= 0, every
+    group with two items or more and a relevant one); no feature equals the target; a
+    regression target varies.
     Constant features, identifier-like categorical columns and very rare classes are warned
     about.
 
@@ -404,6 +465,8 @@ def validate_frame(
         task: Learning task.
         split: The split that will be applied; only used to check per-class row counts of a
             stratified split.
+        positive_class: Binary: the positive class (``None``: the obvious one, see
+            :func:`binary_classes`).
 
     Raises:
         DataValidationError: The first problem found, naming the column.
@@ -415,7 +478,7 @@ def validate_frame(
         )
     _check_features(df, columns)
     _check_special_columns(df, columns, task)
-    _check_target(df, columns, task, split)
+    _check_target(df, columns, task, split, positive_class)
     if task == "ranking":
         _check_ranking(df, columns)
     _check_learnable(df, columns, task)

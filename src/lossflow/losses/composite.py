@@ -137,3 +137,10 @@ class CompositeSpec(LossSpecBase):
             {key: term.weight for key, term in self.terms.items()},
             self.balancing,
         )
+
+
+def leaf_losses(spec: LossSpecBase) -> set[str]:
+    """The names of the losses ``spec`` is made of (itself, or its composite's terms, nested)."""
+    if isinstance(spec, CompositeSpec):
+        return set().union(*(leaf_losses(t.loss) for t in spec.terms.values()))
+    return {spec.name}

@@ -8,7 +8,7 @@ from torch import nn
 
 from lossflow.config import ModelConfig
 from lossflow.losses import LossSpecBase, TaskType
-from lossflow.losses.composite import CompositeSpec
+from lossflow.losses.composite import leaf_losses
 from lossflow.models.nets import InferenceModel, SmallCNN, TabularMLP
 
 __all__ = ["InferenceModel", "OutputSpec", "SmallCNN", "TabularMLP", "build_network", "output_spec"]
@@ -22,12 +22,6 @@ class OutputSpec:
     transform: str
 
 
-def _leaf_names(spec: LossSpecBase) -> set[str]:
-    if isinstance(spec, CompositeSpec):
-        return set().union(*(_leaf_names(t.loss) for t in spec.terms.values()))
-    return {spec.name}
-
-
 def output_spec(loss: LossSpecBase, task: TaskType, n_classes: int) -> OutputSpec:
     """What the network must output for ``loss`` on ``task`` and how to read it.
 
@@ -35,7 +29,7 @@ def output_spec(loss: LossSpecBase, task: TaskType, n_classes: int) -> OutputSpe
     takes a log-rate (the prediction is its exponential); classification outputs logits that
     become probabilities.
     """
-    names = _leaf_names(loss)
+    names = leaf_losses(loss)
     if task == "binary" or task == "multilabel":
         return OutputSpec(1, "sigmoid")
     if task == "multiclass":

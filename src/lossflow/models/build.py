@@ -29,7 +29,7 @@ from lossflow.evaluation.metrics import (
 )
 from lossflow.losses import LossSpecBase
 from lossflow.models import InferenceModel, OutputSpec, build_network, output_spec
-from lossflow.models.nets import Standardize
+from lossflow.models.nets import Standardize, TargetScale
 from lossflow.models.system import BatchTransform, EpochMetrics, LossflowSystem
 from lossflow.training import FitResult, MetricSink, TensorBatches, fit, processes_of
 
@@ -50,7 +50,9 @@ def output_of(cfg: TrainingConfig, pre: Preprocessor) -> OutputSpec:
 
 
 def build_inference_model(cfg: TrainingConfig, pre: Preprocessor) -> InferenceModel:
-    """The configured network (untrained) with its output transform."""
+    """The configured network (untrained) with its output transform; a regression network ends
+    in the training target's scale (:class:`~lossflow.models.nets.TargetScale`) unless
+    ``model.scale_target`` is off."""
     out = output_of(cfg, pre)
     net = build_network(
         cfg.model,
@@ -60,6 +62,10 @@ def build_inference_model(cfg: TrainingConfig, pre: Preprocessor) -> InferenceMo
         out.dim,
         image_side=DIGITS_SIDE if cfg.model.kind == "cnn" else None,
     )
+    stats = pre.target_stats
+    wanted = cfg.data.task == "regression" and cfg.model.scale_target and stats is not None
+    if wanted and stats is not None and (out.transform != "exp" or stats["mean"] > 0):
+        net = TargetScale(net, out.transform, stats["mean"], stats["std"])
     return InferenceModel(net, out.transform)
 
 

@@ -167,6 +167,48 @@ class SmallCNN(nn.Module):
         return out
 
 
+class TargetScale(nn.Module):
+    """The output layer of a regression network in the target's own unit.
+
+    ``y = mean + std * z`` of the network's output ``z`` (its first column for a mean/log-
+    variance output, whose log-variance gains ``2 log std``; a Poisson log-rate gains
+    ``log mean``), with the training target's mean and standard deviation: an untrained network
+    (``z`` near 0) predicts about the mean, and a unit of ``z`` is a standard deviation of the
+    target, so a target in the hundreds trains in as few steps as a standardised one, while the
+    loss (and every scale parameter of it, such as Huber's ``delta``) sees the target's unit.
+    Exported with the network.
+
+    Args:
+        net: The network.
+        output: Its output transform (``identity``, ``first`` or ``exp``).
+        mean: Training target mean.
+        std: Training target standard deviation (> 0).
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, net: nn.Module, output: str, mean: float, std: float) -> None:
+        super().__init__()
+        if not std > 0:
+            raise ValueError(f"TargetScale needs std > 0; got {std}")
+        if output == "exp" and not mean > 0:
+            raise ValueError(f"TargetScale of a Poisson log-rate needs a positive mean; got {mean}")
+        self.net = net
+        self.output = output
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, numeric: Tensor, categorical: Tensor | None = None) -> Tensor:
+        out: Tensor = self.net(numeric) if categorical is None else self.net(numeric, categorical)
+        mean, std = self.mean.to(out.dtype), self.std.to(out.dtype)
+        if self.output == "exp":
+            return out + torch.log(mean)
+        if self.output == "first":
+            return torch.cat([mean + std * out[..., :1], out[..., 1:] + 2 * torch.log(std)], -1)
+        return mean + std * out
+
+
 class InferenceModel(nn.Module):
     """What is exported and served: the network followed by its output transform.
 

@@ -37,6 +37,7 @@ from lossflow.monitoring.record import past_requests, record_run, scratch_dir
 from lossflow.monitoring.references import ReferenceStore
 from lossflow.monitoring.window import WindowSummary, summarise_window
 from lossflow.predlog.reader import versions_in_window
+from lossflow.predlog.state import check_log_owner
 from lossflow.predlog.store import PredictionLog, default_log_url
 from lossflow.tracking import Tracker, resolve_tracking_uri
 
@@ -120,7 +121,7 @@ def open_log(cfg: MonitoringConfig) -> PredictionLog:
             f"no prediction log at {database}: nothing has been served with this data_dir; "
             "start `lossflow serve` (it logs every prediction there) or set log.url"
         )
-    return PredictionLog(url, cfg.log.db_schema)
+    return check_log_owner(PredictionLog(url, cfg.log.db_schema), cfg.tracking.registered_model)
 
 
 def plan(cfg: MonitoringConfig, window: Window, variants: list[str] | None = None) -> list[Target]:
@@ -164,7 +165,7 @@ def plan(cfg: MonitoringConfig, window: Window, variants: list[str] | None = Non
 def tracker(cfg: MonitoringConfig) -> Tracker:
     """The tracker of the monitoring experiment (registry included)."""
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
-    return Tracker(uri, cfg.mlflow_experiment, None)
+    return Tracker(uri, cfg.tracking.experiment_of("monitoring"), None)
 
 
 def reference(cfg: MonitoringConfig, target: Target) -> ReferenceProfile:

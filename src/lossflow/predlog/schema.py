@@ -11,6 +11,8 @@
 - ``traffic_state``: the routing experiment and variant weights every replica of a service
   follows (``lossflow.predlog.state``), so a traffic change on one replica reaches all.
 - ``locks``: named leases, so that one A/B analysis at a time may move aliases.
+- ``log_models``: the registered model whose predictions the log holds (one per log: monitoring,
+  the A/B analysis and retraining read every row of it as that model's traffic).
 - ``failures``: requests a variant was routed but failed to answer (a 5xx from its model), with
   the unit and experiment, so the A/B analysis counts the unit and the variant's error rate.
 
@@ -134,6 +136,12 @@ class Tables:
             sa.Column("owner", sa.Text(), nullable=False),
             sa.Column("acquired_at", UTCDateTime(), nullable=False),
             sa.Column("expires_at", UTCDateTime(), nullable=False),
+        )
+        self.models = sa.Table(
+            "log_models",
+            self.metadata,
+            sa.Column("name", sa.String(256), primary_key=True),
+            sa.Column("claimed_at", UTCDateTime(), nullable=False),
         )
         self.failures = sa.Table(
             "failures",

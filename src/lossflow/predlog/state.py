@@ -4,6 +4,9 @@
   registered model). ``PUT /admin/traffic`` on any replica writes it; every replica reads it at
   start and at each registry check, so all of them route a unit the same way (otherwise their
   splits disagree and the A/B test's sample-ratio check fails).
+- **Owner**: the registered model whose predictions the log holds. A log is one model's: a
+  service claims it at start, and a service, monitoring, A/B analysis or retrain of another
+  model is refused (two projects must not share a log, or each would judge the other's traffic).
 - **Locks**: a named lease with an owner and an expiry, taken by inserting a row (the primary
   key makes two takers impossible), released by deleting it; an expired lease may be taken over.
   The A/B analysis holds one while it moves aliases, so two concurrent runs cannot both act.
@@ -18,7 +21,66 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from lossflow.errors import UserError
 from lossflow.predlog.store import PredictionLog
+
+
+class LogOwnerError(UserError):
+    """The prediction log holds another model's predictions; the message says what to change."""
+
+
+def log_owners(log: PredictionLog) -> list[str]:
+    """The models that claimed the log (none for a new log, or one an older lossflow wrote)."""
+    models = log.tables.models
+    with log.engine.connect() as conn:
+        if not sa.inspect(conn).has_table(models.name, schema=models.schema):
+            return []
+        return [str(r.name) for r in conn.execute(sa.select(models.c.name))]
+
+
+def _refuse(log: PredictionLog, model: str, owners: list[str]) -> LogOwnerError:
+    url = log.engine.url.render_as_string()
+    return LogOwnerError(
+        f"the prediction log at {url} holds the predictions of model {owners[0]!r}, not "
+        f"{model!r}: a log is one model's (its monitoring and A/B analysis read every row); give "
+        f"{model!r} its own: another data_dir (each project has one) or log.url"
+    )
+
+
+def claim_log(log: PredictionLog, model: str) -> None:
+    """Make ``model`` the log's owner (a service does at start; idempotent).
+
+    Raises:
+        LogOwnerError: another model owns it.
+    """
+    owners = log_owners(log)
+    if owners and model not in owners:
+        raise _refuse(log, model, owners)
+    if owners:
+        return
+    with log.engine.begin() as conn:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    sa.insert(log.tables.models).values(name=model, claimed_at=datetime.now(UTC))
+                )
+        except IntegrityError:  # another replica claimed it first (for the same model)
+            pass
+    owners = log_owners(log)
+    if model not in owners:
+        raise _refuse(log, model, owners)
+
+
+def check_log_owner(log: PredictionLog, model: str) -> PredictionLog:
+    """``log``, when it holds ``model``'s predictions (or nobody has claimed it yet).
+
+    Raises:
+        LogOwnerError: another model owns it.
+    """
+    owners = log_owners(log)
+    if owners and model not in owners:
+        raise _refuse(log, model, owners)
+    return log
 
 
 @dataclass(frozen=True)

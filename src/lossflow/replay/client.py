@@ -112,7 +112,9 @@ class _Replay:
 
     def _fail(self, request: PlannedRequest, status: str, message: str) -> None:
         self.failed[status] += 1
-        self._keep_error(f"/predict #{request.position} (rows {list(request.rows)}): {message}")
+        self._keep_error(
+            f"{request.path} #{request.position} (rows {list(request.rows)}): {message}"
+        )
 
     async def _predict(self, request: PlannedRequest) -> None:
         try:
@@ -121,7 +123,7 @@ class _Replay:
                 started = time.perf_counter()
                 try:
                     response = await self.client.post(
-                        "/predict", content=request.body, headers=JSON_HEADERS
+                        request.path, content=request.body, headers=JSON_HEADERS
                     )
                 except httpx.HTTPError as err:
                     self._fail(request, type(err).__name__, f"{type(err).__name__}: {err}")

@@ -68,6 +68,7 @@ class ServiceInfo:
         max_records: the most records one request may carry (``None``: not advertised).
         variants: the names of the variants answering traffic.
         replay_clock: whether the service takes the requests' own times (``ts``).
+        group: a ranking model's query column (its rows are ranked as one list).
     """
 
     features: tuple[str, ...]
@@ -77,6 +78,7 @@ class ServiceInfo:
     max_records: int | None
     variants: tuple[str, ...]
     replay_clock: bool = False
+    group: str | None = None
 
     @classmethod
     def from_json(cls, payload: Any) -> ServiceInfo:
@@ -97,6 +99,7 @@ class ServiceInfo:
                 max_records=None if max_records is None else int(max_records),
                 variants=tuple(str(v) for v in payload.get("variants") or ()),
                 replay_clock=bool(payload.get("replay_clock", False)),
+                group=None if payload.get("group") is None else str(payload["group"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise TrafficError(
@@ -106,7 +109,7 @@ class ServiceInfo:
 
 @dataclass(frozen=True)
 class PlannedRequest:
-    """One ``POST /predict`` of a replay.
+    """One ``POST /predict`` (or, for a ranking model, ``POST /rank``) of a replay.
 
     Attributes:
         position: 0-based position in the replay; it is due ``position / rate`` s after start.
@@ -115,6 +118,7 @@ class PlannedRequest:
         body: the JSON body.
         labels: the labels to post as feedback, one per record; ``None`` when it is not labelled.
         ts: the request's own time (a replay clock), ISO 8601 UTC; ``None``: the service's.
+        path: the endpoint: ``/predict``, or ``/rank`` for one list of a ranking model.
     """
 
     position: int
@@ -123,6 +127,7 @@ class PlannedRequest:
     body: bytes = field(repr=False)
     labels: tuple[JsonScalar, ...] | None
     ts: str | None = None
+    path: str = "/predict"
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,9 @@ def plan_requests(
     """The requests replaying ``frame``'s rows, in order, with units and labels decided.
 
     Feedback labels come from ``info.target``; requests get none when the rows lack that column,
-    when the service has no prediction log, or when a row's target is missing.
+    when the service has no prediction log, or when a row's target is missing. A ranking
+    model's rows become one ``/rank`` list per value of its group column (in order of first
+    appearance), with each item's relevance as feedback.
 
     Raises:
         TrafficError: the rows lack a feature the service takes.
@@ -216,20 +223,44 @@ def plan_requests(
     targets: list[JsonScalar] | None = None
     if info.prediction_log and info.target in frame.columns:
         targets = [label_value(v, info.task) for v in frame[info.target].tolist()]
+    field_name, path = "records", "/predict"
+    chunks = [list(range(start, min(start + size, len(records))))
+              for start in range(0, len(records), size)]  # fmt: skip
+    if info.task == "ranking":
+        field_name, path = "items", "/rank"
+        chunks = _lists(frame, info.group)
     plan: list[PlannedRequest] = []
-    for k, start in enumerate(range(0, len(records), size)):
-        rows = tuple(positions[start : start + size])
+    for k, chunk_rows in enumerate(chunks):
+        rows = tuple(positions[i] for i in chunk_rows)
         unit = unit_id(rows[0], options.units)
         labels: tuple[JsonScalar, ...] | None = None
         if targets is not None and is_labelled(k, options.fraction, options.seed):
-            chunk = tuple(targets[start : start + size])
+            chunk = tuple(targets[i] for i in chunk_rows)
             labels = None if any(label is None for label in chunk) else chunk
-        payload: dict[str, Any] = {"unit_id": unit, "records": records[start : start + size]}
-        ts = None if times is None else times[start]
+        payload: dict[str, Any] = {"unit_id": unit, field_name: [records[i] for i in chunk_rows]}
+        ts = None if times is None else times[chunk_rows[0]]
         if ts is not None:
             payload["ts"] = ts
-        plan.append(PlannedRequest(k, rows, unit, orjson.dumps(payload), labels, ts))
+        plan.append(PlannedRequest(k, rows, unit, orjson.dumps(payload), labels, ts, path))
     return plan
+
+
+def _lists(frame: pd.DataFrame, group: str | None) -> list[list[int]]:
+    """The positions (in ``frame``) of each list's rows, lists in order of first appearance.
+
+    Raises:
+        TrafficError: the rows lack the ranking model's group column.
+    """
+    if group is None or group not in frame.columns:
+        raise TrafficError(
+            f"a ranking model ranks the rows of each {group or 'group'} as one list, and the "
+            f"rows have no {group!r} column; replay the production rows of its training data"
+        )
+    codes = pd.factorize(frame[group].astype(str))[0]
+    lists: dict[int, list[int]] = {}
+    for i, code in enumerate(codes.tolist()):
+        lists.setdefault(code, []).append(i)
+    return list(lists.values())
 
 
 def _clock(frame: pd.DataFrame, info: ServiceInfo, column: str | None) -> list[str] | None:

@@ -136,7 +136,8 @@ def json_value(value: Any) -> JsonScalar:
 
 
 def label_value(value: Any, task: str) -> JsonScalar:
-    """The feedback label of a target cell: binary 0/1, multiclass class, regression float.
+    """The feedback label of a target cell: binary 0/1 (or its class name), multiclass class,
+    regression float.
 
     Returns:
         ``None`` when the target is missing.
@@ -150,7 +151,9 @@ def label_value(value: Any, task: str) -> JsonScalar:
     if task == "binary":
         if isinstance(label, bool) or (isinstance(label, int | float) and label in (0, 1)):
             return int(label)
-        raise ValueError(f"binary targets are 0 or 1; got {value!r}")
+        if isinstance(label, str):
+            return label  # a class name (yes, good...): the service maps it to 0/1
+        raise ValueError(f"binary targets are 0 or 1 or class names; got {value!r}")
     if task == "multiclass":
         if isinstance(label, float) and label.is_integer():
             return int(label)

@@ -7,27 +7,32 @@
   excluded;
 - **the pool** (trained on): history and the log's rows before the evidence window, all of them
   (``expanding``) or the last ``months`` months (``sliding``), written as a Parquet file with the
-  source's columns, split at training time by stratified fractions;
+  source's columns and labels as the source writes them (a binary ``yes``/``no``, a class name),
+  split at training time by stratified fractions (:class:`lossflow.config.data.PoolConfig`: the
+  candidates' recipes name it beside the ``data`` section it came from);
 - **the pre-screen rows**: the log's labelled rows inside the evidence window, never trained on.
+
+A ranking model's logged request is one list: its rows get the request id as their group.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from lossflow.config.data import ColumnSchema
+from lossflow.config.data import ColumnSchema, PoolConfig
 from lossflow.config.retrain import RetrainConfig
 from lossflow.config.training import TrainingConfig
 from lossflow.contract import SHADOW
-from lossflow.data.sources import load_frame, resolve_columns
+from lossflow.data.prepare import load_checked
 from lossflow.data.splits import split_frame
 from lossflow.errors import UserError
+from lossflow.predlog.state import check_log_owner
 from lossflow.predlog.store import PredictionLog, default_log_url
 from lossflow.retrain.request import RetrainRequest
 
@@ -74,32 +79,50 @@ class RetrainData:
 
 
 def history(cfg: TrainingConfig) -> tuple[pd.DataFrame, ColumnSchema]:
-    """The source's rows before its production period (train, validation and test), unsampled."""
+    """The source's rows before its production period (train, validation and test), unsampled
+    (rows without a label left out as ``data.missing_target`` says)."""
     data = cfg.data.model_copy(update={"subsample": None})
-    columns = resolve_columns(data)
-    splits = split_frame(load_frame(data), data, columns)
-    frame = pd.concat([splits.train, splits.val, splits.test], ignore_index=True)
-    return frame, columns
+    base = cfg.model_copy(update={"pool": None, "data": data})
+    frame, columns, _ = load_checked(base)
+    splits = split_frame(frame, base.data, columns)
+    past = pd.concat([splits.train, splits.val, splits.test], ignore_index=True)
+    return past, columns
 
 
 def labelled_log_rows(
-    log: PredictionLog, start: datetime, end: datetime, columns: ColumnSchema
+    log: PredictionLog,
+    start: datetime,
+    end: datetime,
+    columns: ColumnSchema,
+    class_names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """The log's labelled records answered in ``[start, end)``: features, target, time, unit."""
+    """The log's labelled records answered in ``[start, end)``: features, target, time, unit
+    (and for ranking the request id as the group).
+
+    Args:
+        class_names: a binary model's ``(negative, positive)`` names: the log's 0/1 labels
+            become them, as the source writes its labels.
+    """
     read = log.read(start, end)
     read = read[read["labels"].notna() & (read["variant"] != SHADOW)]
+    features = (*columns.numeric, *columns.categorical)
     rows: list[dict[str, Any]] = []
-    for records, labels, ts, unit in zip(
-        read["features"], read["labels"], read["ts"], read["unit_id"], strict=True
-    ):
+    for request_id, records, labels, ts, unit in zip(
+        read["request_id"], read["features"], read["labels"], read["ts"], read["unit_id"],
+        strict=True,
+    ):  # fmt: skip
         if len(records) != len(labels):
             continue  # the log refuses such feedback; nothing to pair
         when = pd.Timestamp(ts).tz_convert("UTC").tz_localize(None)
         for record, label in zip(records, labels, strict=True):
-            row = {name: record.get(name) for name in (*columns.numeric, *columns.categorical)}
-            row[columns.target] = label
+            row = {name: record.get(name) for name in features}
+            row[columns.target] = label if class_names is None else class_names[int(label)]
             if columns.time is not None:
                 row[columns.time] = when
+            if columns.group is not None and columns.group not in features:
+                row[columns.group] = str(request_id)
+            if columns.item is not None and columns.item not in features:
+                row[columns.item] = record.get(columns.item)
             row[UNIT] = str(unit)
             rows.append(row)
     frame = pd.DataFrame(rows, columns=[*columns.all_columns(), UNIT])
@@ -114,13 +137,25 @@ def log_exists(retrain: RetrainConfig) -> bool:
 def open_log(retrain: RetrainConfig) -> PredictionLog:
     """The prediction log the retrain reads."""
     url = retrain.log.url or default_log_url(retrain.data_dir)
-    return PredictionLog(url, retrain.log.db_schema)
+    log = PredictionLog(url, retrain.log.db_schema)
+    return check_log_owner(log, retrain.tracking.registered_model)
 
 
 def build(
-    retrain: RetrainConfig, cfg: TrainingConfig, request: RetrainRequest, directory: Path
+    retrain: RetrainConfig,
+    cfg: TrainingConfig,
+    request: RetrainRequest,
+    directory: Path,
+    class_names: Sequence[str] | None = None,
 ) -> RetrainData:
     """Write the pool under ``directory`` and collect the pre-screen rows (see the module).
+
+    Args:
+        retrain: the retrain's configuration (its data policy, the log).
+        cfg: the champion's recipe (its data section is the source).
+        request: the monitoring decision (its evidence window).
+        directory: where the pool is written.
+        class_names: a binary model's named classes (the log's 0/1 become them in the pool).
 
     Raises:
         RetrainDataError: the pool is empty.
@@ -132,7 +167,9 @@ def build(
         log = open_log(retrain)
         try:
             if retrain.data.include_log:
-                log_frame = labelled_log_rows(log, EPOCH, request.window_start, columns)
+                log_frame = labelled_log_rows(
+                    log, EPOCH, request.window_start, columns, class_names
+                )
             prescreen = labelled_log_rows(log, request.window_start, request.window_end, columns)
         finally:
             log.dispose()
@@ -162,24 +199,15 @@ def build(
     return RetrainData(path, columns, cfg.data.task, len(parts[0]), len(parts[1]), prescreen, since)
 
 
-def training_overrides(retrain: RetrainConfig, data: RetrainData) -> list[str]:
-    """Overrides that point a training config at the pool (after the retrain's own)."""
-    schema = data.columns.model_dump(exclude_none=True)
-    kind = "random" if data.task == "regression" else "stratified"
-    split = {
-        "kind": kind,
-        "val_fraction": retrain.data.val_fraction,
-        "test_fraction": retrain.data.test_fraction,
-    }
-    return [
-        *retrain.training,
-        "data.source=parquet",
-        f"data.path={data.pool}",
-        f"data.task={data.task}",
-        f"data.columns={_flow(schema)}",
-        f"data.split={_flow(split)}",
-    ]
-
-
-def _flow(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+def pool_config(retrain: RetrainConfig, data: RetrainData, until: datetime) -> PoolConfig:
+    """The ``pool`` section of every candidate's training configuration (and recipe)."""
+    return PoolConfig(
+        path=data.pool,
+        policy=retrain.data.policy,
+        until=until,
+        since=data.since,
+        history_rows=data.history_rows,
+        log_rows=data.log_rows,
+        val_fraction=retrain.data.val_fraction,
+        test_fraction=retrain.data.test_fraction,
+    )

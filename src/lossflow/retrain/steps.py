@@ -1,11 +1,15 @@
 """The retraining flow's steps, each one call the ``retrain`` flow makes as a task.
 
 ``gate`` refuses a request already acted on (the same dedup key) or inside the cooldown;
-``champion`` fetches the model to beat; ``plan_candidates`` turns the decision's candidate
-losses (and the champion's own) into training overrides; ``build_data`` writes the pool;
-``train_candidate`` trains one candidate in a run nested under the retrain's run, exactly as the
-training flow does; ``posthoc_candidate`` adjusts the champion's logits for a new prior;
-``screen`` pre-screens them on the evidence window; ``register_challenger`` registers the chosen
+``champion`` fetches the model to beat and its **recipe** (the resolved training configuration
+of its run: :mod:`lossflow.recipe`); ``build_data`` writes the pool from the recipe's data
+source and the log; ``plan_candidates`` turns the decision's candidate losses (and the
+champion's own) into whole training configurations: the recipe with only the loss, the pool
+(the data window) and, when configured, the seed changed; ``train_candidate`` trains one
+candidate in a run nested under the retrain's run, exactly as the training flow does;
+``posthoc_candidate`` adjusts the champion's logits for a new prior; ``screen`` pre-screens them
+on the evidence window (and against the trivial baseline); ``register_challenger`` registers the
+chosen
 one as ``challenger`` with its lineage; ``record`` writes the outcome. Nothing moves an alias
 before ``register_challenger``, so a retrain that fails leaves the registry as it was.
 """
@@ -18,20 +22,27 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+import pandas as pd
+
 from lossflow import steps as training_steps
 from lossflow.ab.steps import under_test
 from lossflow.config.common import duration_seconds
 from lossflow.config.loader import DEFAULT_CONFIG_DIR
 from lossflow.config.retrain import RetrainConfig
-from lossflow.config.training import TrainingConfig, load_training_config
+from lossflow.config.training import TrainingConfig, config_to_dict
 from lossflow.contract import CHALLENGER, CHAMPION, ModelMetadata
 from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.errors import UserError
+from lossflow.evaluation.baseline import Baseline
 from lossflow.onnx_runner import OnnxRunner
+from lossflow.recipe import RECIPE_ARTIFACT, Recipe, fetch_recipe, recipe_config
+from lossflow.replay.rows import records_of
 from lossflow.retrain import data as retrain_data
 from lossflow.retrain.posthoc import PROP, PosthocError, adjust_onnx, adjusted_probabilities
 from lossflow.retrain.prescreen import Screened, choose, prescreen
 from lossflow.retrain.request import RetrainRequest
+from lossflow.serving.predictor import OnnxPredictor
 from lossflow.tracking import Tracker, resolve_tracking_uri
 
 TAG_MODEL: Final = "lossflow.model"
@@ -40,6 +51,12 @@ TAG_OUTCOME: Final = "lossflow.retrain.outcome"
 ACTED: Final = ("challenger", "no_challenger")
 # Loss parameters the training split fills in; a candidate from a spec leaves them to it.
 FILLED: Final = frozenset({"class_counts"})
+# Huber's delta for Gaussian errors of scale sigma at 95% efficiency (Huber 1964), sigma taken
+# robustly as 1.4826 x the median absolute residual.
+HUBER_K: Final = 1.345
+MAD_SIGMA: Final = 1.4826
+DELTA_ROWS: Final = 20_000
+DEFAULT_PRESCREEN_METRIC: Final = {"regression": "mse", "ranking": "ndcg_10"}
 
 
 class RetrainError(UserError):
@@ -49,7 +66,7 @@ class RetrainError(UserError):
 def tracker(cfg: RetrainConfig) -> Tracker:
     """The tracker of the retrain experiment (registry included)."""
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
-    return Tracker(uri, cfg.mlflow_experiment, None)
+    return Tracker(uri, cfg.tracking.experiment_of("retrain"), None)
 
 
 def gate(cfg: RetrainConfig, request: RetrainRequest, now: datetime | None = None) -> str | None:
@@ -99,105 +116,164 @@ def gate(cfg: RetrainConfig, request: RetrainRequest, now: datetime | None = Non
 
 @dataclass(frozen=True)
 class Champion:
-    """The model to beat: its version, ONNX file, metadata and training run's prepared data."""
+    """The model to beat: its version, ONNX file, metadata, recipe and its training run's
+    prepared data (when this data_dir has it)."""
 
     version: str
     onnx_path: Path
     metadata: ModelMetadata
     prepared_dir: Path | None
+    recipe: Recipe
 
 
 def champion(cfg: RetrainConfig, request: RetrainRequest, directory: Path) -> Champion:
-    """The current champion (the alias; the request's version if the model has none).
+    """The current champion (the alias; the request's version if the model has none) and its
+    recipe.
 
     Raises:
-        RetrainError: the model has no champion and the request's version is gone.
+        RetrainError: the request names another model than this project's.
+        RecipeError: the version has no recipe.
     """
+    if request.model_name != cfg.tracking.registered_model:
+        raise RetrainError(
+            f"the request is for model {request.model_name!r} but this retrain's project "
+            f"({cfg.project}) registers {cfg.tracking.registered_model!r}; run the retrain of "
+            f"{request.model_name}'s project (lossflow --project ...)"
+        )
     registry = tracker(cfg)
     version = registry.alias_version(request.model_name, CHAMPION) or request.model_version
     path = registry.download_onnx(request.model_name, version, directory / f"champion-{version}")
     props = OnnxRunner(path).metadata
     meta = ModelMetadata.from_props(props, str(path))
-    prepared: Path | None = None
-    try:
-        run_id = registry.run_of_version(request.model_name, version)
-        candidate = cfg.data_dir / "runs" / run_id / "prepared"
-        prepared = candidate if (candidate / "preprocessor.json").is_file() else None
-    except UserError:
-        prepared = None
-    return Champion(version, path, meta, prepared)
+    recipe = fetch_recipe(registry, request.model_name, version)
+    prepared = cfg.data_dir / "runs" / recipe.run_id / "prepared"
+    found = prepared if (prepared / "preprocessor.json").is_file() else None
+    return Champion(version, path, meta, found, recipe)
+
+
+def project_changes(cfg: RetrainConfig) -> dict[str, Any]:
+    """What every retrain configuration takes from the project rather than the recipe: where
+    data and runs live, the tracking store and names (one set of settings for every process)."""
+    return {
+        "project": cfg.project,
+        "data_dir": str(cfg.data_dir),
+        "tracking": cfg.tracking.model_dump(mode="json"),
+        "pool": None,
+    }
+
+
+def base_config(
+    cfg: RetrainConfig, best: Champion, config_dir: Path = DEFAULT_CONFIG_DIR
+) -> TrainingConfig:
+    """The champion's recipe with the project's stores and the retrain's ``training``
+    overrides: what every candidate shares.
+
+    Raises:
+        ConfigError: the recipe no longer runs (its data file moved...), naming the version.
+    """
+    return recipe_config(
+        best.recipe, cfg.training, config_dir, changes=project_changes(cfg),
+        changed_by=f"the project {cfg.project}",
+    )  # fmt: skip
+
+
+def build_data(
+    cfg: RetrainConfig,
+    request: RetrainRequest,
+    directory: Path,
+    best: Champion,
+    config_dir: Path = DEFAULT_CONFIG_DIR,
+) -> retrain_data.RetrainData:
+    """The pool on disk and the pre-screen rows (:mod:`lossflow.retrain.data`), from the
+    champion's recipe's data source and the log."""
+    base = base_config(cfg, best, config_dir)
+    names = best.metadata.label_names if best.metadata.task == "binary" else None
+    return retrain_data.build(cfg, base, request, directory, names)
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A loss to train: its name (unique in the retrain), spec and training overrides."""
+    """A loss to train: its name (unique in the retrain), spec, whole training configuration
+    (the champion's recipe with the loss, the pool and the seed changed) and origin."""
 
     name: str
     spec: dict[str, Any]
-    overrides: list[str]
+    training: TrainingConfig
     origin: str
 
 
-def _loss_overrides(spec: dict[str, Any], config_dir: Path) -> list[str]:
-    name = str(spec["name"])
-    if not (config_dir / "loss" / f"{name}.yaml").is_file():
-        raise RetrainError(f"no configs/loss/{name}.yaml for candidate loss {spec}; add one")
-    return [f"loss={name}"] + [
-        f"loss.{k}={json.dumps(v)}" for k, v in spec.items() if k != "name" and k not in FILLED
-    ]
+def suggested_delta(best: Champion, pool: retrain_data.RetrainData, seed: int = 0) -> float | None:
+    """Huber's ``delta`` in the target's unit for the champion's errors on the pool: 1.345 x
+    the robust scale of its residuals (1.4826 x the median absolute residual), the classical
+    choice for Gaussian errors that stays robust to the heavy tails the decision saw. ``None``
+    when the pool has no usable rows."""
+    rows = pd.read_parquet(pool.pool)
+    rows = rows[rows[pool.columns.target].notna()]
+    if rows.empty:
+        return None
+    if len(rows) > DELTA_ROWS:
+        rows = rows.sample(n=DELTA_ROWS, random_state=seed)
+    predictor = OnnxPredictor.from_path(best.onnx_path)
+    predicted = [p.value for p in predictor.predict(records_of(rows, predictor.feature_columns))]
+    residuals = rows[pool.columns.target].to_numpy(np.float64) - np.asarray(predicted, np.float64)
+    scale = MAD_SIGMA * float(np.median(np.abs(residuals - np.median(residuals))))
+    return round(HUBER_K * scale, 6) if scale > 0 else None
 
 
 def plan_candidates(
     cfg: RetrainConfig,
     request: RetrainRequest,
-    champion_meta: ModelMetadata,
+    best: Champion,
+    pool: retrain_data.RetrainData,
     config_dir: Path = DEFAULT_CONFIG_DIR,
 ) -> tuple[list[Candidate], list[str]]:
     """The candidates to train (the decision's, the champion's loss, the configured extras;
-    duplicates once, at most ``candidates.max``) and the ones that could not be planned."""
+    duplicates once, at most ``candidates.max``) and the ones that could not be planned (a
+    loss that does not fit the recipe's task, an invalid option), with why.
+
+    Each is the champion's recipe with only the loss, the pool and (``seed`` set) the seed
+    changed. A ``huber`` candidate without a ``delta`` gets :func:`suggested_delta`.
+    """
     wanted: list[tuple[dict[str, Any], str]] = [(c, "decision") for c in request.candidate_losses]
     if cfg.candidates.include_champion_loss:
-        own = {k: v for k, v in champion_meta.loss_spec.items() if k not in FILLED}
-        wanted.append((own, "champion's loss"))
+        wanted.append((best.recipe.loss, "champion's loss"))
     wanted += [(c, "config") for c in cfg.candidates.extra]
+    changes = {**project_changes(cfg),
+               "pool": retrain_data.pool_config(cfg, pool, request.window_start).model_dump(
+                   mode="json")}  # fmt: skip
+    if cfg.seed is not None:
+        changes["trainer.seed"] = cfg.seed
+    delta: list[float | None] = []
     seen: set[str] = set()
     planned: list[Candidate] = []
     skipped: list[str] = []
-    for spec, origin in wanted:
-        key = json.dumps({k: v for k, v in spec.items() if k not in FILLED}, sort_keys=True)
+    for given, origin in wanted:
+        spec = {k: v for k, v in given.items() if k not in FILLED}
+        key = json.dumps(spec, sort_keys=True)
         if key in seen or "name" not in spec:
             continue
         seen.add(key)
         if len(planned) >= cfg.candidates.max:
             skipped.append(f"{spec['name']}: beyond candidates.max={cfg.candidates.max}")
             continue
-        try:
-            overrides = _loss_overrides(spec, config_dir)
-        except RetrainError as err:
-            skipped.append(str(err))
-            continue
+        if spec["name"] == "huber" and "delta" not in spec:
+            if not delta:
+                delta.append(suggested_delta(best, pool, cfg.seed or 0))
+            if delta[0] is not None:
+                spec["delta"] = delta[0]
         name = str(spec["name"])
         if any(c.name == name for c in planned):
             name = f"{name}-{len(planned)}"
-        planned.append(Candidate(name, dict(spec), overrides, origin))
+        try:
+            training = recipe_config(
+                best.recipe, cfg.training, config_dir, changes={**changes, "loss": spec},
+                changed_by=f"retrain candidate {name} ({origin})",
+            )  # fmt: skip
+        except UserError as err:
+            skipped.append(f"{name}: {err}")
+            continue
+        planned.append(Candidate(name, spec, training, origin))
     return planned, skipped
-
-
-def training_config(
-    cfg: RetrainConfig, overrides: list[str], config_dir: Path = DEFAULT_CONFIG_DIR
-) -> TrainingConfig:
-    """A training config for this retrain: ``overrides`` on the training files, with the
-    retrain's ``data_dir`` and ``tracking`` (one registry and store for everything)."""
-    loaded = load_training_config(overrides, config_dir)
-    return loaded.model_copy(update={"data_dir": cfg.data_dir, "tracking": cfg.tracking})
-
-
-def build_data(
-    cfg: RetrainConfig, request: RetrainRequest, directory: Path, config_dir: Path
-) -> retrain_data.RetrainData:
-    """The pool on disk and the pre-screen rows (:mod:`lossflow.retrain.data`)."""
-    base = training_config(cfg, cfg.training, config_dir)
-    return retrain_data.build(cfg, base, request, directory)
 
 
 @dataclass(frozen=True)
@@ -213,20 +289,19 @@ class Trained:
     training: TrainingConfig | None = None
     prepared: PreparedData | None = None
     exported: training_steps.ExportResult | None = None
+    baseline: str = ""
+
+    @property
+    def beats_baseline(self) -> bool:
+        """Whether it beat its trivial baseline on its test split (the post-hoc adjusted
+        champion is not re-evaluated there: ``True``)."""
+        return bool(self.metrics.get("test/beats_baseline", 1.0))
 
 
-def train_candidate(
-    cfg: RetrainConfig,
-    pool: retrain_data.RetrainData,
-    candidate: Candidate,
-    parent_run_id: str,
-    config_dir: Path = DEFAULT_CONFIG_DIR,
-) -> Trained:
+def train_candidate(cfg: RetrainConfig, candidate: Candidate, parent_run_id: str) -> Trained:
     """Train, evaluate and export one candidate on the pool, in a run nested under the
     retrain's (the training flow's own steps, parity gate included)."""
-    tcfg = training_config(
-        cfg, [*retrain_data.training_overrides(cfg, pool), *candidate.overrides], config_dir
-    )
+    tcfg = candidate.training
     registry = tracker(cfg)
     tags = {"lossflow.loss": tcfg.loss.name, "lossflow.retrain.candidate": candidate.name,
             "lossflow.retrain.origin": candidate.origin}  # fmt: skip
@@ -240,7 +315,7 @@ def train_candidate(
             tcfg, prepared, trained, evaluation, lid, work / "model"
         )
     return Trained(candidate.name, lid, exported.onnx_path, run_id, candidate.origin,
-                   evaluation.metrics, tcfg, prepared, exported)  # fmt: skip
+                   evaluation.metrics, tcfg, prepared, exported, evaluation.baseline)  # fmt: skip
 
 
 def posthoc_candidate(
@@ -249,8 +324,10 @@ def posthoc_candidate(
     best: Champion,
     parent_run_id: str,
     directory: Path,
+    config_dir: Path = DEFAULT_CONFIG_DIR,
 ) -> tuple[Trained | None, str]:
-    """The champion with its logits adjusted to the window's prior (or why not)."""
+    """The champion with its logits adjusted to the window's prior (or why not). Its run logs
+    the champion's recipe (what a later retrain of it starts from)."""
     if not cfg.posthoc.enabled:
         return None, "posthoc.enabled is false"
     if not request.pure_prior_shift or request.prior is None:
@@ -271,14 +348,16 @@ def posthoc_candidate(
     flat = before.reshape(-1) if before.ndim == 2 and before.shape[1] == 1 else before
     expected = adjusted_probabilities(flat, reference, new).reshape(after.shape)
     parity = float(abs(expected - after).max())
+    training = base_config(cfg, best, config_dir)
     registry = tracker(cfg)
     tags = {"lossflow.retrain.candidate": "posthoc", "lossflow.retrain.origin": "posthoc"}
     with registry.start_run("candidate-posthoc", tags, parent_run_id) as run_id:
         registry.log_params(run_id, {"posthoc.reference": reference, "posthoc.new": new,
                                      "posthoc.from_version": best.version})  # fmt: skip
         registry.log_metrics(run_id, {"posthoc/parity_max_abs_diff": parity}, None)
+        registry.log_dict(run_id, config_to_dict(training), RECIPE_ARTIFACT)
     exported = training_steps.ExportResult(target, parity, int(after.shape[0]))
-    return Trained("posthoc", meta.loss_id, target, run_id, "posthoc", {}, None, prepared,
+    return Trained("posthoc", meta.loss_id, target, run_id, "posthoc", {}, training, prepared,
                    exported), "adjusted"  # fmt: skip
 
 
@@ -302,7 +381,7 @@ def screen(
         )
     if not candidates:
         return [], None, "no candidate trained"
-    metric = cfg.prescreen.metric or ("mse" if pool.task == "regression" else "log_loss")
+    metric = cfg.prescreen.metric or DEFAULT_PRESCREEN_METRIC.get(pool.task, "log_loss")
     screened = prescreen(
         best.onnx_path,
         {c.name: (c.onnx_path, c.loss_id) for c in candidates},
@@ -310,8 +389,12 @@ def screen(
         metric,
         pool.columns.target,
         cfg.prescreen.alpha,
+        Baseline.from_json(best.metadata.baseline),
+        best.metadata.label_names,
+        pool.columns.group if pool.task == "ranking" else None,
     )
-    chosen, why = choose(screened, cfg.prescreen.require)
+    below = {c.name: c.baseline for c in candidates if not c.beats_baseline}
+    chosen, why = choose(screened, cfg.prescreen.require, below, cfg.prescreen.allow_below_baseline)
     return screened, next((c for c in candidates if chosen and c.name == chosen.name), None), why
 
 
@@ -321,12 +404,12 @@ def register_challenger(
     chosen: Trained,
     screened: list[Screened],
     parent_run_id: str,
-    config_dir: Path = DEFAULT_CONFIG_DIR,
 ) -> str:
     """Register ``chosen`` as a new version aliased ``challenger``, with its lineage; the
-    version's number."""
-    tcfg = chosen.training or training_config(cfg, cfg.training, config_dir)
-    if chosen.prepared is None or chosen.exported is None:
+    version's number. Its recipe is its run's configuration (the champion's with the loss and
+    pool it was trained with)."""
+    tcfg = chosen.training
+    if tcfg is None or chosen.prepared is None or chosen.exported is None:
         raise RetrainError(f"candidate {chosen.name} has nothing to register")
     name, version = training_steps.register_version(tcfg, chosen.prepared, chosen.exported,
                                                     chosen.run_id)  # fmt: skip
@@ -346,6 +429,10 @@ def register_challenger(
             "lossflow.retrain.origin": chosen.origin,
             "lossflow.retrain.candidates": json.dumps([s.name for s in screened]),
             "lossflow.retrain.prescreen": json.dumps([s.to_json() for s in screened]),
+            "lossflow.beats_baseline": str(
+                chosen.beats_baseline
+                and all(s.beats_baseline for s in screened if s.name == chosen.name)
+            ).lower(),
             **({PROP: "true"} if chosen.origin == "posthoc" else {}),
         },
     )

@@ -55,7 +55,7 @@ from lossflow.predlog import (
     UnknownRequestError,
     default_log_url,
 )
-from lossflow.predlog.state import read_traffic, write_traffic
+from lossflow.predlog.state import claim_log, read_traffic, write_traffic
 from lossflow.serving.metrics import CONTENT_TYPE, UNROUTED, ServiceMetrics
 from lossflow.serving.predictor import Prediction, RecordError, logged_output
 from lossflow.serving.router import RoutingError, TrafficSplit
@@ -121,6 +121,11 @@ class PredictionOut(BaseModel):
     probability: float | None = Field(None, description="binary: P(positive)")
     probabilities: dict[str, float] | None = Field(None, description="multiclass: P(class)")
     label: int | str | None = Field(None, description="binary 0/1 at the threshold; class name")
+    class_: str | None = Field(
+        None,
+        alias="class",
+        description="binary with named classes: the class the label stands for (yes, good...)",
+    )
     value: float | None = Field(None, description="regression: the predicted value")
 
 
@@ -351,6 +356,13 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
         state.admin_token = os.environ.get(cfg.admin_token_env) or None
         try:
             deployment = await run_in_threadpool(state.loader.deployment)
+            if cfg.log.enabled:
+                url = cfg.log.url or default_log_url(cfg.data_dir)
+                if cfg.log.url is None:
+                    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+                state.log = PredictionLog(url, cfg.log.db_schema)
+                await run_in_threadpool(state.log.create_schema)
+                await run_in_threadpool(claim_log, state.log, cfg.tracking.registered_model)
         except UserError as err:
             state.startup_error = err
             _log.error(
@@ -360,12 +372,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
                 extra={"event": "startup_failed", terminal.KEEP: True},
             )
             raise
-        if cfg.log.enabled:
-            url = cfg.log.url or default_log_url(cfg.data_dir)
-            if cfg.log.url is None:
-                cfg.data_dir.mkdir(parents=True, exist_ok=True)
-            state.log = PredictionLog(url, cfg.log.db_schema)
-            await run_in_threadpool(state.log.create_schema)
+        if state.log is not None:
             state.writer = BatchWriter(
                 state.log,
                 max_batch=cfg.log.max_batch,
@@ -623,6 +630,7 @@ def create_app(cfg: ServingConfig, loader: VariantLoader | None = None) -> FastA
         return {
             "model_name": state.loader.model_name,
             "target": deployment.predictor.preprocessor.target,
+            "group": deployment.predictor.preprocessor.group,
             "label_names": None if label_names is None else list(label_names),
             "prediction_log": state.log is not None,
             "replay_clock": cfg.replay_clock,
@@ -878,10 +886,12 @@ def _check_labels(deployment: Deployment, labels: list[Any]) -> list[Any]:
     for i, label in enumerate(labels):
         problem = None
         if task == "binary":
-            if isinstance(label, bool) or label in (0, 1):
-                checked.append(int(label))
+            code = predictor.binary_label(label)
+            if code is not None:
+                checked.append(code)
                 continue
-            problem = f"binary labels are 0 or 1 (got {label!r})"
+            classes = f" or the class names {list(names)}" if names else ""
+            problem = f"binary labels are 0 or 1{classes} (got {label!r})"
         elif task == "multiclass":
             if str(label) in by_text and not isinstance(label, bool | float):
                 checked.append(by_text[str(label)])

@@ -60,12 +60,14 @@ class Prediction:
         label: Binary: 1 iff ``probability >= threshold`` else 0; multiclass: the most probable
             class name.
         value: Regression (and ranking): the predicted value or score.
+        class_name: Binary with named classes (``yes``/``no``): the class ``label`` stands for.
     """
 
     probability: float | None = None
     probabilities: list[float] | None = None
     label: str | int | None = None
     value: float | None = None
+    class_name: str | None = None
 
 
 def logged_output(
@@ -81,7 +83,10 @@ def logged_output(
             "label": prediction.label,
         }
     if prediction.probability is not None:
-        return {"probability": prediction.probability, "label": prediction.label}
+        out: dict[str, Any] = {"probability": prediction.probability, "label": prediction.label}
+        if prediction.class_name is not None:
+            out["class"] = prediction.class_name
+        return out
     return {"value": prediction.value}
 
 
@@ -174,8 +179,13 @@ class OnnxPredictor:
 
     @property
     def label_names(self) -> tuple[str | int, ...] | None:
-        """Multiclass class names in output order, else ``None``."""
+        """Multiclass class names in output order; binary ``(negative, positive)`` when the
+        classes have names; else ``None``."""
         return self._pre.label_names
+
+    def binary_label(self, value: Any) -> int | None:
+        """A binary label as 0/1: 0/1, False/True or a class name (``None``: none of them)."""
+        return self._pre.positive_of(value)
 
     @property
     def preprocessor(self) -> Preprocessor:
@@ -312,5 +322,13 @@ class OnnxPredictor:
         values = output.astype(np.float64).tolist()
         if task == "binary":
             threshold = cast(float, self._threshold)
-            return [Prediction(probability=p, label=int(p >= threshold)) for p in values]
+            classes = [str(n) for n in self._pre.label_names or ()]
+            return [
+                Prediction(
+                    probability=p,
+                    label=int(p >= threshold),
+                    class_name=classes[int(p >= threshold)] if classes else None,
+                )
+                for p in values
+            ]
         return [Prediction(value=v) for v in values]
