@@ -229,26 +229,33 @@ def deploy(
 ) -> list[tuple[str, str]]:
     """Register the deployments with the server at ``PREFECT_API_URL`` on ``work_pool`` (a
     process pool, created when missing). A worker of the pool runs them from ``source`` (a
-    project checkout, or the images' ``/app``); the crons apply unless ``schedule`` is false
-    (the retrain trigger always does). Registering again updates them in place.
+    project checkout, or the images' ``/app``), or, when ``source`` holds no flows (a team's
+    directory of configs and data), from where lossflow's flows are installed; the configs are
+    ``config_dir`` as seen from here, and a relative ``data_dir`` is pinned to where it is from
+    here, so a worker in any directory reads and writes the project's stores. The crons apply
+    unless ``schedule`` is false (the retrain trigger always does). Registering again updates
+    them in place.
 
     Returns:
         ``(flow/deployment name, id)`` per deployment.
 
     Raises:
-        SourceError: ``source`` lacks ``pipelines/`` or the config directory.
+        SourceError: the config directory does not exist, or no flows are found.
     """
     from prefect import Flow
     from prefect import flow as prefect_flow
 
-    configs = config_dir if config_dir.is_absolute() else source / config_dir
-    missing = [e for e in ENTRYPOINTS.values() if not (source / e.partition(":")[0]).is_file()]
-    if missing or not configs.is_dir():
+    configs = config_dir.absolute()
+    if not _has_flows(source):
+        source = ROOT
+    if not configs.is_dir() or not _has_flows(source):
         raise SourceError(
-            f"{source} has no {missing[0].partition(':')[0] if missing else config_dir}: run "
-            "`lossflow deploy` from the project root (in the images: /app), where pipelines/ "
-            "and configs/ are"
+            f"{configs if not configs.is_dir() else source / 'pipelines'} does not exist: run "
+            "`lossflow deploy` from the project root (in the images: /app), where configs/ is"
         )
+    data_dir = load_training_config(list(shared), configs).data_dir
+    if not data_dir.is_absolute():
+        shared = [*shared, f"data_dir={data_dir.absolute()}"]
     ensure_process_pool(work_pool)
     out = []
     for spec in specs(configs, overrides, shared):
@@ -269,6 +276,10 @@ def deploy(
         )
         out.append((f"{loaded.name}/{spec.name}", str(deployment_id)))
     return out
+
+
+def _has_flows(source: Path) -> bool:
+    return all((source / e.partition(":")[0]).is_file() for e in ENTRYPOINTS.values())
 
 
 def ensure_process_pool(name: str) -> bool:

@@ -105,11 +105,12 @@ class VariantOutcome:
 
 @dataclass(frozen=True)
 class MonitoringOutcome:
-    """The window and one outcome per variant."""
+    """The model, the window and one outcome per variant."""
 
     start: datetime
     end: datetime
     variants: list[VariantOutcome]
+    model_name: str = ""
 
 
 @flow(name="monitoring", log_prints=True)
@@ -156,4 +157,4 @@ def monitoring(
                 target, run_id, judgement.decision.to_json(), analysis_json(judgement.analysis)
             )
         )
-    return MonitoringOutcome(window.start, window.end, outcomes)
+    return MonitoringOutcome(window.start, window.end, outcomes, cfg.tracking.registered_model)

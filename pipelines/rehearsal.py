@@ -35,9 +35,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +64,8 @@ RETRAIN_TIMEOUT_S: Final = 900.0
 BIN: Final = Path(sys.executable).parent
 UNITS: Final = 100_000
 TERMINAL: Final = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+# A period with fewer production rows (a month the data barely reaches) is left out, and said.
+MIN_PERIOD_ROWS: Final = 100
 # The metric of the monitored performance shown per period, by task, first found.
 SHOWN_METRICS: Final = ("log_loss", "rmse", "mae", "ndcg_10", "accuracy")
 
@@ -165,15 +168,20 @@ class Plan:
         return default_tracking_uri(self.root)
 
 
-def periods_of(times: pd.Series, limit: int | None = None) -> list[Period]:
-    """The calendar months the production rows span, in order (the first ``limit``)."""
+PERIODS: Final = {"week": "W", "month": "M", "quarter": "Q", "year": "Y"}
+
+
+def periods_of(times: pd.Series, limit: int | None = None, every: str = "month") -> list[Period]:
+    """The calendar periods (``week``, ``month``, ``quarter`` or ``year``) the production rows
+    span, in order (the first ``limit``)."""
+    freq = PERIODS[every]
     first, last = pd.Timestamp(times.min()), pd.Timestamp(times.max())
-    months = pd.period_range(first.to_period("M"), last.to_period("M"), freq="M")
+    spans = pd.period_range(first.to_period(freq), last.to_period(freq), freq=freq)
     out = []
-    for month in months[: limit or len(months)]:
-        start = month.start_time.to_pydatetime().replace(tzinfo=UTC)
-        end = (month + 1).start_time.to_pydatetime().replace(tzinfo=UTC)
-        out.append(Period(str(month), start, end))
+    for span in spans[: limit or len(spans)]:
+        start = span.start_time.to_pydatetime().replace(tzinfo=UTC)
+        end = (span + 1).start_time.to_pydatetime().replace(tzinfo=UTC)
+        out.append(Period(str(span), start, end))
     return out
 
 
@@ -183,11 +191,25 @@ def _env(api_url: str) -> dict[str, str]:
             "ORT_DISABLE_TELEMETRY": "1"}  # fmt: skip
 
 
-def _wait(check: Callable[[], bool], what: str, timeout_s: float, log: Path | None = None) -> None:
+def _wait(
+    check: Callable[[], bool],
+    what: str,
+    timeout_s: float,
+    log: Path | None = None,
+    children: Mapping[str, subprocess.Popen[bytes]] | None = None,
+) -> None:
+    """Wait until ``check()``; fail at the timeout, or as soon as one of ``children`` (the
+    service, the retrain runner, by name) has exited."""
     deadline = time.monotonic() + timeout_s
+    tail = f"; see {log}" if log is not None else ""
     while not check():
+        gone = [(name, c) for name, c in (children or {}).items() if c.poll() is not None]
+        if gone:
+            name, process = gone[0]
+            raise RehearsalError(
+                f"{name} exited ({process.returncode}) while waiting for {what}{tail}"
+            )
         if time.monotonic() > deadline:
-            tail = f"; see {log}" if log is not None else ""
             raise RehearsalError(f"timed out after {timeout_s:.0f} s waiting for {what}{tail}")
         time.sleep(0.5)
 
@@ -282,6 +304,7 @@ def run_rehearsal(
     config_dir: Path = DEFAULT_CONFIG_DIR,
     *,
     periods: int | None = None,
+    period: str = "month",
     rows_per_period: int = 6000,
     subsample: int | None = None,
     epochs: int | None = None,
@@ -296,7 +319,8 @@ def run_rehearsal(
         sets: per flow, its own overrides (``training``, ``monitoring``, ``ab-analysis``,
             ``retrain``).
         config_dir: the configuration directory.
-        periods: replay only the first this many periods (months) of production.
+        periods: replay only the first this many periods of production.
+        period: how long a period is: ``week``, ``month``, ``quarter`` or ``year``.
         rows_per_period: the most rows (ranking: of whole lists) replayed per period.
         subsample: training rows per split part (champion and candidates).
         epochs: training epochs (champion and candidates).
@@ -315,16 +339,18 @@ def run_rehearsal(
         shutil.rmtree(plan.root)
     plan.root.mkdir(parents=True)
     timeline = Timeline(echo=echo)
+    if period not in PERIODS:
+        raise RehearsalError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
     given = PREFECT_API_URL.value()
     if given:
-        _loop(plan, config_dir, str(given), timeline, periods, rows_per_period, rate)
+        _loop(plan, config_dir, str(given), timeline, periods, period, rows_per_period, rate)
     else:
         with (
             server.running(plan.root / "prefect") as local,
             temporary_settings({PREFECT_API_URL: local.api_url}),
         ):
             timeline.add("prefect", None, f"Prefect server on {local.ui_url} (UI)")
-            _loop(plan, config_dir, local.api_url, timeline, periods, rows_per_period, rate)
+            _loop(plan, config_dir, local.api_url, timeline, periods, period, rows_per_period, rate)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(timeline.to_json(), indent=2, default=str))
@@ -350,6 +376,7 @@ def _loop(
     api_url: str,
     timeline: Timeline,
     periods: int | None,
+    period_kind: str,
     rows_per_period: int,
     rate: float,
 ) -> None:
@@ -374,8 +401,17 @@ def _loop(
             f"the data has no production rows after its test period ({production}); move "
             "data.split.test_end earlier so later periods are left to replay"
         )
-    chosen = periods_of(rows[plan.time], periods)
-    per_period = [int(p.rows(rows[plan.time]).sum()) for p in chosen]
+    chosen: list[tuple[Period, int]] = []
+    skipped: list[tuple[Period, int]] = []
+    for period in periods_of(rows[plan.time], periods, period_kind):
+        count = int(period.rows(rows[plan.time]).sum())
+        (chosen if count >= MIN_PERIOD_ROWS else skipped).append((period, count))
+    if not chosen:
+        raise RehearsalError(
+            f"no production period has {MIN_PERIOD_ROWS} rows to replay; move "
+            "data.split.test_end earlier"
+        )
+    per_period = [count for _, count in chosen]
     min_rows = max(100, min(1000, min(*per_period, rows_per_period) // 4))
     monitoring_sets = [
         f"log.url={plan.log}",
@@ -390,13 +426,14 @@ def _loop(
         "training=[" + ", ".join(plan.training) + "]",
         *plan.sets.get("retrain", []),
     ]
+    left_out = "".join(f"; {p.name} left out ({n} rows)" for p, n in skipped)
     timeline.add(
         "settings", None,
-        f"{len(chosen)} periods ({', '.join(p.name for p in chosen)}), "
-        f"{', '.join(map(str, per_period))} production rows; rehearsal settings: monitoring "
-        f"{' '.join(monitoring_sets)}; retrain {' '.join(retrain_sets)}",
-        periods=[p.name for p in chosen], rows=per_period, monitoring=monitoring_sets,
-        retrain=retrain_sets,
+        f"{len(chosen)} periods ({', '.join(p.name for p, _ in chosen)}), "
+        f"{', '.join(map(str, per_period))} production rows{left_out}; rehearsal settings: "
+        f"monitoring {' '.join(monitoring_sets)}; retrain {' '.join(retrain_sets)}",
+        periods=[p.name for p, _ in chosen], rows=per_period, monitoring=monitoring_sets,
+        retrain=retrain_sets, left_out={p.name: n for p, n in skipped},
     )  # fmt: skip
     env = _env(api_url)
     runner_cmd = [str(BIN / "lossflow"), "schedule", "--flow", "retrain", "--config-dir",
@@ -409,14 +446,21 @@ def _loop(
                  "log.max_delay_s=0.01", *plan.sets.get("serving", []),
                  "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     runner_log, service_log = plan.root / "retrain-runner.log", plan.root / "service.log"
-    with server.child(runner_cmd, runner_log, env), server.child(serve_cmd, service_log, env):
+    with (
+        server.child(runner_cmd, runner_log, env) as runner,
+        server.child(serve_cmd, service_log, env) as service,
+    ):
+        children = {
+            f"the retrain runner (log {runner_log})": runner,
+            f"the service (log {service_log})": service,
+        }
         _wait(lambda: _deployment_ready(plan.model), "the retrain deployment", READY_TIMEOUT_S,
-              runner_log)  # fmt: skip
-        _wait(lambda: bool(_served(url)), "the service", READY_TIMEOUT_S, service_log)
+              runner_log, children)  # fmt: skip
+        _wait(lambda: bool(_served(url)), "the service", READY_TIMEOUT_S, service_log, children)
         waiting = f"retrain/{plan.model} waiting for lossflow.retrain.requested"
         timeline.add("served", None, f"service on {url} serving {_served(url)}; {waiting}")
         registry = Tracker(plan.tracking_uri, plan.retrain_experiment, None)
-        for k, period in enumerate(chosen):
+        for k, (period, _) in enumerate(chosen):
             replayed = _sample(rows[period.rows(rows[plan.time])], plan, rows_per_period, seed=k)
             # One unit per request (most of them): the A/B test's units are independent.
             options = TrafficOptions(rate=rate, concurrency=8, delay_s=0.05, clock=plan.time,
@@ -429,10 +473,12 @@ def _loop(
                          f"({served}) of {len(replayed)} rows, {report.feedback_posted} "
                          f"labelled{failed}", by_variant=served, failed=report.failed)  # fmt: skip
             testing = CHALLENGER in _served(url)
-            _monitor(monitoring, plan, config_dir, timeline, period, monitoring_sets, registry, url)
+            _monitor(monitoring, plan, config_dir, timeline, period, monitoring_sets, registry, url,
+                     children)  # fmt: skip
             if testing:
                 units = max(30, min(300, report.answered // 6))
-                _ab(ab_analysis, plan, config_dir, timeline, period, url, registry, units)
+                _ab(ab_analysis, plan, config_dir, timeline, period, url, registry, units,
+                    children)  # fmt: skip
         aliases = registry.aliases(plan.model)
         timeline.add("finished", None, f"aliases {aliases}; served {_served(url)}",
                      aliases=aliases)  # fmt: skip
@@ -448,6 +494,7 @@ def _ab(
     url: str,
     registry: Tracker,
     units: int,
+    children: Mapping[str, subprocess.Popen[bytes]],
 ) -> None:
     # The replay's clock is in the past: the test may look back that far. A retrained
     # challenger's positive rate differs from the champion's by design: that guardrail is off.
@@ -472,7 +519,7 @@ def _ab(
     if action["applied"]:
         wanted = registry.aliases(plan.model)
         _wait(lambda: _served(url) == {CHAMPION: wanted[CHAMPION]}, "the service to follow",
-              120.0)  # fmt: skip
+              120.0, None, children)  # fmt: skip
 
 
 def _shown_metric(analysis: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
@@ -492,6 +539,7 @@ def _monitor(
     monitoring_sets: list[str],
     registry: Tracker,
     url: str,
+    children: Mapping[str, subprocess.Popen[bytes]],
 ) -> None:
     asked = datetime.now(UTC)
     outcome = monitoring(
@@ -524,7 +572,7 @@ def _monitor(
         return bool(done)
 
     _wait(finished, "the triggered retrain flow run", RETRAIN_TIMEOUT_S,
-          plan.root / "retrain-runner.log")  # fmt: skip
+          plan.root / "retrain-runner.log", children)  # fmt: skip
     run = done[0]
     found = registry.runs_with_tags({"lossflow.dedup_key": str(decision["dedup_key"])})
     tags = found[0].tags if found else {}
@@ -539,7 +587,7 @@ def _monitor(
     )  # fmt: skip
     if version != "none":
         _wait(lambda: _served(url).get(CHALLENGER) == version, "the service to load the "
-              "challenger", 120.0)  # fmt: skip
+              "challenger", 120.0, None, children)  # fmt: skip
 
 
 def _figure(plan: Plan, timeline: Timeline) -> None:

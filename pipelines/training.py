@@ -86,8 +86,10 @@ def reference_profile(
 
 
 @task(name="aliases", cache_policy=NO_CACHE, **RETRYING)
-def aliases(cfg: TrainingConfig, name: str, version: str) -> steps.Registration:
-    return steps.assign_aliases(cfg, name, version)
+def aliases(
+    cfg: TrainingConfig, name: str, version: str, evaluation: steps.EvaluationResult
+) -> steps.Registration:
+    return steps.assign_aliases(cfg, name, version, evaluation)
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def training(
         exported = export(cfg, prepared, trained, evaluation, lid, work / "model")
         name, version = register(cfg, prepared, exported, run_id)
         reference_profile(cfg, prepared, exported, run_id, name, version)
-        registration = aliases(cfg, name, version)
+        registration = aliases(cfg, name, version, evaluation)
     return TrainingOutcome(
         run_id=run_id,
         loss_id=lid,

@@ -313,19 +313,27 @@ def _comparison_tables(outcome: CompareOutcomeView, console: Console) -> None:
         title=f"{metric} ({better} is better): {comparison.kind} CV, {comparison.folds} folds x "
         f"{comparison.repeats}, mean [{1 - comparison.alpha:.0%} corrected interval]"
     )
-    for column in ("arm", "status", metric, *others, "epochs to 95%", "wall s"):
+    for column in ("arm", "status", metric, *others, "baseline", "epochs to 95%", "wall s"):
         table.add_column(column)
     for arm in (*comparison.arms, *comparison.ablations):
         name = arm.name if arm.ablation_of is None else f"{arm.name} (ablation)"
         if not arm.ok:
-            table.add_row(name, "[red]failed[/red]", "-", *("-" for _ in others), "-", "-")
+            table.add_row(name, "[red]failed[/red]", "-", *("-" for _ in others), "-", "-", "-")
             continue
         converged = "-" if arm.epochs_to_95 is None else f"{arm.epochs_to_95:.1f}"
+        base = arm.baseline
+        baseline = (
+            "-"
+            if base is None
+            else f"{base.metric} {base.baseline:.4g}"
+            + ("" if base.beats else " [red](not beaten)[/red]")
+        )
         table.add_row(
             name,
             "ok",
             _interval_cell(arm, metric),
             *(f"{arm.metrics[m].mean:.4f}" for m in others),
+            baseline,
             converged,
             f"{arm.wall_s:.0f}",
         )
@@ -985,6 +993,7 @@ def _rehearse(
     config_dir: Path,
     *,
     periods: int | None,
+    period: str = "month",
     rows_per_period: int,
     subsample: int | None,
     epochs: int | None,
@@ -1001,7 +1010,7 @@ def _rehearse(
     terminal.quiet_console("prefect", "lightning.pytorch", "mlflow")  # the timeline is the output
     started = datetime.now(UTC)
     timeline = run_rehearsal(
-        settings(overrides), sets, config_dir.resolve(), periods=periods,
+        settings(overrides), sets, config_dir.resolve(), periods=periods, period=period,
         rows_per_period=rows_per_period, subsample=subsample, epochs=epochs,
         json_path=json_path, echo=lambda line: console.print(escape(line)),
     )  # fmt: skip
@@ -1022,8 +1031,11 @@ def rehearse(
     overrides: RehearsalOverrides = None,
     set_: RehearsalSet = None,
     periods: Annotated[
-        int | None, typer.Option(help="replay only the first N months of production")
+        int | None, typer.Option(help="replay only the first N periods of production")
     ] = None,
+    period: Annotated[
+        str, typer.Option(help="a period is a week, month, quarter or year of the time column")
+    ] = "month",
     rows_per_period: RowsPerPeriod = 6000,
     subsample: Subsample = None,
     epochs: Epochs = None,
@@ -1034,8 +1046,9 @@ def rehearse(
     month serve, replay with labels, monitor, retrain on the event, A/B-test and promote or
     reject; prints the timeline (any project whose data has a time column)."""
     _rehearse(
-        overrides, set_, config_dir, periods=periods, rows_per_period=rows_per_period,
-        subsample=subsample, epochs=epochs, json_path=json_path, name="rehearsal",
+        overrides, set_, config_dir, periods=periods, period=period,
+        rows_per_period=rows_per_period, subsample=subsample, epochs=epochs,
+        json_path=json_path, name="rehearsal",
     )  # fmt: skip
 
 

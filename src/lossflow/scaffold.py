@@ -21,17 +21,18 @@ What is inferred (compare Ludwig's ``init_config``, which needs ``--target``, an
 - **time column**: ``--time-column`` (``none`` for none), else the one column of dates (a
   datetime type, or text starting ``YYYY-MM-DD`` in every row); several -> a question. A
   numeric ``--time-column`` is read as Unix time.
-- **features**: every other column, numbers as ``numeric`` and text as ``categorical``, except
-  columns ignored with a reason: empty, constant, a row number, an identifier or free text (text
-  with a different value in most rows), another date column (lossflow derives no date features
-  yet: add them to the file, e.g. month or weekday), and the group column.
+- **features**: every other column (judged on the rows that have a target), numbers as
+  ``numeric`` and text as ``categorical``, except columns ignored with a reason: empty,
+  constant, a row number, an identifier or free text (text with a different value in most
+  rows), another date column (lossflow derives no date features yet: add them to the file, e.g.
+  month or weekday), and the group column.
 - **rows without a target**: left out and counted (``missing_target: drop``).
 - **split**: by time when there is a time column: the first 60% of the rows train, the next
   10% validate, the next 10% test, the last 20% are kept back as production traffic (for
   ``lossflow traffic`` and ``lossflow rehearse``), cut at month starts when the data spans at
   least :data:`MONTHLY_FROM_DAYS` days (else at days); without one, stratified (classification)
   or random fractions, 20% kept back as production.
-- **training**: the task's default loss (``bce``, ``ce``, ``mse``, ``listnet``), a batch size
+- **training**: the task's default loss (``bce``, ``ce``, ``mse``, ``listmle``), a batch size
   of about a fiftieth of the training rows (32 to 2048) and enough epochs for about
   :data:`TARGET_STEPS` optimizer steps (early stopping ends it sooner).
 """
@@ -60,8 +61,10 @@ ID_SHARE: Final = 0.5
 MONTHLY_FROM_DAYS: Final = 180
 TARGET_STEPS: Final = 3000
 PARTS: Final = (0.6, 0.7, 0.8)  # cumulative shares: train | val | test | production
+# ListMLE (ranking) learns the order alone: ListNet's softmax of the relevance would depend on
+# its unit (ratings 1-5 and counts in the hundreds give different targets).
 DEFAULT_LOSS: Final = {"binary": "bce", "multiclass": "ce", "regression": "mse",
-                       "ranking": "listnet"}  # fmt: skip
+                       "ranking": "listmle"}  # fmt: skip
 TASKS: Final = ("binary", "multiclass", "regression", "ranking")
 
 
@@ -290,7 +293,9 @@ def _feature(frame: pd.DataFrame, name: str, rows: int) -> Column:
     if not numeric and ID_NAMES.match(str(name)) and distinct == len(present):
         return Column(name, "ignore", "an identifier (named like one, unique per row)")
     if numeric:
-        missing = f", {series.isna().mean():.0%} missing (imputed)" if series.isna().any() else ""
+        share = series.isna().mean()
+        shown = f"{share:.0%}" if share >= 0.01 else "<1%"
+        missing = f", {shown} missing (imputed)" if share > 0 else ""
         return Column(name, "numeric", f"numbers, {distinct} values{missing}")
     return Column(name, "categorical", f"text, {distinct} values")
 
@@ -400,8 +405,11 @@ def infer_project(
     if time is not None:
         columns.append(Column(time, "time", time_why))
     if group_name is not None:
-        columns.append(Column(group_name, "group", "given (--group): one list per value"))
-    rows = len(frame)
+        why = "given (--group): one list per value" + (
+            " (per point in time: it is the time column too)" if group_name == time else ""
+        )
+        columns.append(Column(group_name, "group", why))
+    labelled = frame[labels.notna()]  # what trains: features are judged on these rows
     for column in frame.columns:
         text = str(column)
         if text in (target_name, time, group_name):
@@ -410,15 +418,14 @@ def infer_project(
             columns.append(Column(text, "categorical", "given (--item): the items ranked, also "
                                   "a feature; popularity is the baseline"))  # fmt: skip
             continue
-        columns.append(_feature(frame, text, rows))
+        columns.append(_feature(labelled, text, len(labelled)))
     if not any(c.role in ("numeric", "categorical") for c in columns):
         raise InitError(f"{path}: no column is left as a feature; check the file and --target")
-    labelled = frame[labels.notna()]
     split, split_why = _split(labelled, kind, time, group_name)
     train_units = int(0.6 * (labelled[group_name].nunique() if group_name else len(labelled)))
     trainer, trainer_why = _trainer(train_units, kind)
     inferred = Inferred(
-        name=project, path=path, source=source, rows=rows, task=kind, target=target_name,
+        name=project, path=path, source=source, rows=len(frame), task=kind, target=target_name,
         columns=columns, time=time, group=group_name, item=item_name,
         positive_class=positive if positive_class is not None or not _obvious(positive) else None,
         missing_target=missing, split=split, split_why=split_why, trainer=trainer,
@@ -428,7 +435,8 @@ def infer_project(
         inferred.notes.append(f"positive class {positive!r}: {positive_why}")
     if missing:
         inferred.notes.append(
-            f"{missing} of {rows} rows have no target: they are left out of training and counted "
+            f"{missing} of {len(frame)} rows have no target: they are left out of training and "
+            "counted "
             "(data.missing_target: drop)"
         )
     return inferred

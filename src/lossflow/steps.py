@@ -29,7 +29,13 @@ from lossflow.config.training import TrainingConfig, config_to_dict, quantile_of
 from lossflow.contract import CHALLENGER, CHAMPION, ModelMetadata
 from lossflow.data.lists import gather, padded_index
 from lossflow.data.prepare import PreparedData
-from lossflow.evaluation.baseline import Baseline, Verdict, fit_baseline, verdict
+from lossflow.evaluation.baseline import (
+    BASELINE_JSON_TAG,
+    Baseline,
+    Verdict,
+    fit_baseline,
+    verdict,
+)
 from lossflow.evaluation.metrics import ranking_metrics
 from lossflow.evaluation.report import evaluation_report
 from lossflow.evaluation.threshold import choose_threshold
@@ -396,6 +402,9 @@ def register_version(
     output = OnnxRunner(exported.onnx_path).run(example)
     name = cfg.tracking.registered_model
     version = tracker.log_onnx_model(run_id, exported.onnx_path, example, output, name)
+    baseline = model_baseline(cfg, prepared)
+    if baseline is not None:
+        tracker.set_version_tags(name, version, {BASELINE_JSON_TAG: json.dumps(baseline.to_json())})
     tracker.log_metrics(
         run_id,
         {
@@ -440,9 +449,16 @@ def store_reference_profile(
     return path
 
 
-def assign_aliases(cfg: TrainingConfig, name: str, version: str) -> Registration:
-    """Alias the version ``challenger`` (and ``champion`` when the model has none yet)."""
+def assign_aliases(
+    cfg: TrainingConfig, name: str, version: str, evaluation: EvaluationResult | None = None
+) -> Registration:
+    """Alias the version ``challenger`` (and ``champion`` when the model has none yet); tag it
+    with whether it beats its trivial baseline (``evaluation``), so the registry says so."""
     tracker = tracker_for(cfg)
+    if evaluation is not None and evaluation.baseline:
+        beats = str(evaluation.beats_baseline).lower()
+        tracker.set_version_tags(name, version, {BEATS_BASELINE_TAG: beats,
+                                                 BASELINE_TAG: evaluation.baseline})  # fmt: skip
     aliases = [CHALLENGER]
     tracker.set_alias(name, CHALLENGER, version)
     if tracker.alias_version(name, CHAMPION) is None:

@@ -538,6 +538,7 @@ class Tracker:
                 )
             version = resolved
         uri = self.client.get_model_version_download_uri(name, version)
+        dst_dir = dst_dir.absolute()  # MLflow refuses a relative destination (data_dir=data)
         dst_dir.mkdir(parents=True, exist_ok=True)
         local = Path(
             download_artifacts(
@@ -590,6 +591,7 @@ class Tracker:
         listed = self.client.list_artifacts(run_id, None if parent == "." else parent)
         if not any(item.path == artifact for item in listed):
             return None
+        dst_dir = dst_dir.absolute()
         dst_dir.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, artifact, str(dst_dir)))
 

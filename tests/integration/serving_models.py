@@ -95,6 +95,7 @@ def register_model(root: Path, name: str, *overrides: str, alias: bool = True) -
     exported = steps.export_model(cfg, prepared, trained, evaluation, lid, work / "model")
     tracker = steps.tracker_for(cfg)
     with tracker.start_run(name, {}) as run_id:
+        steps.log_run_inputs(cfg, prepared, tracker, run_id)  # the version's recipe
         model, version = steps.register_version(cfg, prepared, exported, run_id)
         steps.store_reference_profile(cfg, prepared, exported, run_id, model, version)
         if alias:

@@ -51,8 +51,9 @@ def _api(api_url: str, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
-def _retrain_runs(api_url: str) -> list[dict[str, Any]]:
-    body = {"deployments": {"name": {"any_": ["retrain"]}}, "sort": "EXPECTED_START_TIME_ASC"}
+def _retrain_runs(api_url: str, model: str = "lossflow-flights") -> list[dict[str, Any]]:
+    body = {"flows": {"name": {"any_": ["retrain"]}}, "deployments": {"name": {"any_": [model]}},
+            "sort": "EXPECTED_START_TIME_ASC"}  # fmt: skip
     return _api(api_url, "flow_runs/filter", body)
 
 
@@ -116,12 +117,14 @@ def test_a_drift_event_retrains_once_and_the_ab_test_settles_the_aliases(
         )  # fmt: skip
         assert deployed.exit_code == 0, deployed.output
         assert "start a worker: prefect worker start --pool lossflow-test" in deployed.output
-        assert "registered deployment 'retrain/retrain'" in deployed.output
+        assert "registered deployment 'retrain/lossflow-flights'" in deployed.output
     # The server restarts: deployments, schedules and the trigger live in its database.
     with _prefect(home, port) as prefect, _worker(home, prefect.api_url, tmp_path / "w.log") as w:
         api = prefect.api_url
-        names = {d["name"]: d for d in _api(api, "deployments/filter", {})}
-        assert set(names) >= {"training-focal", "monitoring", "ab-analysis", "retrain"}
+        flows = {f["id"]: f["name"] for f in _api(api, "flows/filter", {})}
+        names = {flows[d["flow_id"]]: d for d in _api(api, "deployments/filter", {})}
+        assert set(names) >= {"training", "monitoring", "ab_analysis", "retrain"}
+        assert {d["name"] for d in names.values()} == {"lossflow-flights"}
         assert names["monitoring"]["schedules"][0]["schedule"]["cron"] == "0 * * * *"
         automations = _api(api, "automations/filter", {})
         assert [a for a in automations if RETRAIN_EVENT in a["trigger"]["expect"]], automations

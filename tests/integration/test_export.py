@@ -229,9 +229,12 @@ def test_parity_judges_float32_at_every_scale_and_catches_a_wrong_weight(
         check_parity(model, wrong, inputs)
     message = str(raised.value)
     assert "\n" not in message
-    assert re.search(r"differs from torch by \S+ at row \d+ \(torch \S+, onnxruntime \S+; "
-                     r"tolerance 1e-05 \+ 1e-05 x \|torch\| = \S+; 2000 rows compared\): the "
-                     r"ONNX file does not reproduce this model, so it is not registered", message)
+    assert re.search(
+        r"differs from torch by \S+ at row \d+ \(torch \S+, onnxruntime \S+; "
+        r"tolerance 1e-05 \+ 1e-05 x \|torch\| = \S+; 2000 rows compared\): the "
+        r"ONNX file does not reproduce this model, so it is not registered",
+        message,
+    )
 
 
 def test_parity_fails_on_tampered_initializer(

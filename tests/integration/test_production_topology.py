@@ -176,7 +176,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
                     180,
                     "a started worker",
                 )
-                flow_run = _run_deployment(prefect_api, "training/training-focal", worker)
+                flow_run = _run_deployment(prefect_api, "training/lossflow-flights", worker)
                 yield Topology(
                     mlflow_url=mlflow_url,
                     prefect_api=prefect_api,

@@ -88,7 +88,7 @@ def test_a_ranking_run_reports_ndcg_beside_the_popularity_baseline(trained: Trai
     assert [m.step for m in history] == list(range(len(history)))
     assert len(history) >= 2
     assert "val/pairwise_accuracy" in metrics
-    assert metrics["export/parity_max_abs_diff"] <= trained.cfg.export.parity_atol
+    assert metrics["export/parity_max_abs_diff"] < 1e-4  # the gate passed, and logged it
     # 210 travellers, 20% each to validation and test: whole lists of 4 modes.
     assert trained.prepared.sizes["test"] == 4 * 42
     version = client.get_model_version_by_alias(MODEL, CHAMPION)

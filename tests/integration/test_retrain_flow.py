@@ -137,7 +137,8 @@ def test_a_retrain_that_crashes_moves_no_alias(data_dir: Path) -> None:
     registry.delete_alias("lossflow-flights", CHALLENGER)  # no A/B test is running
     before = registry.aliases("lossflow-flights")
     # A parity gate no export can pass: the first candidate's export fails.
-    strict = "training=[data.subsample=3000, trainer.max_epochs=1, export.parity_atol=1e-30]"
+    strict = ("training=[data.subsample=3000, trainer.max_epochs=1, export.parity_atol=1e-30, "
+              "export.parity_rtol=0]")  # fmt: skip
     with pytest.raises(Exception, match="onnxruntime output differs from torch"):
         _run(data_dir, _payload("crash-3", ["dataset_drift"]), "cooldown=1s", strict)
     assert registry.aliases("lossflow-flights") == before
@@ -155,15 +156,17 @@ def test_the_sliding_pool_keeps_the_last_months_and_the_log_rows_before_the_wind
     )
     october = _payload("k", ["dataset_drift"], window=["2013-10-01T00:00:00+00:00",
                                                        "2013-11-01T00:00:00+00:00"])  # fmt: skip
-    pool = steps.build_data(cfg, RetrainRequest.from_payload(october), tmp_path, CONFIG_DIR)
+    request = RetrainRequest.from_payload(october)
+    best = steps.champion(cfg, request, tmp_path / "champion")
+    pool = steps.build_data(cfg, request, tmp_path, best, CONFIG_DIR)
     frame = pd.read_parquet(pool.pool)
     months = set(pd.to_datetime(frame["scheduled_departure"]).dt.month)
     assert months == {8, 9}, "two months before October: August's history, September's log"
     assert pool.log_rows == 1500
     assert len(pool.prescreen) == 0, "nothing was served in October"
     expanding = steps.build_data(
-        load_retrain_config([f"data_dir={data_dir}"], CONFIG_DIR),
-        RetrainRequest.from_payload(october), tmp_path / "all", CONFIG_DIR,
+        load_retrain_config([f"data_dir={data_dir}"], CONFIG_DIR), request, tmp_path / "all",
+        best, CONFIG_DIR,
     )  # fmt: skip
     assert expanding.history_rows > pool.history_rows
     assert set(pd.to_datetime(pd.read_parquet(expanding.pool)["scheduled_departure"]).dt.month) \

@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from lossflow.ab.decision import AbDecision
-from lossflow.ab.metrics import VariantMetrics
+from lossflow.ab.metrics import HIGHER_IS_BETTER, VariantMetrics
 from lossflow.ab.steps import Setup
 
 
@@ -31,7 +31,7 @@ def arms_table(setup: Setup, measured: dict[str, VariantMetrics], metric: str) -
         )
     )
     for column in ("variant", "version", "loss", "weight", "units", "requests", "labelled",
-                   metric, "p99 ms", "errors", "positive"):  # fmt: skip
+                   metric, "baseline", "p99 ms", "errors", "positive"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("variant", "loss") else "right")
     total = sum(setup.weights.values()) or 1.0
     for arm in setup.arms:
@@ -46,11 +46,21 @@ def arms_table(setup: Setup, measured: dict[str, VariantMetrics], metric: str) -
             _num(s.get("requests")),
             "-" if m is None else f"{m.labelled_units} ({m.coverage:.0%})",
             _num(s.get("metric_mean"), 5),
+            _baseline_cell(m, metric),
             _num(s.get("p99_latency_ms"), 2),
             "-" if m is None else f"{s['error_rate']:.2%}",
             "-" if s.get("positive_rate") is None else f"{s['positive_rate']:.1%}",
         )
     return table
+
+
+def _baseline_cell(measured: VariantMetrics | None, metric: str) -> str:
+    """The champion's trivial baseline on the arm's units, flagged when the arm does not beat
+    it."""
+    if measured is None or measured.baseline_mean is None:
+        return "-"
+    beats = measured.beats_baseline(metric in HIGHER_IS_BETTER)
+    return f"{measured.baseline_mean:.5g}" + ("" if beats else " (NOT beaten)")
 
 
 def comparisons_table(decision: AbDecision, metric: str) -> Table | None:

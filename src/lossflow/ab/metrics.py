@@ -8,6 +8,10 @@ per-unit outcomes.
 
 Guardrails are per-unit means too: latency (every request), positive rate (the share of
 records predicted positive) and calibration (``probability - label`` on labelled records).
+
+Beside each arm, the champion's trivial baseline (its training prior, mean or median, answering
+every record the same) is scored on the same labelled records by the same metric, so the status
+shows an arm that does not beat it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -101,6 +105,8 @@ class _Unit:
     scored: int = 0
     residual: float = 0.0
     calibrated: int = 0
+    baseline: float = 0.0
+    baselined: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,8 @@ class VariantMetrics:
         p99_latency_ms: the 99th percentile of every request's latency.
         first: the earliest answer.
         last: the latest answer.
+        baseline: per labelled unit, the trivial baseline's mean metric on its records (empty
+            when none was given, or for ranked lists).
     """
 
     variant: str
@@ -138,11 +146,24 @@ class VariantMetrics:
     p99_latency_ms: float
     first: datetime | None
     last: datetime | None
+    baseline: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def mean(self) -> float:
         """The mean per-unit outcome (NaN without labelled units)."""
         return float(self.outcome.mean()) if self.outcome.size else float("nan")
+
+    @property
+    def baseline_mean(self) -> float | None:
+        """The trivial baseline's mean per-unit outcome on the same units (None: not scored)."""
+        return float(self.baseline.mean()) if self.baseline.size else None
+
+    def beats_baseline(self, higher_is_better: bool) -> bool | None:
+        """Whether the arm's mean beats the baseline's (None: nothing to compare)."""
+        base = self.baseline_mean
+        if base is None or math.isnan(self.mean):
+            return None
+        return self.mean > base if higher_is_better else self.mean < base
 
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers (no per-unit arrays)."""
@@ -158,6 +179,7 @@ class VariantMetrics:
             "p99_latency_ms": None if math.isnan(self.p99_latency_ms) else self.p99_latency_ms,
             "error_rate": self.failed / max(self.requests + self.failed, 1),
             "positive_rate": float(self.positive_rate.mean()) if self.positive_rate.size else None,
+            "baseline_mean": self.baseline_mean,
             "first": None if self.first is None else self.first.isoformat(),
             "last": None if self.last is None else self.last.isoformat(),
         }
@@ -171,9 +193,11 @@ def variant_metrics(
     fn_cost: float | None = None,
     fp_cost: float | None = None,
     quantile: float | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> dict[str, VariantMetrics]:
     """Per variant, the per-unit outcomes and guardrails of the requests in ``chunks`` and the
-    ``failures`` (``(unit_id, variant, ts)`` of requests a variant failed to answer).
+    ``failures`` (``(unit_id, variant, ts)`` of requests a variant failed to answer);
+    ``baseline``: the trivial baseline's answer to every record, scored beside each arm.
 
     Raises:
         ValueError: ``metric`` does not apply to the logged outputs.
@@ -207,10 +231,15 @@ def variant_metrics(
                 unit.labelled += 1
             elif labels is not None and outputs:
                 pairs = list(zip(outputs, labels, strict=True))
-                unit.metric += sum(
-                    record_loss(metric, o, y, fn_cost=fn_cost, fp_cost=fp_cost, quantile=quantile)
-                    for o, y in pairs
-                ) / len(pairs)
+                options = {"fn_cost": fn_cost, "fp_cost": fp_cost, "quantile": quantile}
+                unit.metric += sum(record_loss(metric, o, y, **options) for o, y in pairs) / len(
+                    pairs
+                )
+                if baseline is not None:
+                    unit.baseline += sum(
+                        record_loss(metric, baseline, y, **options) for _, y in pairs
+                    ) / len(pairs)
+                    unit.baselined += 1
                 unit.labelled += 1
                 if binary:
                     unit.residual += sum(
@@ -244,5 +273,6 @@ def variant_metrics(
             p99_latency_ms=float(np.percentile(latency, 99)) if latency.size else float("nan"),
             first=first,
             last=last,
+            baseline=np.array([u.baseline / u.baselined for u in labelled if u.baselined]),
         )
     return out

@@ -14,6 +14,7 @@ exist, no traffic) is a :class:`Setup` problem, reported as a status and never a
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from lossflow.config.loader import DEFAULT_CONFIG_DIR
 from lossflow.config.serving import ModelSource, ServingConfig, load_serving_config
 from lossflow.contract import CHALLENGER, CHAMPION
 from lossflow.errors import UserError
+from lossflow.evaluation.baseline import BASELINE_JSON_TAG, Baseline
 from lossflow.predlog.reader import failures, iter_outcomes, versions_in_window
 from lossflow.predlog.state import check_log_owner, read_traffic
 from lossflow.predlog.store import PredictionLog, default_log_url
@@ -341,6 +343,20 @@ def primary_metric(cfg: AbConfig, setup: Setup, config_dir: Path = DEFAULT_CONFI
     return cfg.primary_metric
 
 
+def champion_baseline(cfg: AbConfig, setup: Setup) -> Baseline | None:
+    """The trivial baseline of the champion's version (a version tag written at registration;
+    ``None`` for versions registered before it was, and for ranking models)."""
+    version = setup.champion.model_version
+    if version is None or version.startswith("file-"):
+        return None
+    try:
+        tags = tracker(cfg).version_tags(setup.model_name, version)
+    except RegistryError:
+        return None
+    raw = tags.get(BASELINE_JSON_TAG)
+    return None if not raw else Baseline.from_json(json.loads(raw))
+
+
 def measure(
     cfg: AbConfig, setup: Setup, metric: str, config_dir: Path = DEFAULT_CONFIG_DIR
 ) -> dict[str, VariantMetrics]:
@@ -351,11 +367,13 @@ def measure(
     """
     log = open_log(cfg, serving_config(cfg, config_dir))
     arms = setup.versions()
+    trivial = champion_baseline(cfg, setup)
     try:
         chunks = iter_outcomes(log, setup.start, setup.end, setup.experiment, arms)
         failed = failures(log, setup.start, setup.end, setup.experiment, arms)
         return variant_metrics(chunks, metric, failures=failed, fn_cost=cfg.fn_cost,
-                               fp_cost=cfg.fp_cost, quantile=cfg.quantile)  # fmt: skip
+                               fp_cost=cfg.fp_cost, quantile=cfg.quantile,
+                               baseline=None if trivial is None else trivial.output())  # fmt: skip
     except ValueError as err:
         raise AbSetupError(
             f"primary_metric={metric}: {err}; choose one the models answer"

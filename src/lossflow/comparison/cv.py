@@ -38,7 +38,12 @@ from lossflow.comparison.plan import ComparisonPlan
 from lossflow.comparison.scoring import Direction, epochs_to_fraction, fold_threshold, score
 from lossflow.comparison.slices import CLASS_SLICE, HOUR_BAND_SLICE
 from lossflow.config.compare import CVConfig, ImportanceConfig, LandscapeConfig
-from lossflow.config.training import TrainingConfig, monitored_metrics, primary_metric
+from lossflow.config.training import (
+    TrainingConfig,
+    monitored_metrics,
+    primary_metric,
+    quantile_of,
+)
 from lossflow.data.folds import FoldError, FoldKind, check_fold_classes, cv_folds
 from lossflow.data.prepare import (
     PreparedData,
@@ -51,6 +56,8 @@ from lossflow.data.prepare import (
 from lossflow.data.preprocessing import EncodedFeatures
 from lossflow.data.splits import split_frame
 from lossflow.errors import UserError
+from lossflow.evaluation.baseline import baseline_value, fit_baseline
+from lossflow.losses.composite import leaf_losses
 from lossflow.models.build import Split, build_system, fit_model, load_trained_model, predict
 
 HELDOUT_PARTS = ("val", "test", "production")
@@ -250,6 +257,8 @@ class UnitResult:
         epochs_to_95: epochs until the monitored validation metric was within 5 % of its best.
         wall_s: seconds spent training and scoring (importance and landscape not included).
         total_s: seconds of the whole unit (with importance and landscape).
+        baseline: ``(metric, value)`` of the trivial baseline (the fold's training prior, mean
+            or median) on the fold's test rows, by the metric the arm is judged by against it.
     """
 
     arm: str
@@ -264,6 +273,7 @@ class UnitResult:
     epochs_to_95: int | None = None
     wall_s: float = 0.0
     total_s: float = 0.0
+    baseline: tuple[str, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -372,6 +382,13 @@ def _train_and_score(unit: Unit, start: float) -> UnitResult:
         outputs[f"{key}_output"] = predict(model, pre.model_inputs(x))
     np.savez(unit.directory / PREDICTIONS, **outputs)  # type: ignore[arg-type]
     metrics = score(cfg, outputs["test_y"], outputs["test_output"], threshold)
+    trivial = fit_baseline(
+        cfg.data.task, prepared.arrays("train", original=True)[1], n_classes=pre.n_classes,
+        loss_names=sorted(leaf_losses(cfg.loss)), quantile=quantile_of(cfg.loss),
+    )  # fmt: skip
+    baseline = None
+    if trivial is not None and trivial.metric in metrics:
+        baseline = (trivial.metric, baseline_value(trivial, outputs["test_y"]))
     wall = time.perf_counter() - start
     monitor, better = _monitor(cfg)
     converged = epochs_to_fraction(result.history.get(monitor, []), better)
@@ -386,6 +403,7 @@ def _train_and_score(unit: Unit, start: float) -> UnitResult:
         epochs=result.epochs,
         epochs_to_95=converged,
         wall_s=wall,
+        baseline=baseline,
     )
 
 

@@ -25,6 +25,7 @@ from lossflow.comparison.plan import Arm, ComparisonPlan
 from lossflow.comparison.scoring import Direction, score
 from lossflow.comparison.slices import SliceScore, later_groups, slice_scores
 from lossflow.config.training import TrainingConfig
+from lossflow.evaluation.baseline import Verdict as BaselineVerdict
 from lossflow.losses import loss_id
 from lossflow.models.build import resolved_loss_spec
 from lossflow.stats.multiple import holm
@@ -79,6 +80,7 @@ class ArmSummary:
         worst_slice: the slice value with the worst mean score.
         later: scores per held-out month (or part).
         importances: feature -> (mean, standard deviation over fold models).
+        baseline: the trivial baseline beside the arm over the same folds (None: none applies).
     """
 
     name: str
@@ -97,11 +99,17 @@ class ArmSummary:
     worst_slice: SliceSummary | None = None
     later: tuple[SliceSummary, ...] = ()
     importances: dict[str, tuple[float, float]] = field(default_factory=dict)
+    baseline: BaselineVerdict | None = None
 
     @property
     def ok(self) -> bool:
         """Whether every fold of the arm trained and scored."""
         return self.error is None
+
+    @property
+    def beats_baseline(self) -> bool:
+        """Whether the arm beats its trivial baseline (``True`` when none applies)."""
+        return self.baseline is None or self.baseline.beats
 
 
 @dataclass(frozen=True)
@@ -314,6 +322,17 @@ def summarize_arm(
         name: _interval([(u.metrics or {})[name] for u in units], folds, alpha) for name in names
     }
     converged = [u.epochs_to_95 for u in units if u.epochs_to_95 is not None]
+    judged = [u.baseline for u in units if u.baseline is not None]
+    baseline = None
+    if judged and len(judged) == len(units):
+        metric = judged[0][0]
+        model = float(np.mean([(u.metrics or {})[metric] for u in units]))
+        trivial = float(np.mean([value for _, value in judged]))
+        described = "the fold's training " + (
+            "prior" if metric == "log_loss" else {"rmse": "mean", "mae": "median"}.get(
+                metric, "quantile")
+        )  # fmt: skip
+        baseline = BaselineVerdict(metric, model, trivial, "min", described)
     main = arm.ablation_of is None
     slices = _slices(cfg, plan, folds, units) if main and plan.slices else []
     later = (
@@ -338,6 +357,7 @@ def summarize_arm(
         worst_slice=_worst(slices, plan.better),
         later=tuple(later),
         importances=_importances(units),
+        baseline=baseline,
     )
 
 
@@ -378,7 +398,23 @@ def pairwise_tests(
 def decide(
     arms: Sequence[ArmSummary], pairs: Sequence[PairTest], metric: str, alpha: float, power: float
 ) -> Verdict:
-    """Name a winner only when it beats every other arm significantly (Holm)."""
+    """Name a winner only when it beats every other arm significantly (Holm); say which arms do
+    not beat their trivial baseline (a winner among them is no winner for production)."""
+    verdict = _decide(arms, pairs, metric, alpha, power)
+    below = [a for a in arms if a.ok and not a.beats_baseline and a.baseline is not None]
+    if not below:
+        return verdict
+    listed = "; ".join(f"{a.name}: {a.baseline.line()}" for a in below if a.baseline)
+    return Verdict(
+        verdict.winner,
+        f"{verdict.text}. NOT beating the trivial baseline: {listed}",
+        verdict.min_detectable_effect,
+    )
+
+
+def _decide(
+    arms: Sequence[ArmSummary], pairs: Sequence[PairTest], metric: str, alpha: float, power: float
+) -> Verdict:
     ok = [a.name for a in arms if a.ok]
     if len(ok) < 2:
         return Verdict(None, "no comparison: fewer than two arms trained on every fold", None)

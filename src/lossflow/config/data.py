@@ -142,6 +142,7 @@ class ColumnSchema(BaseModel):
                 "columns: no feature columns; list at least one column under numeric or categorical"
             )
         names = [name for name in self.all_columns() if name != self.item or name in self.features]
+        # One column may be both the time and the group: a list per point in time (a day).
         if self.item is not None and self.item in (self.target, self.time, self.group):
             raise ValueError(
                 f"columns.item: {self.item!r} is also the target, time or group column; the item "
@@ -170,7 +171,7 @@ class ColumnSchema(BaseModel):
     def all_columns(self) -> list[str]:
         """Every column the schema names: features, target, then time, group and item when set
         (the item once, when it is not a feature)."""
-        extra = [name for name in (self.time, self.group) if name is not None]
+        extra = [name for name in dict.fromkeys((self.time, self.group)) if name is not None]
         if self.item is not None and self.item not in self.features:
             extra.append(self.item)
         return [*self.numeric, *self.categorical, self.target, *extra]

@@ -26,6 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 Better = Literal["min", "max"]
+# The registered version's tag holding its baseline as JSON (read by the A/B analysis).
+BASELINE_JSON_TAG = "lossflow.baseline_json"
 # Regression losses whose large errors count linearly: the median is their constant optimum.
 LINEAR_TAIL_LOSSES = frozenset({"mae", "huber", "log_cosh"})
 _EPS = 1e-15

@@ -552,8 +552,9 @@ class ListNetSpec(LossSpecBase):
     name: Literal["listnet"] = "listnet"
     temperature: float = Field(
         1.0,
-        description="divides the relevance (> 0) before its softmax; small values concentrate "
-        "the target on the most relevant items",
+        description="divides the relevance (> 0) before its softmax, in the relevance's unit: "
+        "ratings of 1-5 spread the target, counts in the hundreds put it all on the top item "
+        "unless the temperature is of their scale (listmle and ranknet use the order only)",
     )
 
     def build(self) -> nn.Module:

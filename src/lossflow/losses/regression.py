@@ -305,7 +305,12 @@ def huber_loss(
         input: predictions :math:`x`.
         target: targets :math:`y`, same shape as ``input``.
         delta: :math:`\delta > 0`, the absolute residual at which the loss switches from
-            quadratic to linear; the gradient's magnitude is capped at ``delta``.
+            quadratic to linear; the gradient's magnitude is capped at ``delta``. It is in the
+            **target's unit** (a regression network outputs in that unit: its last layer starts
+            at the training target's mean and standard deviation), so ``delta: 15`` means 15
+            minutes of delay, or 15 dollars of a room price. Huber's classical choice is 1.345
+            times the residuals' standard deviation (95% efficiency for Gaussian errors); the
+            retrain flow suggests exactly that, robustly, from the champion's residuals.
         reduction: ``mean`` over all elements, ``sum``, or ``none``.
 
     Shape:
@@ -342,7 +347,9 @@ class HuberSpec(LossSpecBase):
     reference: ClassVar[str] = "torch.nn.functional.huber_loss"
     name: Literal["huber"] = "huber"
     delta: float = Field(
-        1.0, description="absolute residual (> 0) where the loss turns from quadratic to linear"
+        1.0,
+        description="absolute residual (> 0), in the target's unit, where the loss turns from "
+        "quadratic to linear; about 1.345 residual standard deviations is Huber's choice",
     )
 
     def build(self) -> nn.Module:
@@ -544,7 +551,8 @@ class QuantileSpec(LossSpecBase):
     name: Literal["quantile"] = "quantile"
     quantile: float = Field(
         0.5,
-        description="quantile level q in (0, 1); under-prediction costs q, over-prediction 1 - q",
+        description="quantile level q in (0, 1), unit-free; under-prediction costs q, "
+        "over-prediction 1 - q (the loss itself is in the target's unit)",
     )
 
     def build(self) -> nn.Module:

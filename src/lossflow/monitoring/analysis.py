@@ -14,10 +14,12 @@ from lossflow.monitoring.decision import Evidence
 from lossflow.monitoring.distributions import NumericSummary
 from lossflow.monitoring.drift import ColumnDrift, DriftMethods, DriftReport, drift_report
 from lossflow.monitoring.performance import (
+    LIST_K,
     Costs,
     PerformanceReport,
     decay,
     estimated_binary_metrics,
+    measured_list_metrics,
     measured_metrics,
 )
 from lossflow.monitoring.prior import PriorShift, prior_shift
@@ -122,6 +124,11 @@ def _performance(
             f"insufficient labels: {window.labelled} labelled of {window.rows} rows; "
             f"the policy needs {p.min_labels} (performance.min_labels)"
         )
+    elif profile.task == "ranking":
+        measured = measured_list_metrics(
+            window.list_ndcg, f"ndcg_{LIST_K}", resamples=p.resamples, confidence=p.confidence,
+            seed=cfg.seed,
+        )  # fmt: skip
     else:
         try:
             measured = measured_metrics(

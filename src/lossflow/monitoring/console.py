@@ -12,6 +12,9 @@ class _Outcome(Protocol):
     @property
     def variants(self) -> Any: ...
 
+    @property
+    def model_name(self) -> str: ...
+
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
@@ -21,13 +24,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def variant_table(outcome: Any) -> Table:
+def variant_table(outcome: Any, model_name: str = "") -> Table:
     """The summary of one variant: version, rows, drift, prior, metrics, decision."""
     target, decision, analysis = outcome.target, outcome.decision, outcome.analysis
     title = (
-        f"{target.variant}: version {target.model_version} ({target.loss_id or 'no model'}), "
-        f"{target.requests} requests"
-    )
+        f"{model_name} {target.variant}: version {target.model_version} "
+        f"({target.loss_id or 'no model'}), {target.requests} requests"
+    ).strip()
     table = Table(title=title, show_header=False, show_lines=False)
     table.add_column("what", style="bold")
     table.add_column("value")
@@ -111,4 +114,4 @@ def _spec(spec: dict[str, Any]) -> str:
 
 def outcome_tables(outcome: _Outcome) -> list[Table]:
     """One table per variant of a monitoring outcome."""
-    return [variant_table(v) for v in outcome.variants]
+    return [variant_table(v, outcome.model_name) for v in outcome.variants]

@@ -27,11 +27,14 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
+from lossflow.data.lists import gather, padded_index
 from lossflow.evaluation.metrics import (
     binary_metrics,
     expected_calibration_error,
     multiclass_metrics,
+    per_query_ndcg,
     regression_metrics,
 )
 
@@ -53,6 +56,7 @@ DIRECTIONS: dict[str, Direction] = {
     "rmse": "min",
     "mae": "min",
     "pinball": "min",
+    "ndcg_10": "max",
 }
 _EPS = 1e-15
 
@@ -293,6 +297,46 @@ def measured_metrics(
         low, high = np.nanpercentile(draws[name], [tail, 100 - tail])
         estimates[name] = MetricEstimate(name, float(value), float(low), float(high), n)
     return estimates
+
+
+LIST_K = 10  # NDCG@10 of each list: the A/B analysis's ranking metric too
+
+
+def list_ndcg(
+    scores: npt.NDArray[np.float64], labels: npt.NDArray[np.float64], lists: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    """NDCG@:data:`LIST_K` of each list (rows sharing a ``lists`` id), in order of first
+    appearance; a list with one item counts 1 when it is relevant, else 0."""
+    if len(lists) == 0:
+        return np.zeros(0)
+    ids = pd.factorize(lists)[0].astype(np.int64)
+    index, mask = padded_index(ids)
+    relevance = gather(labels.astype(np.float64), index, 0.0)
+    return np.asarray(
+        per_query_ndcg(relevance, gather(scores.astype(np.float64), index, 0.0), mask, LIST_K),
+        dtype=np.float64,
+    )
+
+
+def measured_list_metrics(
+    per_list: npt.NDArray[np.float64],
+    name: str,
+    *,
+    resamples: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, MetricEstimate]:
+    """A ranking model's quality: the mean of a per-list metric (NDCG@k) with its percentile
+    bootstrap interval over lists (lists, not items, are the independent draws)."""
+    if per_list.size == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    w = _weights(len(per_list), resamples, rng)
+    draws = (w @ per_list) / w.sum(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    value = float(per_list.mean())
+    return {name: MetricEstimate(name, value, float(low), float(high), int(per_list.size))}
 
 
 # --- estimated before labels (CBPE) ------------------------------------------------------------

@@ -44,7 +44,14 @@ from lossflow.monitoring.distributions import (
     Summary,
     summary_from_json,
 )
-from lossflow.monitoring.performance import Costs, MetricEstimate, measured_metrics
+from lossflow.monitoring.performance import (
+    LIST_K,
+    Costs,
+    MetricEstimate,
+    list_ndcg,
+    measured_list_metrics,
+    measured_metrics,
+)
 from lossflow.onnx_runner import OnnxRunner
 
 FORMAT: Final = "lossflow.reference_profile"
@@ -289,16 +296,22 @@ def build_profile(
         metadata.loss_spec.get("quantile") if metadata.loss_spec.get("name") == "quantile" else None
     )
     metric_outputs = test_out if task == "multiclass" else test_out.reshape(len(test_out), -1)[:, 0]
-    test_metrics = measured_metrics(
-        task,
-        test_y,
-        metric_outputs,
-        metadata.threshold,
-        costs=costs,
-        quantile=quantile,
-        resamples=resamples,
-        seed=seed,
-    )
+    if task == "ranking":
+        per_list = list_ndcg(metric_outputs, test_y, prepared.lists("test"))
+        test_metrics = measured_list_metrics(
+            per_list, f"ndcg_{LIST_K}", resamples=resamples, seed=seed
+        )
+    else:
+        test_metrics = measured_metrics(
+            task,
+            test_y,
+            metric_outputs,
+            metadata.threshold,
+            costs=costs,
+            quantile=quantile,
+            resamples=resamples,
+            seed=seed,
+        )
     kurtosis = None
     if task == "regression":
         kurtosis = float(scipy_stats.kurtosis(test_y - metric_outputs))

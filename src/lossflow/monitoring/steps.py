@@ -274,7 +274,9 @@ def report_html(
     target = str(profile.metadata.preprocessor.get("target"))
     # The quality part needs a label on every row of both samples: with delayed labels still
     # missing, the report shows drift only (the measured metrics are in the run's metrics).
-    quality = profile.task != "multiclass" and bool(current[target].notna().all())
+    # Evidently has no quality preset for a ranked list's items scored one by one, nor for
+    # multiclass probabilities here: those show drift only too.
+    quality = profile.task in ("binary", "regression") and bool(current[target].notna().all())
     if quality and profile.task == "binary":
         for frame in (reference_frame, current):
             frame[target] = frame[target].astype(int)

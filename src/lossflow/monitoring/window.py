@@ -34,6 +34,7 @@ from lossflow.monitoring.distributions import (
     Summary,
     merge,
 )
+from lossflow.monitoring.performance import list_ndcg
 from lossflow.monitoring.profile import SCORE, ReferenceProfile
 from lossflow.predlog.reader import iter_records, numeric_column
 from lossflow.predlog.store import PredictionLog
@@ -62,6 +63,8 @@ class WindowSummary:
         outputs: the model's outputs for them (probability, class probabilities or value).
         label_delays_s: seconds from answer to label of every labelled record.
         sample: up to ``sample_rows`` records (features, score, label) for the report.
+        list_ndcg: ranking: NDCG@``LIST_K`` of every labelled list (one ``/rank`` request),
+            the quality a ranking model is judged by.
     """
 
     variant: str
@@ -78,6 +81,7 @@ class WindowSummary:
     outputs: npt.NDArray[np.float64]
     label_delays_s: npt.NDArray[np.float64]
     sample: pd.DataFrame = field(repr=False)
+    list_ndcg: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
 
 def _output_schema(profile: ReferenceProfile) -> pa.Schema:
@@ -86,6 +90,8 @@ def _output_schema(profile: ReferenceProfile) -> pa.Schema:
     if profile.task == "multiclass":
         probs = pa.struct([(c, pa.float64()) for c in profile.classes])
         return pa.schema([("probabilities", probs), ("label", pa.string())])
+    if profile.task == "ranking":
+        return pa.schema([("score", pa.float64())])
     return pa.schema([("value", pa.float64())])
 
 
@@ -130,6 +136,7 @@ def summarise_window(
     outputs: list[npt.NDArray[np.float64]] = []
     delays: list[npt.NDArray[np.float64]] = []
     samples: list[pd.DataFrame] = []
+    ndcg: list[npt.NDArray[np.float64]] = []
     rows = labelled = 0
     schema = _output_schema(profile)
     threshold = profile.metadata.threshold
@@ -159,6 +166,8 @@ def summarise_window(
             outputs.append(chunk_outputs[has_label])
             delays.append(chunk.label_delay_s[has_label])
             labelled += int(has_label.sum())
+            if profile.task == "ranking":
+                ndcg.append(list_ndcg(chunk_outputs[has_label], y, chunk.requests[has_label]))
         samples.append(_sample(profile, table, chunk_outputs, chunk.labels, sample_rows, rng))
         rows += chunk.rows
     if scores is None:
@@ -192,6 +201,7 @@ def summarise_window(
         outputs=out_all,
         label_delays_s=np.concatenate(delays) if delays else np.zeros(0),
         sample=sample,
+        list_ndcg=np.concatenate(ndcg) if ndcg else np.zeros(0),
     )
 
 
@@ -210,7 +220,7 @@ def _scores(
         )
         names = [profile.classes[k] for k in matrix.argmax(axis=1).tolist()]
         return CategoricalSummary.of(names), matrix, Counter(names)
-    values = numeric_column(out, "value")
+    values = numeric_column(out, "score" if profile.task == "ranking" else "value")
     return NumericSummary.of(values), values, Counter()
 
 

@@ -120,6 +120,8 @@ class RecordChunk:
         label_delay_s: seconds from the answer to its feedback (NaN where none arrived).
         model_version: the version that answered each record.
         rows: records in the chunk.
+        requests: the request (0, 1, ... within the chunk) each record came in: a ranking
+            model's list.
     """
 
     records: bytes
@@ -128,6 +130,7 @@ class RecordChunk:
     label_delay_s: npt.NDArray[np.float64]
     model_version: list[str]
     rows: int
+    requests: npt.NDArray[np.int64]
 
     def features(self, numeric: Sequence[str], categorical: Sequence[str]) -> pa.Table:
         """The records as a table: ``numeric`` columns as float64 (null where missing or
@@ -232,6 +235,8 @@ def _label(stored: str | None) -> Any:
 
 
 def _chunk(rows: Sequence[Any]) -> RecordChunk:
+    counts = np.array([row[5] for row in rows], dtype=np.int64)
+    requests = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
     if all(row[5] == 1 for row in rows):  # one record per request: slicing, no parsing
         records = [row[0][1:-1] for row in rows]
         outputs = [row[1][1:-1] for row in rows]
@@ -253,6 +258,7 @@ def _chunk(rows: Sequence[Any]) -> RecordChunk:
         np.asarray(delays, dtype=np.float64),
         [str(v) for v in versions],
         len(records),
+        requests,
     )
 
 

@@ -120,7 +120,9 @@ def labelled_log_rows(
             if columns.time is not None:
                 row[columns.time] = when
             if columns.group is not None and columns.group not in features:
-                row[columns.group] = str(request_id)
+                # a logged /rank request is one list: the request is its group (or, when the
+                # list is a point in time, its time)
+                row[columns.group] = when if columns.group == columns.time else str(request_id)
             if columns.item is not None and columns.item not in features:
                 row[columns.item] = record.get(columns.item)
             row[UNIT] = str(unit)

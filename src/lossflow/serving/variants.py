@@ -143,7 +143,7 @@ class VariantLoader:
     def __init__(self, cfg: ServingConfig) -> None:
         self._cfg = cfg
         self._tracker: Tracker | None = None
-        self._cache = cfg.data_dir / "serving-cache"
+        self._cache = (cfg.data_dir / "serving-cache").absolute()
 
     @property
     def model_name(self) -> str:
