@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from lossflow.contract import CHALLENGER, CHAMPION, PREVIOUS
+from lossflow.contract import CHAMPION, PREVIOUS
 from lossflow.recipe import fetch_recipe
 from lossflow.tracking import Tracker, default_tracking_uri
 
@@ -51,7 +51,11 @@ def _rdataset(package: str, name: str) -> pd.DataFrame:
 def _lossflow(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``lossflow ARGS`` run from ``workdir`` (the team's project root) with its own configs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env |= {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "ORT_DISABLE_TELEMETRY": "1"}
+    env |= {
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "ORT_DISABLE_TELEMETRY": "1",
+    }
     done = subprocess.run(
         [LOSSFLOW, *args[:1], "--config-dir", "configs", *args[1:]]
         if args[0] == "init"
@@ -104,7 +108,8 @@ def _check_loop(
     assert challenger.config["loss"]["name"] in {loss, *(
         c["name"] for c in requested["details"]["candidate_losses"])}  # fmt: skip
     pool = challenger.config["pool"]
-    assert champion.config.get("pool") is None and pool is not None
+    assert champion.config.get("pool") is None
+    assert pool is not None
     assert pool["until"].startswith(requested["clock"][:4])
     for key in ("model", "trainer", "evaluation"):
         assert champion.config[key] == challenger.config[key], key
@@ -113,7 +118,8 @@ def _check_loop(
     assert verdict in ("promote", "reject", "continue"), decided["summary"]
     aliases = registry.aliases(project)
     if verdict == "promote" and decided is _events(timeline, "ab_decision")[-1]:
-        assert aliases[CHAMPION] == version and aliases[PREVIOUS] == "1"
+        assert aliases[CHAMPION] == version
+        assert aliases[PREVIOUS] == "1"
     return decided
 
 
@@ -125,11 +131,13 @@ def test_a_regression_model_trains_serves_and_retrains_in_its_target_s_unit(
     _rdataset("modeldata", "hotel_rates").to_csv(csv, index=False)
     init = _lossflow(workdir, "init", str(csv), "--target", "avg_price_per_room", "--name",
                      "hotels")  # fmt: skip
-    assert "task regression" in init.stdout and "arrival_date" in init.stdout
+    assert "task regression" in init.stdout
+    assert "arrival_date" in init.stdout
     timeline = _rehearse(workdir, "hotels", "--periods", "2")
     [trained] = _events(timeline, "trained")
     # Prices in the hundreds: the parity gate passed, and the model beats the training mean.
-    assert "beats" in trained["summary"] and "training mean" in trained["summary"]
+    assert "beats" in trained["summary"]
+    assert "training mean" in trained["summary"]
     assert trained["details"]["metrics"]["test/r2"] > 0.0
     [june, july] = _events(timeline, "monitored")
     assert june["details"]["decision"]["status"] == "retrain"  # summer prices: drift, decay
@@ -151,7 +159,8 @@ def test_a_binary_model_with_string_labels_takes_them_as_they_come(tmp_path: Pat
     timeline = _rehearse(workdir, "stops", "--periods", "3",
                          "--set", "monitoring:drift.dataset_share=0.05")  # fmt: skip
     [trained] = _events(timeline, "trained")
-    assert "training prior" in trained["summary"] and "beats" in trained["summary"]
+    assert "training prior" in trained["summary"]
+    assert "beats" in trained["summary"]
     replayed = _events(timeline, "replayed")
     assert all(e["details"]["failed"] == 0 for e in replayed), "YES/NO feedback is accepted"
     _check_loop(workdir, "stops", timeline, csv, "bce")
@@ -181,7 +190,8 @@ def test_a_ranking_model_is_monitored_retrained_and_ab_tested_on_its_lists(
                          "--rows-per-period", "20000",
                          "--set", "monitoring:drift.dataset_share=0.2")  # fmt: skip
     [trained] = _events(timeline, "trained")
-    assert "beats" in trained["summary"] and "popularity" in trained["summary"]
+    assert "beats" in trained["summary"]
+    assert "popularity" in trained["summary"]
     first = _events(timeline, "monitored")[0]
     assert first["details"]["metric"] == "ndcg_10", "a ranking model is judged on its lists"
     decided = _check_loop(workdir, "birthdays", timeline, csv, "listmle")

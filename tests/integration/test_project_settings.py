@@ -76,7 +76,8 @@ def test_every_command_reads_the_project_s_model_and_data_directory(root: Path) 
     data = root / "data" / MODEL
     trained = _lossflow(root, "train", "trainer.max_epochs=2")
     assert f"model version: {MODEL} v1" in trained
-    assert (data / "mlflow.db").is_file() and not (root / "data" / "mlflow.db").exists()
+    assert (data / "mlflow.db").is_file()
+    assert not (root / "data" / "mlflow.db").exists()
     tracker = Tracker(default_tracking_uri(data), MODEL, None)
     assert tracker.aliases(MODEL) == {"champion": "1", "challenger": "1"}
 
@@ -139,9 +140,10 @@ def test_the_flows_are_deployed_scheduled_and_worked_for_the_project_s_model(roo
             wait_for(lambda: "retrain/" in (root / "schedule.log").read_text() or runner.poll(),
                      "lossflow schedule", 120)  # fmt: skip
             assert runner.poll() is None, (root / "schedule.log").read_text()
-            assert f"deployment retrain/{MODEL} on its event trigger" in (
-                root / "schedule.log"
-            ).read_text()
+            assert (
+                f"deployment retrain/{MODEL} on its event trigger"
+                in (root / "schedule.log").read_text()
+            )
         with _running(root, "worker.log", "worker", "--work-pool", "team", **api) as worker:
             wait_for(lambda: "starting: worker start --pool team" in
                      (root / "worker.log").read_text() or worker.poll() is not None,

@@ -58,7 +58,9 @@ def test_a_retrain_trains_the_recipe_even_after_the_config_files_changed(project
     # What a team does later: the data file deleted, the project's settings edited.
     (configs / "data" / "hotels.yaml").unlink()
     edited = (configs / "project" / "hotels.yaml").read_text()
-    edited = edited.replace("loss: mse", "loss: quantile").replace("max_epochs:", "max_epochs: 99 #")
+    edited = edited.replace("loss: mse", "loss: quantile").replace(
+        "max_epochs:", "max_epochs: 99 #"
+    )
     (configs / "project" / "hotels.yaml").write_text(edited)
     outcome = retrain(request=_request("tails-1"), overrides=["project=hotels",
                       f"data_dir={project / 'data'}"], config_dir=str(configs))  # fmt: skip
@@ -84,11 +86,12 @@ def test_a_retrain_trains_the_recipe_even_after_the_config_files_changed(project
 
 def test_a_recipe_whose_data_file_moved_is_one_message_naming_both(project: Path) -> None:
     csv = project / "hotel_rates.csv"
+    overrides = ["project=hotels", "cooldown=1s", f"data_dir={project / 'data'}"]
     csv.rename(project / "moved.csv")
     try:
         with pytest.raises(ConfigError) as raised:
-            retrain(request=_request("tails-2"), overrides=["project=hotels", "cooldown=1s",
-                    f"data_dir={project / 'data'}"], config_dir=str(project / "configs"))  # fmt: skip
+            retrain(request=_request("tails-2"), overrides=overrides,
+                    config_dir=str(project / "configs"))  # fmt: skip
     finally:
         (project / "moved.csv").rename(csv)
     message = str(raised.value)

@@ -64,7 +64,8 @@ def test_a_regression_table_gets_its_roles_a_monthly_time_split_and_a_training_s
     assert inferred.split["kind"] == "time"
     # month starts, increasing, leaving later months to replay
     ends = [inferred.split[k] for k in ("train_end", "val_end", "test_end")]
-    assert all(e.endswith("-01") for e in ends) and ends == sorted(set(ends))
+    assert all(e.endswith("-01") for e in ends)
+    assert ends == sorted(set(ends))
     assert inferred.split["test_end"] <= "2017-06-01"
     assert inferred.loss == "mse"
     assert 32 <= inferred.trainer["batch_size"] <= 2048
@@ -119,18 +120,20 @@ def test_ranking_is_never_guessed_and_needs_its_group(tmp_path: Path) -> None:
         infer_project(path, target="choice", task="ranking")
     inferred = infer_project(path, target="choice", task="ranking", group="individual",
                              item="mode", time_column="none")  # fmt: skip
-    assert inferred.task == "ranking" and inferred.group == "individual"
+    assert inferred.task == "ranking"
+    assert inferred.group == "individual"
     assert inferred.split["kind"] == "random"
     assert inferred.loss == "listmle"
 
 
 def test_its_files_load_as_a_project_for_every_process(hotels: Path, config_dir: Path) -> None:
     inferred = infer_project(hotels, target="avg_price_per_room", name="hotels")
-    data_path, project_path = write_project(inferred, config_dir)
+    data_path, _project_path = write_project(inferred, config_dir)
     assert data_path == config_dir / "data" / "hotels.yaml"
     assert "# Columns:" in data_path.read_text()
     training = load_training_config(["project=hotels"], config_dir)
-    assert training.data.task == "regression" and training.loss.name == "mse"
+    assert training.data.task == "regression"
+    assert training.loss.name == "mse"
     assert training.tracking.registered_model == "hotels"
     assert training.data_dir == Path("data/hotels")
     assert training.trainer.batch_size == inferred.trainer["batch_size"]
