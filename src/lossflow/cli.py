@@ -41,7 +41,14 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="lossflow",
-    help="lossflow: the loss function as a first-class production decision.",
+    help="lossflow: the loss function as a first-class production decision.\n\n"
+    "Where settings come from: the project (configs/project/NAME.yaml, chosen with --project "
+    "or LOSSFLOW_PROJECT; flights by default) sets data_dir, the tracking/registry URI, the "
+    "registered model and the experiment names for every command and flow; "
+    "configs/<process>/*.yaml and the project's section of that process set each process; "
+    "KEY=VALUE arguments override them for one command (for every flow of schedule, deploy, "
+    "worker, rehearse; --set FLOW:KEY=VALUE for one flow). `lossflow init FILE` starts a "
+    "project from a data file.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -131,13 +138,7 @@ def main(
         ),
     ] = None,
 ) -> None:
-    """lossflow: the loss function as a first-class production decision.
-
-    Where settings come from: the project (configs/project/NAME.yaml, chosen with --project or
-    LOSSFLOW_PROJECT) sets data_dir, the tracking/registry URI, the registered model and the
-    experiment names for every command and flow; configs/<process>/*.yaml set each process;
-    KEY=VALUE arguments override either for one command (and for every flow a command runs).
-    """
+    """lossflow command line (the app's help says where settings come from)."""
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     _PROJECT[:] = [] if project is None else [f"project={project}"]
@@ -189,7 +190,10 @@ def losses(
 ConfigDir = Annotated[Path, typer.Option("--config-dir", help="configuration directory")]
 Overrides = Annotated[
     list[str] | None,
-    typer.Argument(help="config overrides: loss=focal loss.gamma=3 trainer.max_epochs=5"),
+    typer.Argument(
+        help="overrides of this command's config, after the project's: loss=focal "
+        "loss.gamma=3 trainer.max_epochs=5"
+    ),
 ]
 
 
@@ -705,7 +709,8 @@ def traffic(
         typer.Option(help="parquet/CSV of raw rows; default: the newest production.parquet"),
     ] = None,
     time_column: Annotated[
-        str | None, typer.Option(help="timestamp column (default: the flights one)")
+        str | None,
+        typer.Option(help="timestamp column (default: the one the training run's data names)"),
     ] = None,
     units: Annotated[int, typer.Option(help="number of distinct unit ids")] = 5000,
     delay: Annotated[float, typer.Option(help="seconds from an answer to its feedback")] = 5.0,
@@ -747,7 +752,7 @@ def traffic(
         path = data or find_production_data(load_serving_config(settings([]), config_dir).data_dir)
         frame = production_rows(path, months=months, time_column=time_column, limit=limit)
         if replay_clock:
-            clock = time_column or default_time_column(frame)
+            clock = time_column or default_time_column(frame, path)
             if clock is None:
                 raise ValueError("--replay-clock: the rows have no known time column; name it")
             options = dataclasses.replace(options, clock=clock)

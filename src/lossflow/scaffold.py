@@ -129,7 +129,7 @@ class Inferred:
             "columns": columns,
             "split": self.split,
         }
-        if self.positive_class is not None and self.task == "binary":
+        if self.task == "binary":  # written out even when obvious: the reader sees it
             data["positive_class"] = self.positive_class
         if self.missing_target:
             data["missing_target"] = "drop"
@@ -427,7 +427,7 @@ def infer_project(
     inferred = Inferred(
         name=project, path=path, source=source, rows=len(frame), task=kind, target=target_name,
         columns=columns, time=time, group=group_name, item=item_name,
-        positive_class=positive if positive_class is not None or not _obvious(positive) else None,
+        positive_class=positive,
         missing_target=missing, split=split, split_why=split_why, trainer=trainer,
         trainer_why=trainer_why, loss=DEFAULT_LOSS[kind],
     )  # fmt: skip
@@ -440,11 +440,6 @@ def infer_project(
             "(data.missing_target: drop)"
         )
     return inferred
-
-
-def _obvious(positive: Any) -> bool:
-    """Whether the positive class is one the data loader infers by itself (1, True, yes...)."""
-    return str(positive).lower() in ("1", "1.0", "true", "yes", "y", "t", "positive", "pos")
 
 
 def write_project(

@@ -52,7 +52,8 @@ def test_lossflow_train_prints_run_model_version_and_ui(main_job: tuple[Path, st
     assert re.search(r"run id:\s+[0-9a-f]{32}", out), out
     assert re.search(r"loss id:\s+focal-[0-9a-f]{12}", out), out
     assert "model version: lossflow-flights v1 (aliases: challenger, champion)" in out
-    assert "lossflow ui" in out
+    assert "lossflow --project flights ui" in out
+    assert "baseline:      log_loss" in out  # beside the training prior
     assert re.search(r"test/roc_auc\s+│\s+0\.\d+", out), out
     assert (tmp_path / "mlflow.db").is_file()
     assert list((tmp_path / "runs").glob("*/model/model.onnx"))

@@ -195,4 +195,4 @@ def test_a_ranking_model_is_monitored_retrained_and_ab_tested_on_its_lists(
     first = _events(timeline, "monitored")[0]
     assert first["details"]["metric"] == "ndcg_10", "a ranking model is judged on its lists"
     decided = _check_loop(workdir, "birthdays", timeline, csv, "listmle")
-    assert decided["details"]["decision"]["comparisons"][0]["units"] > 100
+    assert min(decided["details"]["decision"]["comparisons"][0]["units"]) > 100

@@ -15,7 +15,10 @@ from lossflow import steps
 from lossflow.comparison.cv import prepare_folds
 from lossflow.comparison.plan import plan_comparison
 from lossflow.config import load_serving_config
+from lossflow.config.ab import load_ab_config
 from lossflow.config.compare import load_compare_config
+from lossflow.config.monitoring import load_monitoring_config
+from lossflow.config.retrain import load_retrain_config
 from lossflow.config.training import TrainingConfig, load_training_config
 from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.losses import LOSS_SPECS
@@ -62,6 +65,8 @@ def _cases() -> list[tuple[str, list[str]]]:
         cases.append((f"data/{path.name}", extra))
     for path in sorted((CONFIG_DIR / "experiment").glob("*.yaml")):
         cases.append((f"experiment/{path.name}", [f"experiment={path.stem}"]))
+    for path in sorted((CONFIG_DIR / "project").glob("*.yaml")):
+        cases.append((f"project/{path.name}", [f"project={path.stem}"]))
     return cases
 
 
@@ -100,6 +105,11 @@ def _one_tiny_batch(cfg: TrainingConfig, prepared: PreparedData, name: str) -> N
 def test_config_trains_one_tiny_batch(name: str, overrides: list[str], tmp_path: Path) -> None:
     cfg = load_training_config([*overrides, *TINY, f"data_dir={tmp_path}"], CONFIG_DIR)
     _one_tiny_batch(cfg, prepare_data(cfg, tmp_path / "prepared"), name)
+    if name.startswith("project/"):  # every process reads the project's stores and model
+        for load in (load_serving_config, load_monitoring_config, load_ab_config,
+                     load_retrain_config, load_compare_config):  # fmt: skip
+            other = load([overrides[0], f"data_dir={tmp_path}"], CONFIG_DIR)
+            assert other.tracking == cfg.tracking, (name, load.__name__)
 
 
 @pytest.mark.parametrize("stem", COMPARE)

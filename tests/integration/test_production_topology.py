@@ -160,8 +160,10 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
                 MLFLOW_TRACKING_URI=mlflow_url,
                 PREFECT_HOME=str(tmp / "prefect-client"),
             )
-            overrides = [f"data_dir={worker_data}", "data.subsample=3000",
-                         "trainer.max_epochs=1", "trainer.batch_size=512"]  # fmt: skip
+            # data_dir for every flow; the small training for the training flow only
+            overrides = [f"data_dir={worker_data}", "--set", "training:data.subsample=3000",
+                         "--set", "training:trainer.max_epochs=1",
+                         "--set", "training:trainer.batch_size=512"]  # fmt: skip
             # As the compose stack and the Kubernetes worker start it: register, then work.
             with running(
                 "lossflow worker",
@@ -259,7 +261,7 @@ def test_the_service_serves_the_registered_model_and_logs_to_postgresql(
     # The monitoring deployment runs through the same worker and judges this window of the log,
     # against the reference profile the training deployment stored on the MLflow server.
     judged = _run_deployment(
-        topology.prefect_api, "monitoring/monitoring", topology.worker,
+        topology.prefect_api, "monitoring/lossflow-flights", topology.worker,
         {"since": "1h", "overrides": [
             f"data_dir={topology.worker_data}", f"log.url={topology.predlog_url}",
             "decision.min_rows=10", "performance.min_labels=10", "report.sample_rows=100"]},

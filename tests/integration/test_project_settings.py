@@ -109,9 +109,12 @@ def test_every_command_reads_the_project_s_model_and_data_directory(root: Path) 
     assert runs.runs_with_tags({"lossflow.model": MODEL})
     assert MODEL in _lossflow(root, "ab", "status", "since=1d")
     assert "prediction dead letters (0)" in _lossflow(root, "dead-letters")
-    compared = _lossflow(root, "compare", "loss=mse,huber", "--folds", "2", "--workers", "1",
-                         "ablation=false", "trainer.max_epochs=1")  # fmt: skip
-    assert f"MLflow: experiment {MODEL}-compare" in compared.replace("\n", " ")
+    # A comparison from the registered version's recipe (its data and settings).
+    compared = _lossflow(root, "compare", "--version", "1", "loss=mse,huber", "--folds", "2",
+                         "--workers", "1", "ablation=false", "trainer.max_epochs=1")  # fmt: skip
+    flat = compared.replace("\n", " ")
+    assert f"from {MODEL} v1's recipe" in flat
+    assert f"MLflow: experiment {MODEL}-compare" in flat
     assert "baseline" in compared
 
     port = server.free_port()

@@ -78,7 +78,7 @@ def test_string_labels_with_missing_targets_become_a_binary_task_that_drops_them
     inferred = infer_project(stops, target="personSearch")
     assert inferred.name == "mpls_stops"
     assert inferred.task == "binary"
-    assert inferred.positive_class is None  # YES of NO/YES: the loader infers it too
+    assert inferred.data_section()["positive_class"] == "YES"  # inferred, written out
     assert any("positive class 'YES'" in note for note in inferred.notes)
     assert inferred.missing_target == 8221
     assert inferred.data_section()["missing_target"] == "drop"

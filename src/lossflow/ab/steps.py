@@ -155,7 +155,7 @@ def open_log(cfg: AbConfig, served: ServingConfig) -> PredictionLog:
             f"no prediction log at {cfg.data_dir / 'predictions.db'}: nothing has been served "
             "with this data_dir; start `lossflow serve` (and send traffic) or set log.url"
         )
-    return check_log_owner(PredictionLog(url, where.db_schema), cfg.tracking.registered_model)
+    return PredictionLog(url, where.db_schema)
 
 
 def tracker(cfg: AbConfig) -> Tracker:
@@ -226,6 +226,7 @@ def resolve(
     names = [cfg.champion, *(cfg.challengers or sorted(set(sources) - {cfg.champion}))]
     log = open_log(cfg, served)
     try:
+        check_log_owner(log, model)
         shared = read_traffic(log, model)
         if shared is not None and set(shared.weights) == set(sources):
             weights, experiment = dict(shared.weights), shared.experiment

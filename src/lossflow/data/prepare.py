@@ -200,7 +200,9 @@ def write_prepared(
         sizes.setdefault(part, len(df))
     if dropped:
         sizes[DROPPED_MISSING_TARGET] = dropped
-    meta = {"fingerprint": fingerprint, "sizes": sizes, "class_counts": class_counts}
+    # The raw rows' time column, so a replay of production.parquet knows its clock.
+    meta = {"fingerprint": fingerprint, "sizes": sizes, "class_counts": class_counts,
+            "time": columns.time}  # fmt: skip
     (directory / META_FILE).write_text(json.dumps(meta))
     return PreparedData(directory, fingerprint, sizes, class_counts)
 

@@ -121,7 +121,7 @@ def open_log(cfg: MonitoringConfig) -> PredictionLog:
             f"no prediction log at {database}: nothing has been served with this data_dir; "
             "start `lossflow serve` (it logs every prediction there) or set log.url"
         )
-    return check_log_owner(PredictionLog(url, cfg.log.db_schema), cfg.tracking.registered_model)
+    return PredictionLog(url, cfg.log.db_schema)
 
 
 def plan(cfg: MonitoringConfig, window: Window, variants: list[str] | None = None) -> list[Target]:
@@ -129,9 +129,11 @@ def plan(cfg: MonitoringConfig, window: Window, variants: list[str] | None = Non
 
     Raises:
         LogUnreachableError: the log cannot be read.
+        LogOwnerError: the log holds another model's predictions.
     """
     log = open_log(cfg)
     try:
+        check_log_owner(log, cfg.tracking.registered_model)
         rows = versions_in_window(log, window.start, window.end, cfg.experiment)
     except SQLAlchemyError as err:
         url = log.engine.url.render_as_string()

@@ -140,7 +140,9 @@ class Tables:
         self.models = sa.Table(
             "log_models",
             self.metadata,
-            sa.Column("name", sa.String(256), primary_key=True),
+            # one row at most: the owner's (the key makes a second claim fail)
+            sa.Column("slot", sa.String(16), primary_key=True),
+            sa.Column("name", sa.String(256), nullable=False),
             sa.Column("claimed_at", UTCDateTime(), nullable=False),
         )
         self.failures = sa.Table(

@@ -24,6 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from lossflow.errors import UserError
 from lossflow.predlog.store import PredictionLog
 
+OWNER_SLOT = "owner"
+
 
 class LogOwnerError(UserError):
     """The prediction log holds another model's predictions; the message says what to change."""
@@ -53,22 +55,16 @@ def claim_log(log: PredictionLog, model: str) -> None:
     Raises:
         LogOwnerError: another model owns it.
     """
-    owners = log_owners(log)
-    if owners and model not in owners:
-        raise _refuse(log, model, owners)
-    if owners:
+    if log_owners(check_log_owner(log, model)):
         return
+    row = {"slot": OWNER_SLOT, "name": model, "claimed_at": datetime.now(UTC)}
     with log.engine.begin() as conn:
         try:
             with conn.begin_nested():
-                conn.execute(
-                    sa.insert(log.tables.models).values(name=model, claimed_at=datetime.now(UTC))
-                )
-        except IntegrityError:  # another replica claimed it first (for the same model)
+                conn.execute(sa.insert(log.tables.models).values(**row))
+        except IntegrityError:  # another service claimed it meanwhile: whose is it?
             pass
-    owners = log_owners(log)
-    if model not in owners:
-        raise _refuse(log, model, owners)
+    check_log_owner(log, model)
 
 
 def check_log_owner(log: PredictionLog, model: str) -> PredictionLog:

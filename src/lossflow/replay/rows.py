@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -35,8 +36,14 @@ def find_production_data(data_dir: Path) -> Path:
     return candidates[-1]
 
 
-def default_time_column(frame: pd.DataFrame) -> str | None:
-    """The flights time column when ``frame`` has it, else ``None``."""
+def default_time_column(frame: pd.DataFrame, path: Path | None = None) -> str | None:
+    """The time column of rows read from ``path``: the one the training run's prepared data
+    names beside it (``prepared.json``), else the flights one when ``frame`` has it."""
+    meta = None if path is None else path.parent / "prepared.json"
+    if meta is not None and meta.is_file():
+        named = json.loads(meta.read_text()).get("time")
+        if named is not None and named in frame.columns:
+            return str(named)
     name = flights_columns("binary").time
     return name if name is not None and name in frame.columns else None
 
@@ -53,7 +60,8 @@ def production_rows(
     Args:
         path: a ``.parquet`` or ``.csv`` file of raw rows (features and, for feedback, target).
         months: keep only rows whose time falls in these months (1-12); ``None`` keeps all.
-        time_column: the timestamp column; ``None`` uses the flights one when present. Rows are
+        time_column: the timestamp column; ``None``: the one the training run's prepared data
+            names beside ``path``, else the flights one when present. Rows are
             replayed in its order (stable; file order without a time column).
         limit: keep the first ``limit`` rows (after the month filter and ordering).
 
@@ -86,7 +94,7 @@ def production_rows(
         raise ValueError(
             f"time column {time_column!r} is not in {path}; its columns: {list(frame.columns)}"
         )
-    time_name = time_column or default_time_column(frame)
+    time_name = time_column or default_time_column(frame, path)
     if months:
         bad = sorted({m for m in months if not 1 <= m <= 12})
         if bad:
