@@ -29,6 +29,8 @@ from lossflow.config.training import TrainingConfig, config_to_dict, quantile_of
 from lossflow.contract import CHALLENGER, CHAMPION, ModelMetadata
 from lossflow.data.lists import gather, padded_index
 from lossflow.data.prepare import PreparedData
+from lossflow.data.preprocessing import Preprocessor
+from lossflow.errors import UserError
 from lossflow.evaluation.baseline import (
     BASELINE_JSON_TAG,
     Baseline,
@@ -63,6 +65,7 @@ PROFILE_ARTIFACT_DIR = str(Path(PROFILE_ARTIFACT).parent)
 BEATS_POPULARITY_TAG = "lossflow.beats_popularity"
 BEATS_BASELINE_TAG = "lossflow.beats_baseline"
 BASELINE_TAG = "lossflow.baseline"
+SCHEMA_TAG = "lossflow.schema"
 POPULARITY = "popularity (items by their mean training relevance)"
 
 log = logging.getLogger(__name__)
@@ -391,20 +394,62 @@ class Registration:
     aliases: tuple[str, ...]
 
 
+class SchemaMismatchError(UserError):
+    """A run would register a version that answers other requests than the model's champion."""
+
+
+def model_schema(pre: Preprocessor) -> str:
+    """What a version takes and answers: its task, target and feature columns (a version of a
+    registered model must keep them, or the service, monitoring and the A/B test would mix two
+    models)."""
+    return json.dumps(
+        {"task": pre.task, "target": pre.target, "features": list(pre.feature_columns)}
+    )
+
+
+def check_schema(tracker: Tracker, name: str, pre: Preprocessor) -> None:
+    """Refuse to register under ``name`` a model of another schema than its champion's.
+
+    Raises:
+        SchemaMismatchError: the champion takes other features, or predicts another target.
+    """
+    champion = tracker.alias_version(name, CHAMPION)
+    if champion is None:
+        return
+    theirs = tracker.version_tags(name, champion).get(SCHEMA_TAG)
+    if theirs is None or theirs == model_schema(pre):
+        return
+    them = json.loads(theirs)
+    raise SchemaMismatchError(
+        f"registered model {name!r}'s champion (v{champion}) is a {them['task']} model of "
+        f"{them['target']!r} on {len(them['features'])} features; this run trained a "
+        f"{pre.task} model of {pre.target!r} on {len(pre.feature_columns)}: a model's versions "
+        "answer the same requests. Train it in its own project (lossflow --project NAME, "
+        "lossflow init) or under another tracking.registered_model"
+    )
+
+
 def register_version(
     cfg: TrainingConfig, prepared: PreparedData, exported: ExportResult, run_id: str
 ) -> tuple[str, str]:
-    """Log the ONNX model to the run and register a new version of it; ``(name, version)``."""
+    """Log the ONNX model to the run and register a new version of it; ``(name, version)``.
+
+    Raises:
+        SchemaMismatchError: the model's champion takes other requests than this one.
+    """
     tracker = tracker_for(cfg)
     pre = prepared.preprocessor()
+    check_schema(tracker, cfg.tracking.registered_model, pre)
     test_x, _ = prepared.arrays("test")
     example = {k: v[:5] for k, v in pre.model_inputs(test_x).items()}
     output = OnnxRunner(exported.onnx_path).run(example)
     name = cfg.tracking.registered_model
     version = tracker.log_onnx_model(run_id, exported.onnx_path, example, output, name)
+    tags = {SCHEMA_TAG: model_schema(pre)}
     baseline = model_baseline(cfg, prepared)
     if baseline is not None:
-        tracker.set_version_tags(name, version, {BASELINE_JSON_TAG: json.dumps(baseline.to_json())})
+        tags[BASELINE_JSON_TAG] = json.dumps(baseline.to_json())
+    tracker.set_version_tags(name, version, tags)
     tracker.log_metrics(
         run_id,
         {

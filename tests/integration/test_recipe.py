@@ -97,3 +97,19 @@ def test_a_recipe_whose_data_file_moved_is_one_message_naming_both(project: Path
     message = str(raised.value)
     assert "hotels v1's recipe" in message
     assert f"data.path: csv file {csv} does not exist" in message
+
+
+def test_a_model_of_another_schema_is_not_registered_as_a_version_of_this_one(
+    project: Path,
+) -> None:
+    from lossflow.steps import SchemaMismatchError
+
+    tracker = Tracker(default_tracking_uri(project / "data"), "hotels", None)
+    before = tracker.client.search_model_versions("name='hotels'")
+    with pytest.raises(SchemaMismatchError, match=r"'hotels''s champion \(v1\) is a regression "
+                       r"model of 'avg_price_per_room' on 26 features; this run trained a "
+                       r"multiclass model of 'digit'"):  # fmt: skip
+        training(overrides=["project=digits", f"data_dir={project / 'data'}",
+                            "tracking.registered_model=hotels", "trainer.max_epochs=1"],
+                 config_dir=str(project / "configs"))  # fmt: skip
+    assert tracker.client.search_model_versions("name='hotels'") == before

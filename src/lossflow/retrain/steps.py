@@ -9,9 +9,8 @@ champion's own) into whole training configurations: the recipe with only the los
 candidate in a run nested under the retrain's run, exactly as the training flow does;
 ``posthoc_candidate`` adjusts the champion's logits for a new prior; ``screen`` pre-screens them
 on the evidence window (and against the trivial baseline); ``register_challenger`` registers the
-chosen
-one as ``challenger`` with its lineage; ``record`` writes the outcome. Nothing moves an alias
-before ``register_challenger``, so a retrain that fails leaves the registry as it was.
+chosen one as ``challenger`` with its lineage; ``record`` writes the outcome. Nothing moves an
+alias before ``register_challenger``, so a retrain that fails leaves the registry as it was.
 """
 
 from __future__ import annotations
