@@ -48,7 +48,7 @@ import httpx
 import pandas as pd
 
 from lossflow.config import DEFAULT_CONFIG_DIR
-from lossflow.config.training import TrainingConfig, load_training_config
+from lossflow.config.training import load_training_config
 from lossflow.contract import CHALLENGER, CHAMPION
 from lossflow.data.sources import resolve_columns
 from lossflow.errors import UserError
@@ -141,7 +141,6 @@ class Plan:
         model: the project's registered model.
         experiment: the project's ``rehearsal`` MLflow experiment (the timeline's run).
         retrain_experiment: the project's ``retrain`` experiment (where retrains are found).
-        task: the learning task.
         time: the time column.
         group: a ranking model's query column.
         shared: the overrides of every flow: the project, then its stores moved to ``root``.
@@ -154,7 +153,6 @@ class Plan:
     model: str
     experiment: str
     retrain_experiment: str
-    task: str
     time: str
     group: str | None
     shared: list[str]
@@ -263,7 +261,7 @@ def plan_rehearsal(
     *,
     subsample: int | None,
     epochs: int | None,
-) -> tuple[Plan, TrainingConfig]:
+) -> Plan:
     """The rehearsal's directory and settings for the project the overrides choose.
 
     Raises:
@@ -282,12 +280,11 @@ def plan_rehearsal(
              *([f"trainer.max_epochs={epochs}"] if epochs else [])]  # fmt: skip
     # Every store in the rehearsal's directory, whatever the project points at in production.
     stores = [f"data_dir={root}", f"tracking.tracking_uri={default_tracking_uri(root)}"]
-    plan = Plan(
+    return Plan(
         root=root,
         model=cfg.tracking.registered_model,
         experiment=cfg.tracking.experiment_of("rehearsal"),
         retrain_experiment=cfg.tracking.experiment_of("retrain"),
-        task=cfg.data.task,
         time=columns.time,
         group=columns.group,
         shared=[*shared, *stores],
@@ -295,7 +292,6 @@ def plan_rehearsal(
         log=default_log_url(root),
         training=small,
     )
-    return plan, cfg
 
 
 def run_rehearsal(
@@ -334,7 +330,7 @@ def run_rehearsal(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     sets = {k: list(v) for k, v in (sets or {}).items()}
-    plan, _ = plan_rehearsal(shared, sets, config_dir, subsample=subsample, epochs=epochs)
+    plan = plan_rehearsal(shared, sets, config_dir, subsample=subsample, epochs=epochs)
     if plan.root.exists():
         shutil.rmtree(plan.root)
     plan.root.mkdir(parents=True)

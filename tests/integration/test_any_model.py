@@ -9,7 +9,9 @@ challenger from the champion's recipe, and the ``ab_analysis`` flow deciding.
 - regression: modeldata's ``hotel_rates`` (a room price in the hundreds, by arrival date);
 - binary with string labels: carData's ``MplsStops`` (was the person searched, YES/NO, missing
   where not recorded; by date and time);
-- ranking: mosaicData's ``Birthdays`` (the states of each day ranked by births, by day).
+- ranking: mosaicData's ``Birthdays`` (the states of each day ranked by births, by day);
+- multiclass with string classes: palmerpenguins' ``penguins`` (no time column: trained, served
+  and given feedback by class name; a rehearsal needs later periods).
 
 What drifted and what was decided is in each test's assertions and in the closing note; the
 statistical error rates of those decisions are shown by simulation elsewhere
@@ -27,12 +29,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
+from pipelines import server
 
 from lossflow.contract import CHAMPION, PREVIOUS
 from lossflow.recipe import fetch_recipe
 from lossflow.tracking import Tracker, default_tracking_uri
+
+from .serving_models import wait_for
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +70,13 @@ def _lossflow(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
     assert done.returncode == 0, f"lossflow {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/ready", timeout=2.0).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _workdir(tmp_path: Path) -> Path:
@@ -196,3 +209,35 @@ def test_a_ranking_model_is_monitored_retrained_and_ab_tested_on_its_lists(
     assert first["details"]["metric"] == "ndcg_10", "a ranking model is judged on its lists"
     decided = _check_loop(workdir, "birthdays", timeline, csv, "listmle")
     assert min(decided["details"]["decision"]["comparisons"][0]["units"]) > 100
+
+
+def test_a_multiclass_model_with_string_classes_trains_serves_and_takes_their_names(
+    tmp_path: Path,
+) -> None:
+    workdir = _workdir(tmp_path)
+    csv = workdir / "penguins.csv"
+    _rdataset("palmerpenguins", "penguins").to_csv(csv, index=False)
+    init = _lossflow(workdir, "init", str(csv), "--target", "species")
+    assert "task multiclass" in init.stdout
+    assert "stratified fractions" in init.stdout
+    trained = _lossflow(workdir, "--project", "penguins", "train")
+    assert "beats" in trained.stdout
+    assert "training prior" in trained.stdout
+    port = server.free_port()
+    log = workdir / "serve.log"
+    command = [LOSSFLOW, "--project", "penguins", "serve", "--port", str(port)]
+    with server.child(command, log, cwd=workdir) as service:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: service.poll() is not None or _ready(url), "the service", 180)
+        assert service.poll() is None, log.read_text()
+        rows = pd.read_csv(csv).dropna().head(3)
+        features = [c for c in rows.columns if c not in ("species", "rownames")]
+        records = [{k: (None if pd.isna(v) else v) for k, v in r.items()}
+                   for r in rows[features].to_dict("records")]  # fmt: skip
+        answer = httpx.post(f"{url}/predict", json={"unit_id": "u", "records": records}).json()
+        predictions = answer["predictions"]
+        assert {p["label"] for p in predictions} <= {"Adelie", "Chinstrap", "Gentoo"}
+        assert set(predictions[0]["probabilities"]) == {"Adelie", "Chinstrap", "Gentoo"}
+        feedback = httpx.post(f"{url}/feedback", json={"request_id": answer["request_id"],
+                              "labels": rows["species"].tolist()})  # fmt: skip
+        assert feedback.status_code == 201, feedback.text
