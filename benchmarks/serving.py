@@ -49,7 +49,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import statistics
@@ -68,6 +67,7 @@ import orjson
 import pandas as pd
 
 from lossflow.cli import ENVIRONMENT
+from lossflow.processes import spawn, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -248,10 +248,7 @@ def running(
     """Start ``command`` in its own process group, wait until ``GET ready`` answers 200, and
     stop the group (SIGTERM, then SIGKILL) on leaving."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            list(command), stdout=out, stderr=subprocess.STDOUT, env=dict(env),
-            cwd=log.parent, start_new_session=True,
-        )  # fmt: skip
+        proc = spawn(command, stdout=out, env=env, cwd=log.parent)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
@@ -272,31 +269,7 @@ def running(
             time.sleep(0.25)
         yield proc
     finally:
-        _stop(proc)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group (mlflow runs uvicorn as a child), wait for the group
-    to end (lossflow drains its log), SIGKILL it past the timeout."""
-    pgid = proc.pid
-    if _group_alive(pgid):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _group_alive(pgid):
-        os.killpg(pgid, signal.SIGKILL)
-    proc.wait()
+        stop_group(proc, STOP_TIMEOUT_S)
 
 
 def _answers(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from lossflow.errors import UserError
+from lossflow.processes import spawn, stop_group
 
 STARTUP_TIMEOUT_S = 180.0
 
@@ -81,12 +81,10 @@ def start(home: Path, port: int | None = None, log: Path | None = None) -> Prefe
     api_url = f"http://127.0.0.1:{port}/api"
     output = log or home / "server.log"
     with output.open("ab") as sink:
-        process = subprocess.Popen(
+        process = spawn(
             [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             stdout=sink,
-            stderr=subprocess.STDOUT,
             env=server_env(home),
-            start_new_session=True,
         )
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
@@ -101,7 +99,7 @@ def start(home: Path, port: int | None = None, log: Path | None = None) -> Prefe
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            stop(process)
+            stop_group(process)
             raise PrefectServerError(
                 f"prefect server did not answer on {api_url} within {STARTUP_TIMEOUT_S:.0f} s; "
                 f"its output:\n{output.read_text()[-3000:]}"
@@ -110,37 +108,18 @@ def start(home: Path, port: int | None = None, log: Path | None = None) -> Prefe
     return PrefectServer(api_url, f"http://127.0.0.1:{port}", home, process)
 
 
-def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """Stop the server (its whole process group) with SIGTERM, then SIGKILL."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        process.wait()
-
-
 @contextmanager
 def child(
     command: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process for the block (its output appended to ``log``), stopped after with
-    SIGTERM, as a container runtime stops it (SIGKILL after 60 s)."""
+    """A child process for the block (its output appended to ``log``), stopped after with its
+    process group: SIGTERM, as a container runtime stops it, and SIGKILL after 60 s."""
     with log.open("ab") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        process = spawn(command, stdout=sink, env=env, cwd=cwd)
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_group(process, timeout_s=60)
 
 
 @contextmanager
@@ -153,4 +132,4 @@ def running(home: Path, port: int | None = None) -> Iterator[PrefectServer]:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield server
     finally:
-        stop(server.process)
+        stop_group(server.process)

@@ -13,7 +13,6 @@ import functools
 import json
 import math
 import os
-import subprocess
 import sys
 import warnings
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from lossflow.config.serving import ServingConfig, load_serving_config
 from lossflow.config.training import load_training_config
 from lossflow.errors import UserError
 from lossflow.losses import TaskType
+from lossflow.processes import run_attached
 
 if TYPE_CHECKING:
     from pipelines.compare_losses import CompareOutcome as CompareOutcomeView
@@ -491,7 +491,7 @@ def ui(
         _stderr().print(f"[red]lossflow ui:[/red] {escape(str(err))}")
         raise typer.Exit(2) from None
     Console().print(f"MLflow UI on http://127.0.0.1:{port} for {uri}")
-    raise typer.Exit(subprocess.call(command))
+    raise typer.Exit(run_attached(command))
 
 
 SetOption = Annotated[
@@ -619,7 +619,7 @@ def worker(
     command = [str(Path(sys.executable).parent / "prefect"), "worker", "start"]
     command += ["--pool", work_pool, "--type", "process"]
     Console().print(f"starting: {' '.join(command[1:])}")
-    raise typer.Exit(subprocess.call(command))
+    raise typer.Exit(run_attached(command))
 
 
 def _needs_prefect_server(command: str) -> None:

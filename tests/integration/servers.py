@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from lossflow.processes import spawn, stop_group
 
 BIN = Path(sys.executable).parent
 PG_HOST = os.environ.get("LOSSFLOW_TEST_POSTGRES_HOST", "127.0.0.1")
@@ -80,14 +81,7 @@ class Server:
         self.label = label
         self.log = log
         self._out = log.open("wb")
-        self.process = subprocess.Popen(
-            list(command),
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            cwd=cwd,
-            start_new_session=True,
-        )
+        self.process = spawn(command, stdout=self._out, env=env, cwd=cwd)
 
     def output(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
@@ -123,25 +117,7 @@ class Server:
 
     def stop(self) -> int:
         """SIGTERM the group, wait, SIGKILL what is left past the timeout."""
-        pgid = self.process.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            self.process.wait()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+        stop_group(self.process, STOP_TIMEOUT_S)
         self._out.close()
         return self.process.returncode
 

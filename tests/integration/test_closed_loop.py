@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from lossflow.cli import app
 from lossflow.contract import CHALLENGER, CHAMPION, PREVIOUS
 from lossflow.data.sources import load_flights
+from lossflow.processes import stop_group
 from lossflow.tracking import Tracker, default_tracking_uri
 
 from .serving_models import (
@@ -92,7 +93,7 @@ def _prefect(home: Path, port: int) -> Iterator[server.PrefectServer]:
             finally:
                 EventsWorker.drain_all()
     finally:
-        server.stop(started.process)
+        stop_group(started.process)
 
 
 def test_a_drift_event_retrains_once_and_the_ab_test_settles_the_aliases(

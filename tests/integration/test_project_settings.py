@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pandas as pd
 import pytest
 from pipelines import server
 
+from lossflow.processes import group_alive, stop_group
 from lossflow.tracking import Tracker, default_tracking_uri
 
 from .serving_models import wait_for
@@ -121,6 +123,8 @@ def test_every_command_reads_the_project_s_model_and_data_directory(root: Path) 
     with _running(root, "ui.log", "ui", "--port", str(port)) as ui:
         wait_for(lambda: ui.poll() is None and _ok(f"http://127.0.0.1:{port}/health"),
                  "the MLflow UI", 180, lambda: (root / "ui.log").read_text())  # fmt: skip
+        _stops_whole(ui)
+    assert not _ok(f"http://127.0.0.1:{port}/health")
     assert f"data/{MODEL}/mlflow.db" in (root / "ui.log").read_text()
 
 
@@ -152,8 +156,17 @@ def test_the_flows_are_deployed_scheduled_and_worked_for_the_project_s_model(roo
                      (root / "worker.log").read_text() or worker.poll() is not None,
                      "lossflow worker", 120)  # fmt: skip
             assert worker.poll() is None, (root / "worker.log").read_text()
+            _stops_whole(worker)
     finally:
-        server.stop(prefect.process)
+        stop_group(prefect.process)
+
+
+def _stops_whole(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the lossflow process alone (``kill PID``, a supervisor) stops what it started:
+    the MLflow server's uvicorn and job consumers, the Prefect worker."""
+    process.send_signal(signal.SIGTERM)
+    process.wait(60)
+    wait_for(lambda: not group_alive(process.pid), "the command's process group to end", 60)
 
 
 def _ok(url: str) -> bool:
