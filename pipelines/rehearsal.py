@@ -1,10 +1,10 @@
 """``lossflow rehearse``: the closed loop on a project's own history, period by period, in minutes.
 
 Any project whose data has a time column can rehearse: the champion trains on the periods before
-the data's production part (its split's ``test_end``), then each later period (a month) is
-replayed as live traffic with its labels, judged by monitoring, retrained on the event, and A/B
-tested, exactly as in production but in compressed time. ``lossflow demo`` is the rehearsal of
-the flights project over September to December 2013.
+the data's production part (its split's ``test_end``), then each later period (a week, month,
+quarter or year) is replayed as live traffic with its labels, judged by monitoring, retrained
+on the event, and A/B tested, exactly as in production but in compressed time. ``lossflow demo``
+is the rehearsal of the flights project over September to December 2013.
 
 1. A directory of its own, ``<data_dir>/rehearsal`` (emptied first): every flow gets
    ``data_dir`` there, so the rehearsal never touches the project's registry, log or runs.
@@ -120,7 +120,8 @@ class Timeline:
 
 @dataclass(frozen=True)
 class Period:
-    """One replayed period: ``[start, end)`` in UTC, named ``YYYY-MM``."""
+    """One replayed period: ``[start, end)`` in UTC, named as pandas names it (``2013-09``,
+    ``2013Q3``, ``1985``, a week's ``2013-09-02/2013-09-08``)."""
 
     name: str
     start: datetime
@@ -181,12 +182,6 @@ def periods_of(times: pd.Series, limit: int | None = None, every: str = "month")
         end = (span + 1).start_time.to_pydatetime().replace(tzinfo=UTC)
         out.append(Period(str(span), start, end))
     return out
-
-
-def _env(api_url: str) -> dict[str, str]:
-    return {**os.environ, "PREFECT_API_URL": api_url, "DO_NOT_TRACK": "true",
-            "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "ORT_DISABLE_TELEMETRY": "1"}  # fmt: skip
 
 
 def _wait(
@@ -312,8 +307,8 @@ def run_rehearsal(
 
     Args:
         shared: overrides of every flow (``project=...`` first).
-        sets: per flow, its own overrides (``training``, ``monitoring``, ``ab-analysis``,
-            ``retrain``).
+        sets: per flow, its own overrides (``training``, ``serving``, ``monitoring``,
+            ``ab-analysis``, ``retrain``).
         config_dir: the configuration directory.
         periods: replay only the first this many periods of production.
         period: how long a period is: ``week``, ``month``, ``quarter`` or ``year``.
@@ -329,14 +324,14 @@ def run_rehearsal(
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    if period not in PERIODS:
+        raise RehearsalError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
     sets = {k: list(v) for k, v in (sets or {}).items()}
     plan = plan_rehearsal(shared, sets, config_dir, subsample=subsample, epochs=epochs)
     if plan.root.exists():
         shutil.rmtree(plan.root)
     plan.root.mkdir(parents=True)
     timeline = Timeline(echo=echo)
-    if period not in PERIODS:
-        raise RehearsalError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
     given = PREFECT_API_URL.value()
     if given:
         _loop(plan, config_dir, str(given), timeline, periods, period, rows_per_period, rate)
@@ -431,7 +426,7 @@ def _loop(
         periods=[p.name for p, _ in chosen], rows=per_period, monitoring=monitoring_sets,
         retrain=retrain_sets, left_out={p.name: n for p, n in skipped},
     )  # fmt: skip
-    env = _env(api_url)
+    env = {**os.environ, "PREFECT_API_URL": api_url}  # children are lossflow commands
     runner_cmd = [str(BIN / "lossflow"), "schedule", "--flow", "retrain", "--config-dir",
                   str(config_dir), *plan.shared,
                   *(x for s in retrain_sets for x in ("--set", f"retrain:{s}"))]  # fmt: skip

@@ -221,6 +221,8 @@ def train(
     cfg = load_training_config(overrides, config_dir)
     from pipelines.training import training
 
+    from lossflow.evaluation.baseline import BEATS_METRIC, beats
+
     console = Console()
     console.print(
         f"training [bold]{cfg.data.source}[/bold] ({cfg.data.task}) with loss "
@@ -235,11 +237,11 @@ def train(
     )
     table = Table(title="test metrics", show_header=False)
     for key, value in sorted(outcome.metrics.items()):
-        if key not in ("test/beats_baseline", "test/beats_popularity"):
+        if key not in (BEATS_METRIC, "test/beats_popularity"):
             table.add_row(key, f"{value:.4f}")
     console.print(table)
     if outcome.baseline:
-        flag = "" if outcome.metrics.get("test/beats_baseline", 1.0) else "[red]WARNING:[/red] "
+        flag = "" if beats(outcome.metrics) else "[red]WARNING:[/red] "
         console.print(f"{flag}baseline:      {escape(outcome.baseline)}")
     console.print(f"run id:        {outcome.run_id}")
     console.print(f"loss id:       {outcome.loss_id}")
@@ -1047,8 +1049,8 @@ def rehearse(
     json_path: TimelineJson = None,
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
-    """The closed loop on the project's own history: train on the early periods, then month by
-    month serve, replay with labels, monitor, retrain on the event, A/B-test and promote or
+    """The closed loop on the project's own history: train on the early periods, then period by
+    period serve, replay with labels, monitor, retrain on the event, A/B-test and promote or
     reject; prints the timeline (any project whose data has a time column)."""
     _rehearse(
         overrides, set_, config_dir, periods=periods, period=period,
@@ -1069,7 +1071,8 @@ def demo(
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
     """The flights rehearsal: September to December 2013 (= lossflow --project flights
-    rehearse --periods 4 --subsample 30000 --epochs 3), in <data_dir>/rehearsal."""
+    rehearse --periods 4 --subsample 30000 --epochs 3), in <data_dir>/rehearsal; with
+    --project, the first four months of that project's production."""
     _PROJECT[:] = _PROJECT or ["project=flights"]
     _rehearse(overrides, set_, config_dir, periods=4, rows_per_period=rows_per_month,
               subsample=subsample, epochs=epochs, json_path=json_path, name="demo")  # fmt: skip

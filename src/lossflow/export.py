@@ -59,8 +59,6 @@ class ParityReport:
         rtol: Relative tolerance (of the torch value) the check was run with.
         max_rel_diff: Largest ``|difference| / |torch value|`` among outputs larger than
             ``atol`` (a relative difference of values near 0 means nothing).
-        worst_ratio: Largest ``|difference| / (atol + rtol * |torch value|)``: the check passes
-            when it is at most 1.
     """
 
     max_abs_diff: float
@@ -68,7 +66,6 @@ class ParityReport:
     atol: float
     rtol: float = 0.0
     max_rel_diff: float = 0.0
-    worst_ratio: float = 0.0
 
 
 def export_onnx(
@@ -219,7 +216,7 @@ def check_parity(
                 worst.update(reference, actual, start, atol, rtol)
     finally:
         model.train(was_training)
-    report = ParityReport(worst.abs_diff, rows, atol, rtol, worst.rel_diff, worst.ratio)
+    report = ParityReport(worst.abs_diff, rows, atol, rtol, worst.rel_diff)
     if worst.ratio > 1.0:
         raise ParityError(
             f"onnxruntime output differs from torch by {worst.at_diff:.6g} at row {worst.row} "

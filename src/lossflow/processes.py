@@ -88,7 +88,7 @@ def stop_group(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT
     return process.returncode
 
 
-def run_attached(command: Sequence[str], timeout_s: float = STOP_TIMEOUT_S) -> int:
+def run_attached(command: Sequence[str]) -> int:
     """Run ``command`` in the foreground until it ends, and return its exit status as a shell
     reports it (128 + the signal's number when a signal ended it).
 
@@ -107,6 +107,6 @@ def run_attached(command: Sequence[str], timeout_s: float = STOP_TIMEOUT_S) -> i
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        stop_group(process, timeout_s)
+        stop_group(process)
     code = process.returncode
     return 128 - code if code < 0 else code

@@ -25,6 +25,7 @@ from lossflow.config.training import TRAINING, TrainingConfig
 from lossflow.errors import UserError
 
 if TYPE_CHECKING:  # the MLflow adapter is imported by whoever fetches a recipe
+    from lossflow.config.common import TrackingConfig
     from lossflow.tracking import Tracker
 
 RECIPE_ARTIFACT: Final = "config.json"
@@ -84,6 +85,19 @@ def fetch_recipe(tracker: Tracker, model_name: str, version: str) -> Recipe:
             f"{model_name} v{version}: {RECIPE_ARTIFACT} of run {run_id} is not a mapping"
         )
     return Recipe(model_name, version, run_id, config)
+
+
+def project_changes(
+    project: str | None, data_dir: Path, tracking: TrackingConfig
+) -> dict[str, Any]:
+    """What a configuration built from a recipe takes from the project it runs in rather than
+    from the recipe: the project's name, where data and runs live, the tracking store and
+    names (one set of settings for every process)."""
+    return {
+        "project": project,
+        "data_dir": str(data_dir),
+        "tracking": tracking.model_dump(mode="json"),
+    }
 
 
 def recipe_config(

@@ -43,11 +43,12 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import pandas as pd
 import yaml
 
+from lossflow.config.common import Process
 from lossflow.data.sources import parse_times
 from lossflow.data.validation import DataValidationError, binary_classes, is_string_column
 from lossflow.errors import UserError
@@ -137,7 +138,7 @@ class Inferred:
 
     def project_section(self) -> dict[str, Any]:
         """The project (``configs/project/<name>.yaml``)."""
-        processes = ("monitoring", "retrain", "ab", "compare", "rehearsal")
+        processes = get_args(Process)  # written out: the reader sees where each run goes
         return {
             "data_dir": f"data/{self.name}",
             "tracking": {

@@ -33,9 +33,11 @@ from lossflow.data.preprocessing import Preprocessor
 from lossflow.errors import UserError
 from lossflow.evaluation.baseline import (
     BASELINE_JSON_TAG,
+    BEATS_METRIC,
     Baseline,
     Verdict,
-    fit_baseline,
+    beats,
+    model_baseline,
     verdict,
 )
 from lossflow.evaluation.metrics import ranking_metrics
@@ -43,7 +45,6 @@ from lossflow.evaluation.report import evaluation_report
 from lossflow.evaluation.threshold import choose_threshold
 from lossflow.export import check_parity, export_onnx
 from lossflow.losses import loss_id
-from lossflow.losses.composite import leaf_losses
 from lossflow.losses.spec import spec_payload
 from lossflow.models import InferenceModel
 from lossflow.models.build import (
@@ -59,6 +60,7 @@ from lossflow.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
 from lossflow.monitoring.profile import TAG as PROFILE_TAG
 from lossflow.monitoring.profile import build_profile
 from lossflow.onnx_runner import OnnxRunner
+from lossflow.recipe import RECIPE_ARTIFACT
 from lossflow.tracking import Tracker, resolve_tracking_uri
 
 PROFILE_ARTIFACT_DIR = str(Path(PROFILE_ARTIFACT).parent)
@@ -92,7 +94,7 @@ def log_run_inputs(
     lid = loss_id(spec, cfg.regularizers)
     tracker.log_params(run_id, tracker.flatten(config_to_dict(cfg)))
     tracker.log_params(run_id, {f"data.rows.{k}": v for k, v in prepared.sizes.items()})
-    tracker.log_dict(run_id, config_to_dict(cfg), "config.json")
+    tracker.log_dict(run_id, config_to_dict(cfg), RECIPE_ARTIFACT)
     tracker.log_dict(run_id, spec_payload(spec), "loss_spec.json")
     tracker.set_tags(
         run_id,
@@ -183,21 +185,7 @@ class EvaluationResult:
     @property
     def beats_baseline(self) -> bool:
         """Whether the model beats its baseline on the test split (``True`` when none applies)."""
-        return bool(self.metrics.get("test/beats_baseline", 1.0))
-
-
-def model_baseline(cfg: TrainingConfig, prepared: PreparedData) -> Baseline | None:
-    """The trivial baseline of the model ``cfg`` trains on ``prepared`` (see
-    :mod:`lossflow.evaluation.baseline`)."""
-    _, train_y = prepared.arrays("train", original=True)
-    pre = prepared.preprocessor()
-    return fit_baseline(
-        cfg.data.task,
-        train_y,
-        n_classes=pre.n_classes,
-        loss_names=sorted(leaf_losses(cfg.loss)),
-        quantile=quantile_of(cfg.loss),
-    )
+        return beats(self.metrics)
 
 
 def _with_baseline(
@@ -210,7 +198,7 @@ def _with_baseline(
     return {
         **metrics,
         f"test/baseline_{judged.metric}": judged.baseline,
-        "test/beats_baseline": float(judged.beats),
+        BEATS_METRIC: float(judged.beats),
     }, judged.line()
 
 
@@ -442,13 +430,14 @@ def register_version(
     check_schema(tracker, cfg.tracking.registered_model, pre)
     test_x, _ = prepared.arrays("test")
     example = {k: v[:5] for k, v in pre.model_inputs(test_x).items()}
-    output = OnnxRunner(exported.onnx_path).run(example)
+    runner = OnnxRunner(exported.onnx_path)
+    output = runner.run(example)
     name = cfg.tracking.registered_model
     version = tracker.log_onnx_model(run_id, exported.onnx_path, example, output, name)
     tags = {SCHEMA_TAG: model_schema(pre)}
-    baseline = model_baseline(cfg, prepared)
-    if baseline is not None:
-        tags[BASELINE_JSON_TAG] = json.dumps(baseline.to_json())
+    baseline = ModelMetadata.from_props(runner.metadata, exported.onnx_path).baseline
+    if baseline is not None:  # the A/B analysis reads it from the version
+        tags[BASELINE_JSON_TAG] = json.dumps(baseline)
     tracker.set_version_tags(name, version, tags)
     tracker.log_metrics(
         run_id,

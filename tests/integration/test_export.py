@@ -183,7 +183,6 @@ def test_parity_passes_on_exported_model_over_all_rows(tabular: tuple[nn.Module,
     assert report.rows == 2500
     assert (report.atol, report.rtol) == (1e-5, 1e-5)
     assert 0.0 <= report.max_abs_diff <= 1e-5
-    assert report.worst_ratio <= 1.0
 
 
 class Scaled(nn.Module):
@@ -213,7 +212,6 @@ def test_parity_judges_float32_at_every_scale_and_catches_a_wrong_weight(
     outputs = torch_outputs(model, inputs)
     assert np.median(np.abs(outputs)) == pytest.approx(magnitude, rel=0.5)
     report = check_parity(model, path, inputs)
-    assert report.worst_ratio <= 1.0
     # The float32 rounding of outputs near 1e3 and 1e5 is beyond an absolute 1e-5 tolerance:
     # the relative part is what lets them pass.
     assert report.max_rel_diff <= 1e-5

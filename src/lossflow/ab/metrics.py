@@ -45,13 +45,10 @@ def list_ndcg(metric: str, outputs: list[dict[str, Any]], labels: list[Any]) -> 
         raise ValueError(f"metric {metric!r} does not apply to ranked lists; use ndcg_<k>")
     if not outputs or "score" not in outputs[0]:
         raise ValueError(f"metric {metric!r} needs ranked lists (outputs with a score)")
-    from lossflow.evaluation.metrics import per_query_ndcg
+    from lossflow.evaluation.metrics import list_ndcg as ndcg_of_lists
 
-    scores = np.array([[float(o["score"]) for o in outputs]])
-    relevance = np.array([[float(y) for y in labels]])
-    if scores.shape[1] < 2:  # a one-item list is trivially in the right order
-        return 1.0 if relevance[0, 0] > 0 else 0.0
-    return float(per_query_ndcg(relevance, scores, np.ones_like(scores, bool), int(metric[5:]))[0])
+    scores = [float(o["score"]) for o in outputs]
+    return float(ndcg_of_lists(scores, labels, np.zeros(len(scores)), int(metric[5:]))[0])
 
 
 def record_loss(

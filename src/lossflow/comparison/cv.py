@@ -42,7 +42,6 @@ from lossflow.config.training import (
     TrainingConfig,
     monitored_metrics,
     primary_metric,
-    quantile_of,
 )
 from lossflow.data.folds import FoldError, FoldKind, check_fold_classes, cv_folds
 from lossflow.data.prepare import (
@@ -56,8 +55,7 @@ from lossflow.data.prepare import (
 from lossflow.data.preprocessing import EncodedFeatures
 from lossflow.data.splits import split_frame
 from lossflow.errors import UserError
-from lossflow.evaluation.baseline import baseline_value, fit_baseline
-from lossflow.losses.composite import leaf_losses
+from lossflow.evaluation.baseline import baseline_value, model_baseline
 from lossflow.models.build import Split, build_system, fit_model, load_trained_model, predict
 
 HELDOUT_PARTS = ("val", "test", "production")
@@ -257,8 +255,9 @@ class UnitResult:
         epochs_to_95: epochs until the monitored validation metric was within 5 % of its best.
         wall_s: seconds spent training and scoring (importance and landscape not included).
         total_s: seconds of the whole unit (with importance and landscape).
-        baseline: ``(metric, value)`` of the trivial baseline (the fold's training prior, mean
-            or median) on the fold's test rows, by the metric the arm is judged by against it.
+        baseline: ``(kind, metric, value)`` of the trivial baseline (the fold's training
+            ``prior``, ``mean``, ``median`` or ``quantile``) on the fold's test rows, by the
+            metric the arm is judged by against it.
     """
 
     arm: str
@@ -273,7 +272,7 @@ class UnitResult:
     epochs_to_95: int | None = None
     wall_s: float = 0.0
     total_s: float = 0.0
-    baseline: tuple[str, float] | None = None
+    baseline: tuple[str, str, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -382,13 +381,10 @@ def _train_and_score(unit: Unit, start: float) -> UnitResult:
         outputs[f"{key}_output"] = predict(model, pre.model_inputs(x))
     np.savez(unit.directory / PREDICTIONS, **outputs)  # type: ignore[arg-type]
     metrics = score(cfg, outputs["test_y"], outputs["test_output"], threshold)
-    trivial = fit_baseline(
-        cfg.data.task, prepared.arrays("train", original=True)[1], n_classes=pre.n_classes,
-        loss_names=sorted(leaf_losses(cfg.loss)), quantile=quantile_of(cfg.loss),
-    )  # fmt: skip
+    trivial = model_baseline(cfg, prepared)
     baseline = None
     if trivial is not None and trivial.metric in metrics:
-        baseline = (trivial.metric, baseline_value(trivial, outputs["test_y"]))
+        baseline = (trivial.kind, trivial.metric, baseline_value(trivial, outputs["test_y"]))
     wall = time.perf_counter() - start
     monitor, better = _monitor(cfg)
     converged = epochs_to_fraction(result.history.get(monitor, []), better)

@@ -32,7 +32,7 @@ from lossflow.data.folds import FoldKind
 from lossflow.errors import UserError
 from lossflow.losses import LOSS_SPECS
 from lossflow.losses.composite import CompositeSpec
-from lossflow.recipe import Recipe, fetch_recipe, recipe_config
+from lossflow.recipe import Recipe, fetch_recipe, project_changes, recipe_config
 
 # Loss options searched by default when the chosen arm has that loss: (low, high, log).
 DEFAULT_LOSS_PARAMS: dict[str, dict[str, tuple[float, float, bool]]] = {
@@ -167,7 +167,7 @@ def resolve_arm(
     stores = {"data_dir": str(settings.data_dir), "tracking": settings.tracking.model_dump()}
     try:
         if recipe is not None:  # a retrained version's recipe keeps its pool: the same rows
-            changes = {**stores, "project": settings.project}
+            changes = project_changes(settings.project, settings.data_dir, settings.tracking)
             by = f"the project {settings.project}"
             cfg = recipe_config(recipe, overrides, config_dir, changes=changes, changed_by=by)
         else:

@@ -325,13 +325,10 @@ def summarize_arm(
     judged = [u.baseline for u in units if u.baseline is not None]
     baseline = None
     if judged and len(judged) == len(units):
-        metric = judged[0][0]
+        kind, metric, _ = judged[0]
         model = float(np.mean([(u.metrics or {})[metric] for u in units]))
-        trivial = float(np.mean([value for _, value in judged]))
-        described = "the fold's training " + (
-            "prior" if metric == "log_loss" else {"rmse": "mean", "mae": "median"}.get(
-                metric, "quantile")
-        )  # fmt: skip
+        trivial = float(np.mean([value for _, _, value in judged]))
+        described = f"the fold's training {kind}"
         baseline = BaselineVerdict(metric, model, trivial, "min", described)
     main = arm.ablation_of is None
     slices = _slices(cfg, plan, folds, units) if main and plan.slices else []

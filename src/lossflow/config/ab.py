@@ -1,7 +1,8 @@
 """The A/B analysis's configuration (``lossflow ab``, the ``ab_analysis`` flow).
 
-``data_dir`` and ``tracking`` come from ``base.yaml``; ``configs/ab/<name>.yaml`` holds the rest
-(``ab=<name>`` picks it, default ``default``).
+``data_dir`` and ``tracking`` come from the project (``configs/project/<name>.yaml``);
+``configs/ab/<name>.yaml`` holds the rest (``ab=<name>`` picks it, default ``default``), then the
+project's ``ab`` section.
 """
 
 from __future__ import annotations

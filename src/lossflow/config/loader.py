@@ -2,8 +2,7 @@
 
 Layout of a config directory::
 
-    base.yaml            # what every process shares (data_dir, tracking) and the training run,
-                         # with ``defaults: {project: flights, data: flights, loss: focal}``
+    base.yaml            # the training run's defaults and ``defaults: {project: flights}``
     project/<name>.yaml  # one model's project: data_dir and tracking (registry URI, model name,
                          # experiment names) for every process, and per process (training,
                          # serving, monitoring, ab, retrain, compare) what differs for it

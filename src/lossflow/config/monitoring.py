@@ -1,8 +1,9 @@
 """The monitoring process's configuration (``lossflow monitor``, the ``monitoring`` flow).
 
-``data_dir`` and ``tracking`` come from ``base.yaml``; ``configs/monitoring/<name>.yaml`` holds
-the rest (``monitoring=<name>`` picks it, default ``default``). The drift methods are pinned
-here, never chosen by sample size.
+``data_dir`` and ``tracking`` come from the project (``configs/project/<name>.yaml``);
+``configs/monitoring/<name>.yaml`` holds the rest (``monitoring=<name>`` picks it, default
+``default``), and the project's ``monitoring`` section what differs for its model. The drift
+methods are pinned here, never chosen by sample size.
 """
 
 from __future__ import annotations

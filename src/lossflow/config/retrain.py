@@ -1,9 +1,10 @@
 """The retraining flow's configuration (``retrain``, triggered by ``lossflow.retrain.requested``).
 
-``data_dir`` and ``tracking`` come from ``base.yaml``; ``configs/retrain/<name>.yaml`` holds the
-rest (``retrain=<name>`` picks it, default ``default``). Each candidate is trained with the
-training configuration (``training`` overrides applied) on the data this file's ``data`` policy
-builds.
+``data_dir`` and ``tracking`` come from the project (``configs/project/<name>.yaml``);
+``configs/retrain/<name>.yaml`` holds the rest (``retrain=<name>`` picks it, default
+``default``), then the project's ``retrain`` section. Each candidate is the champion's recipe
+(:mod:`lossflow.recipe`) with its loss, the pool this file's ``data`` policy builds and the
+``training`` overrides applied.
 """
 
 from __future__ import annotations

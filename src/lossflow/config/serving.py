@@ -1,8 +1,9 @@
 """The inference service's configuration (``lossflow serve``): variants, traffic, log, limits.
 
-``data_dir`` and ``tracking`` come from ``base.yaml``; ``configs/serving/<name>.yaml`` holds the
-rest (``serving=<name>`` picks it, default ``default``); dotted overrides such as ``port=8001``
-or ``variants.champion.weight=90`` come last.
+``data_dir`` and ``tracking`` come from the project (``configs/project/<name>.yaml``);
+``configs/serving/<name>.yaml`` holds the rest (``serving=<name>`` picks it, default
+``default``), then the project's ``serving`` section; dotted overrides such as ``port=8001`` or
+``variants.champion.weight=90`` come last.
 """
 
 from __future__ import annotations
@@ -147,9 +148,10 @@ SERVING: ConfigKind[ServingConfig] = ConfigKind(
 def load_serving_config(
     overrides: Sequence[str] = (), config_dir: Path = DEFAULT_CONFIG_DIR
 ) -> ServingConfig:
-    """Read the service's configuration: ``data_dir`` and ``tracking`` from ``base.yaml``, then
-    ``serving/<name>.yaml`` (``serving=<name>`` picks it; default ``default``), then dotted
-    overrides such as ``port=8001`` or ``variants.champion.weight=90``.
+    """Read the service's configuration: ``data_dir`` and ``tracking`` from the project, then
+    ``serving/<name>.yaml`` (``serving=<name>`` picks it; default ``default``), the project's
+    ``serving`` section, then dotted overrides such as ``port=8001`` or
+    ``variants.champion.weight=90``.
 
     Raises:
         ConfigError: naming the file (or command line), the dotted key and what was expected.

@@ -174,9 +174,9 @@ class Preprocessor:
         vocabularies: Per categorical column, sorted known values; value ``i`` has code ``i+1``.
         label_names: Multiclass labels in code order; binary ``(negative, positive)`` when the
             target is not 0/1 (``yes``/``no``, ``good``/``bad``); ``None`` otherwise.
-        target_stats: Regression: the training target's ``mean``, ``std`` (1 where it is 0)
-            and ``median``: the output layer starts at them (the target trains in its own
-            unit) and they are the trivial baselines a model must beat. ``None`` otherwise.
+        target_stats: Regression: the training target's ``mean`` and ``std`` (1 where it is
+            0), which the output layer applies so the target trains in its own unit.
+            ``None`` otherwise.
     """
 
     def __init__(
@@ -219,12 +219,12 @@ class Preprocessor:
         if task == "binary" and label_names is not None and len(label_names) != 2:
             raise ValueError("Preprocessor: binary label_names are (negative, positive)")
         if target_stats is not None and (
-            set(target_stats) != {"mean", "std", "median"}
+            set(target_stats) != {"mean", "std"}
             or not all(math.isfinite(v) for v in target_stats.values())
             or not target_stats["std"] > 0
         ):
             raise ValueError(
-                "Preprocessor: target_stats holds finite mean, std (> 0) and median; got "
+                "Preprocessor: target_stats holds a finite mean and std (> 0); got "
                 f"{dict(target_stats)}"
             )
         self.numeric_columns: tuple[str, ...] = tuple(numeric_columns)
@@ -311,7 +311,6 @@ class Preprocessor:
             target_stats = {
                 "mean": float(np.mean(values)),
                 "std": spread if spread > 0 else 1.0,
-                "median": float(np.median(values)),
             }
         return cls(
             numeric_columns=columns.numeric,

@@ -20,14 +20,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+if TYPE_CHECKING:
+    from lossflow.config.training import TrainingConfig
+    from lossflow.data.prepare import PreparedData
+
 Better = Literal["min", "max"]
 # The registered version's tag holding its baseline as JSON (read by the A/B analysis).
 BASELINE_JSON_TAG = "lossflow.baseline_json"
+# The run's metric: 1 when the model beats its baseline on the test split, else 0.
+BEATS_METRIC: Final = "test/beats_baseline"
 # Regression losses whose large errors count linearly: the median is their constant optimum.
 LINEAR_TAIL_LOSSES = frozenset({"mae", "huber", "log_cosh"})
 _EPS = 1e-15
@@ -142,6 +148,27 @@ def fit_baseline(
     if metric == "mae":
         return Baseline("median", float(np.median(y)), metric)
     return Baseline("mean", float(np.mean(y)), metric)
+
+
+def model_baseline(cfg: TrainingConfig, prepared: PreparedData) -> Baseline | None:
+    """The baseline of the model ``cfg`` trains on ``prepared`` (its training split's labels,
+    judged by the metric its losses aim at)."""
+    from lossflow.config.training import quantile_of
+    from lossflow.losses.composite import leaf_losses
+
+    _, train_y = prepared.arrays("train", original=True)
+    return fit_baseline(
+        cfg.data.task,
+        train_y,
+        n_classes=prepared.preprocessor().n_classes,
+        loss_names=sorted(leaf_losses(cfg.loss)),
+        quantile=quantile_of(cfg.loss),
+    )
+
+
+def beats(metrics: Mapping[str, float]) -> bool:
+    """Whether a run's metrics say the model beat its baseline (``True`` when none applies)."""
+    return bool(metrics.get(BEATS_METRIC, 1.0))
 
 
 def baseline_value(baseline: Baseline, target: npt.ArrayLike) -> float:

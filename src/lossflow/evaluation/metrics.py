@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -339,6 +340,26 @@ def per_query_ndcg(
     return np.array(
         [float(ndcg_score(gains[q : q + 1], ranks[q : q + 1], k=k)) for q in range(len(rel))]
     )
+
+
+def list_ndcg(
+    scores: npt.ArrayLike, relevance: npt.ArrayLike, lists: npt.ArrayLike, k: int = NDCG_K
+) -> FloatArray:
+    """NDCG@k of each list (the rows sharing a ``lists`` id), in order of first appearance.
+
+    A list of one item scores 1 when it is relevant, else 0: its only order is the right one.
+    """
+    from lossflow.data.lists import gather, padded_index
+
+    ids = pd.factorize(np.asarray(lists))[0].astype(np.int64)
+    if ids.size == 0:
+        return np.zeros(0)
+    index, mask = padded_index(ids)
+    gains = gather(np.asarray(relevance, dtype=np.float64), index, 0.0)
+    if index.shape[1] < 2:
+        return (gains[:, 0] > 0).astype(np.float64)
+    ranked = gather(np.asarray(scores, dtype=np.float64), index, 0.0)
+    return per_query_ndcg(gains, ranked, mask, k)
 
 
 def ranking_metrics(

@@ -27,14 +27,11 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
-from lossflow.data.lists import gather, padded_index
 from lossflow.evaluation.metrics import (
     binary_metrics,
     expected_calibration_error,
     multiclass_metrics,
-    per_query_ndcg,
     regression_metrics,
 )
 
@@ -300,22 +297,6 @@ def measured_metrics(
 
 
 LIST_K = 10  # NDCG@10 of each list: the A/B analysis's ranking metric too
-
-
-def list_ndcg(
-    scores: npt.NDArray[np.float64], labels: npt.NDArray[np.float64], lists: npt.NDArray[np.int64]
-) -> npt.NDArray[np.float64]:
-    """NDCG@:data:`LIST_K` of each list (rows sharing a ``lists`` id), in order of first
-    appearance; a list with one item counts 1 when it is relevant, else 0."""
-    if len(lists) == 0:
-        return np.zeros(0)
-    ids = pd.factorize(lists)[0].astype(np.int64)
-    index, mask = padded_index(ids)
-    relevance = gather(labels.astype(np.float64), index, 0.0)
-    return np.asarray(
-        per_query_ndcg(relevance, gather(scores.astype(np.float64), index, 0.0), mask, LIST_K),
-        dtype=np.float64,
-    )
 
 
 def measured_list_metrics(

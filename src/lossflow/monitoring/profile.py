@@ -38,6 +38,7 @@ from lossflow.contract import ModelMetadata
 from lossflow.data.prepare import PreparedData
 from lossflow.data.preprocessing import EncodedFeatures, Preprocessor
 from lossflow.errors import UserError
+from lossflow.evaluation.metrics import list_ndcg
 from lossflow.monitoring.distributions import (
     CategoricalSummary,
     NumericSummary,
@@ -48,7 +49,6 @@ from lossflow.monitoring.performance import (
     LIST_K,
     Costs,
     MetricEstimate,
-    list_ndcg,
     measured_list_metrics,
     measured_metrics,
 )
@@ -297,7 +297,7 @@ def build_profile(
     )
     metric_outputs = test_out if task == "multiclass" else test_out.reshape(len(test_out), -1)[:, 0]
     if task == "ranking":
-        per_list = list_ndcg(metric_outputs, test_y, prepared.lists("test"))
+        per_list = list_ndcg(metric_outputs, test_y, prepared.lists("test"), LIST_K)
         test_metrics = measured_list_metrics(
             per_list, f"ndcg_{LIST_K}", resamples=resamples, seed=seed
         )

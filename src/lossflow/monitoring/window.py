@@ -28,13 +28,14 @@ import pandas as pd
 import pyarrow as pa
 
 from lossflow.errors import UserError
+from lossflow.evaluation.metrics import list_ndcg
 from lossflow.monitoring.distributions import (
     CategoricalSummary,
     NumericSummary,
     Summary,
     merge,
 )
-from lossflow.monitoring.performance import list_ndcg
+from lossflow.monitoring.performance import LIST_K
 from lossflow.monitoring.profile import SCORE, ReferenceProfile
 from lossflow.predlog.reader import iter_records, numeric_column
 from lossflow.predlog.store import PredictionLog
@@ -167,7 +168,8 @@ def summarise_window(
             delays.append(chunk.label_delay_s[has_label])
             labelled += int(has_label.sum())
             if profile.task == "ranking":
-                ndcg.append(list_ndcg(chunk_outputs[has_label], y, chunk.requests[has_label]))
+                lists = chunk.requests[has_label]
+                ndcg.append(list_ndcg(chunk_outputs[has_label], y, lists, LIST_K))
         samples.append(_sample(profile, table, chunk_outputs, chunk.labels, sample_rows, rng))
         rows += chunk.rows
     if scores is None:

@@ -33,9 +33,15 @@ from lossflow.config.training import TrainingConfig, config_to_dict
 from lossflow.contract import CHALLENGER, CHAMPION, ModelMetadata
 from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.errors import UserError
-from lossflow.evaluation.baseline import Baseline
+from lossflow.evaluation.baseline import Baseline, beats
 from lossflow.onnx_runner import OnnxRunner
-from lossflow.recipe import RECIPE_ARTIFACT, Recipe, fetch_recipe, recipe_config
+from lossflow.recipe import (
+    RECIPE_ARTIFACT,
+    Recipe,
+    fetch_recipe,
+    project_changes,
+    recipe_config,
+)
 from lossflow.replay.rows import records_of
 from lossflow.retrain import data as retrain_data
 from lossflow.retrain.posthoc import PROP, PosthocError, adjust_onnx, adjusted_probabilities
@@ -150,15 +156,9 @@ def champion(cfg: RetrainConfig, request: RetrainRequest, directory: Path) -> Ch
     return Champion(version, path, meta, found, recipe)
 
 
-def project_changes(cfg: RetrainConfig) -> dict[str, Any]:
-    """What every retrain configuration takes from the project rather than the recipe: where
-    data and runs live, the tracking store and names (one set of settings for every process)."""
-    return {
-        "project": cfg.project,
-        "data_dir": str(cfg.data_dir),
-        "tracking": cfg.tracking.model_dump(mode="json"),
-        "pool": None,
-    }
+def _stores(cfg: RetrainConfig) -> dict[str, Any]:
+    """The project's stores, and no pool: what every retrain configuration starts from."""
+    return {**project_changes(cfg.project, cfg.data_dir, cfg.tracking), "pool": None}
 
 
 def base_config(
@@ -171,7 +171,7 @@ def base_config(
         ConfigError: the recipe no longer runs (its data file moved...), naming the version.
     """
     return recipe_config(
-        best.recipe, cfg.training, config_dir, changes=project_changes(cfg),
+        best.recipe, cfg.training, config_dir, changes=_stores(cfg),
         changed_by=f"the project {cfg.project}",
     )  # fmt: skip
 
@@ -237,7 +237,7 @@ def plan_candidates(
     if cfg.candidates.include_champion_loss:
         wanted.append((best.recipe.loss, "champion's loss"))
     wanted += [(c, "config") for c in cfg.candidates.extra]
-    changes = {**project_changes(cfg),
+    changes = {**_stores(cfg),
                "pool": retrain_data.pool_config(cfg, pool, request.window_start).model_dump(
                    mode="json")}  # fmt: skip
     if cfg.seed is not None:
@@ -294,7 +294,7 @@ class Trained:
     def beats_baseline(self) -> bool:
         """Whether it beat its trivial baseline on its test split (the post-hoc adjusted
         champion is not re-evaluated there: ``True``)."""
-        return bool(self.metrics.get("test/beats_baseline", 1.0))
+        return beats(self.metrics)
 
 
 def train_candidate(cfg: RetrainConfig, candidate: Candidate, parent_run_id: str) -> Trained:
@@ -428,7 +428,7 @@ def register_challenger(
             "lossflow.retrain.origin": chosen.origin,
             "lossflow.retrain.candidates": json.dumps([s.name for s in screened]),
             "lossflow.retrain.prescreen": json.dumps([s.to_json() for s in screened]),
-            "lossflow.beats_baseline": str(
+            training_steps.BEATS_BASELINE_TAG: str(
                 chosen.beats_baseline
                 and all(s.beats_baseline for s in screened if s.name == chosen.name)
             ).lower(),
