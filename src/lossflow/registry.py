@@ -3,6 +3,9 @@
 A :class:`Registry` is a read-only mapping filled by ``register``. Its implementations may live
 in modules that import torch while the registry itself does not: ``loader`` imports them on the
 first lookup, so configuration can be read and names checked in a process that never trains.
+Where the names are declared statically (``declared``), configuration checks them against that
+declaration with :func:`unknown_name` and never imports the implementations; the registry then
+refuses to register a name that is not declared.
 
 Example:
     >>> colours = Registry("colour")
@@ -18,11 +21,19 @@ Example:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
 F = TypeVar("F")
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """The message for an unknown ``name`` of a ``kind``: the closest known name and the list."""
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown {kind} '{name}'{hint}; known {kind}s: {', '.join(names)}"
 
 
 class Registry(Mapping[str, T]):
@@ -32,6 +43,8 @@ class Registry(Mapping[str, T]):
         kind: What an entry is (``"loss"``, ``"optimizer"``); used in error messages.
         loader: Imports the modules that register the entries; called once, on first use.
         error: Exception type raised by :meth:`lookup` for an unknown name.
+        declared: The names this registry may hold, declared where no implementation is
+            imported (``None``: any name).
     """
 
     def __init__(
@@ -39,11 +52,13 @@ class Registry(Mapping[str, T]):
         kind: str,
         loader: Callable[[], object] | None = None,
         error: type[Exception] = ValueError,
+        declared: Iterable[str] | None = None,
     ) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._loader = loader
         self._error = error
+        self.declared = None if declared is None else frozenset(declared)
 
     def _load(self) -> dict[str, T]:
         loader, self._loader = self._loader, None
@@ -59,10 +74,13 @@ class Registry(Mapping[str, T]):
         """Add ``value`` under ``name``.
 
         Raises:
-            TypeError: ``name`` is empty or already registered.
+            TypeError: ``name`` is empty, already registered or not among the declared names.
         """
         if not name:
             raise TypeError(f"a {self.kind} needs a non-empty name")
+        if self.declared is not None and name not in self.declared:
+            declared = ", ".join(sorted(self.declared))
+            raise TypeError(f"{self.kind} name {name!r} is not declared; declared: {declared}")
         if name in self._entries:
             raise TypeError(f"{self.kind} name {name!r} is registered twice")
         self._entries[name] = value
@@ -79,10 +97,7 @@ class Registry(Mapping[str, T]):
 
     def unknown(self, name: str) -> str:
         """The message for an unknown ``name``: the closest known name and the full list."""
-        known = sorted(self._load())
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return f"unknown {self.kind} '{name}'{hint}; known {self.kind}s: {', '.join(known)}"
+        return unknown_name(self.kind, name, self._load())
 
     def lookup(self, name: str) -> T:
         """The entry for ``name``.

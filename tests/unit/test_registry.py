@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from lossflow.config.training import (
-    OPTIMIZERS,
-    SCHEDULERS,
+    OPTIMIZER_NAMES,
+    SCHEDULER_NAMES,
     VALIDATION_METRICS,
+    OptimizerConfig,
+    SchedulerConfig,
     load_training_config,
 )
 from lossflow.losses import LOSS_SPECS, LossConfigError, parse_loss_spec
+from lossflow.models.optim import OPTIMIZERS, SCHEDULERS
 from lossflow.registry import Registry
 from tests.unit.test_config import CONFIG_DIR
 
@@ -33,6 +39,30 @@ def test_the_registries_hold_what_the_config_documents() -> None:
     assert set(OPTIMIZERS) == {"sgd", "adam", "adamw", "rmsprop", "adagrad"}
     assert set(SCHEDULERS) == {"none", "cosine", "step", "plateau"}
     assert len(LOSS_SPECS) == 21
+
+
+def test_every_declared_optimizer_and_scheduler_has_a_builder_and_no_other_does() -> None:
+    assert sorted(OPTIMIZERS) == sorted(OPTIMIZER_NAMES)
+    assert sorted(SCHEDULERS) == sorted(SCHEDULER_NAMES)
+    for optimizer in OPTIMIZER_NAMES:
+        OptimizerConfig(name=optimizer)
+    for scheduler in SCHEDULER_NAMES:
+        SchedulerConfig(name=scheduler)
+    with pytest.raises(TypeError, match="'lamb' is not declared"):
+        OPTIMIZERS.register("lamb", OPTIMIZERS["adam"])
+
+
+def test_optimizer_and_scheduler_names_are_checked_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "from lossflow.config.training import OptimizerConfig, SchedulerConfig\n"
+        "OptimizerConfig(name='sgd'); SchedulerConfig(name='plateau')\n"
+        "try:\n    OptimizerConfig(name='adamm')\nexcept ValueError as e:\n"
+        "    assert \"did you mean 'adam'\" in str(e), e\n"
+        "else:\n    raise SystemExit('adamm accepted')\n"
+        "assert 'torch' not in sys.modules, 'validating the names imported torch'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_implementations_load_on_first_use_and_a_failed_load_is_retried() -> None:

@@ -8,10 +8,9 @@ name), a data directory that cannot be written, a schedule that is not a cron ex
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -26,7 +25,7 @@ from lossflow.losses import (
     TaskType,
     check_task,
 )
-from lossflow.registry import Registry
+from lossflow.registry import unknown_name
 
 # Tasks the training pipeline (data -> model -> metrics -> ONNX -> service) runs end to end.
 TRAINED_TASKS: tuple[TaskType, ...] = ("binary", "multiclass", "regression", "ranking")
@@ -50,13 +49,19 @@ PRIMARY_METRICS: dict[str, str] = {
     "ranking": "val/ndcg_10",  # the largest k of evaluation.ranking_k
 }
 
-# Optimizers and schedulers by name; torch implementations register in lossflow.models.optim.
-OPTIMIZERS: Registry[Callable[..., Any]] = Registry(
-    "optimizer", loader=lambda: importlib.import_module("lossflow.models.optim")
-)
-SCHEDULERS: Registry[Callable[..., Any]] = Registry(
-    "scheduler", loader=lambda: importlib.import_module("lossflow.models.optim")
-)
+# Optimizers and schedulers by name. The names are declared here (no torch); their builders
+# register under exactly these names in lossflow.models.optim, which refuses any other.
+OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"]
+SchedulerName = Literal["none", "cosine", "step", "plateau"]
+OPTIMIZER_NAMES: tuple[OptimizerName, ...] = get_args(OptimizerName)
+SCHEDULER_NAMES: tuple[SchedulerName, ...] = get_args(SchedulerName)
+
+
+def _declared(kind: str, name: object, names: tuple[str, ...]) -> object:
+    """``name`` if it is one of ``names``; else the unknown-name error with the closest one."""
+    if isinstance(name, str) and name not in names:
+        raise ValueError(unknown_name(kind, name, names))
+    return name
 
 
 class ModelConfig(Section):
@@ -89,31 +94,29 @@ class ModelConfig(Section):
 class OptimizerConfig(Section):
     """Optimizer by name (the ``optimizer`` section)."""
 
-    name: str = Field("adamw", description="sgd, adam, adamw, rmsprop or adagrad")
+    name: OptimizerName = Field("adamw", description=", ".join(OPTIMIZER_NAMES))
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0, description="optimizer decay, not a loss penalty")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop only")
 
-    @field_validator("name")
+    @field_validator("name", mode="before")
     @classmethod
-    def _known(cls, name: str) -> str:
-        OPTIMIZERS.lookup(name)
-        return name
+    def _known(cls, name: object) -> object:
+        return _declared("optimizer", name, OPTIMIZER_NAMES)
 
 
 class SchedulerConfig(Section):
     """Learning-rate schedule (the ``scheduler`` section)."""
 
-    name: str = Field("none", description="none, cosine, step or plateau")
+    name: SchedulerName = Field("none", description=", ".join(SCHEDULER_NAMES))
     step_size: int = Field(10, ge=1, description="epochs between decays (step)")
     gamma: float = Field(0.5, gt=0.0, le=1.0, description="decay factor (step, plateau)")
     patience: int = Field(2, ge=0, description="epochs without improvement (plateau)")
 
-    @field_validator("name")
+    @field_validator("name", mode="before")
     @classmethod
-    def _known(cls, name: str) -> str:
-        SCHEDULERS.lookup(name)
-        return name
+    def _known(cls, name: object) -> object:
+        return _declared("scheduler", name, SCHEDULER_NAMES)
 
 
 class EarlyStoppingConfig(Section):

@@ -8,15 +8,14 @@ and the implementations (``lossflow.losses.classification``, ``.regression``, ``
 ``.composite``, ``.regularizers``) are imported when a spec is first parsed or built.
 """
 
+from lossflow.losses.options import REGULARIZERS, Reduction
 from lossflow.losses.spec import (
     LOSS_SPECS,
-    REGULARIZERS,
     TASK_TYPES,
     LossConfigError,
     LossInfo,
     LossSpec,
     LossSpecBase,
-    Reduction,
     RegularizerSpec,
     TaskType,
     available_losses,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lossflow.losses.spec import REDUCTIONS
+from lossflow.losses.options import REDUCTIONS
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 

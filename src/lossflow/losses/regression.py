@@ -30,7 +30,8 @@ from lossflow.losses._base import (
     check_values,
     reduce,
 )
-from lossflow.losses.spec import LossSpecBase, Reduction, TaskType, register_loss
+from lossflow.losses.options import Reduction
+from lossflow.losses.spec import LossSpecBase, TaskType, register_loss
 
 _REGRESSION: frozenset[TaskType] = frozenset({"regression"})
 _LOG2 = math.log(2.0)

@@ -16,10 +16,9 @@ import difflib
 import hashlib
 import importlib
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -31,6 +30,7 @@ from pydantic import (
 )
 
 from lossflow.errors import UserError
+from lossflow.losses.options import Reduction, RegularizerName, check_penalty
 from lossflow.registry import Registry
 
 if TYPE_CHECKING:
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
 
 TaskType = Literal["regression", "binary", "multiclass", "multilabel", "ranking"]
 TASK_TYPES: tuple[TaskType, ...] = ("regression", "binary", "multiclass", "multilabel", "ranking")
-Reduction = Literal["mean", "sum", "none"]
-REDUCTIONS: tuple[str, ...] = get_args(Reduction)
-RegularizerName = Literal["l1", "l2", "elastic_net"]
-REGULARIZERS: tuple[str, ...] = get_args(RegularizerName)
 # The modules whose spec classes register themselves on import (they import torch).
 _IMPLEMENTATIONS: tuple[str, ...] = (
     "lossflow.losses.regression",
@@ -180,14 +176,6 @@ def parse_loss_spec(data: Mapping[str, Any] | LossSpecBase) -> LossSpecBase:
     if message is not None:
         raise LossConfigError(message)
     return cls.model_validate(dict(data))
-
-
-def check_penalty(strength: float, l1_ratio: float) -> None:
-    """Raise ``ValueError`` unless ``strength >= 0`` is finite and ``l1_ratio`` lies in [0, 1]."""
-    if not (strength >= 0 and math.isfinite(strength)):
-        raise ValueError(f"strength must be a finite number >= 0; got {strength!r}")
-    if not 0.0 <= l1_ratio <= 1.0:
-        raise ValueError(f"l1_ratio must lie in [0, 1]; got {l1_ratio!r}")
 
 
 class RegularizerSpec(BaseModel):

@@ -1,19 +1,35 @@
-"""Optimizers and learning-rate schedules by name (the registries of ``lossflow.config.training``).
+"""Optimizers and learning-rate schedules by name.
 
-An optimizer builder takes the parameter groups and the ``optimizer`` section; a scheduler
-builder takes the optimizer, the ``scheduler`` section and the epoch horizon, and returns what
-Lightning's ``configure_optimizers`` accepts for it (``None``: no schedule).
+The names are declared in :mod:`lossflow.config.training` (``OPTIMIZER_NAMES``,
+``SCHEDULER_NAMES``), where the configuration checks them without importing torch; the builders
+register here under exactly those names (the registries refuse any other, and a test checks that
+every declared name has a builder). An optimizer builder takes the parameter groups and the
+``optimizer`` section; a scheduler builder takes the optimizer, the ``scheduler`` section and the
+epoch horizon, and returns what Lightning's ``configure_optimizers`` accepts for it (``None``: no
+schedule).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from lossflow.config.training import OPTIMIZERS, SCHEDULERS, OptimizerConfig, SchedulerConfig
+from lossflow.config.training import (
+    OPTIMIZER_NAMES,
+    SCHEDULER_NAMES,
+    OptimizerConfig,
+    SchedulerConfig,
+)
+from lossflow.registry import Registry
 
 ParamGroups = list[dict[str, Any]]
+OptimizerBuilder = Callable[[ParamGroups, OptimizerConfig], torch.optim.Optimizer]
+SchedulerBuilder = Callable[[torch.optim.Optimizer, SchedulerConfig, int], Any]
+
+OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimizer", declared=OPTIMIZER_NAMES)
+SCHEDULERS: Registry[SchedulerBuilder] = Registry("scheduler", declared=SCHEDULER_NAMES)
 
 
 @OPTIMIZERS.decorator("sgd")
@@ -92,8 +108,7 @@ def build_optimizer(
     ]
     if extra:
         groups.append({"params": extra, "weight_decay": 0.0})
-    optimizer: torch.optim.Optimizer = OPTIMIZERS.lookup(cfg.name)(groups, cfg)
-    return optimizer
+    return OPTIMIZERS.lookup(cfg.name)(groups, cfg)
 
 
 def optimizers_and_schedule(
