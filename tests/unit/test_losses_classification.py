@@ -29,8 +29,6 @@ from lossflow.losses.classification import (
     FocalLoss,
     KLDivLoss,
     LogitAdjustedLoss,
-    _binary_focal_hard,
-    _binary_focal_soft,
     bce_loss,
     ce_loss,
     class_balanced_loss,
@@ -40,6 +38,7 @@ from lossflow.losses.classification import (
     kl_div_loss,
     logit_adjusted_loss,
 )
+from lossflow.losses.classification.focal import _binary_focal_hard, _binary_focal_soft
 
 Array = NDArray[np.float64]
 REDUCTIONS = ("mean", "sum", "none")
