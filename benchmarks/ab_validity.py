@@ -48,13 +48,13 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def production_log_losses(subsample: int, epochs: int) -> np.ndarray:
     """Per-prediction log losses of a freshly trained flights model on the production rows."""
-    from lossflow import steps
     from lossflow.config.training import load_training_config
     from lossflow.data.prepare import prepare_data
     from lossflow.losses import loss_id
     from lossflow.models.build import resolved_loss_spec
     from lossflow.replay.rows import records_of
     from lossflow.serving.predictor import OnnxPredictor
+    from lossflow.usecases import training as steps
 
     with tempfile.TemporaryDirectory(prefix="lossflow-ab-validity-") as tmp:
         root = Path(tmp)

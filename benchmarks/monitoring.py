@@ -146,7 +146,7 @@ def _peak_mb() -> float:
 
 def child_lossflow(data_dir: Path, url: str, schema: str | None) -> dict[str, Any]:
     from lossflow.config.monitoring import load_monitoring_config
-    from lossflow.monitoring import steps
+    from lossflow.usecases import monitoring as steps
 
     overrides = [f"data_dir={data_dir}", f"log.url={url}", "report.evidently=false"]
     if schema is not None:

@@ -36,8 +36,8 @@ from lossflow.config.training import TrainingConfig, load_training_config
 from lossflow.data.prepare import prepare_data
 from lossflow.losses import build_loss
 from lossflow.models.build import build_system, split_tensors
-from lossflow.steps import split_of
 from lossflow.training import TensorBatches, fit
+from lossflow.usecases.training import split_of
 from training_throughput import EpochClock, max_weight_diff
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

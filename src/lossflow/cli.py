@@ -35,9 +35,8 @@ from lossflow.losses import TaskType
 from lossflow.processes import run_attached
 
 if TYPE_CHECKING:
-    from pipelines.compare_losses import CompareOutcome as CompareOutcomeView
-
     from lossflow.comparison.summary import ArmSummary as ComparisonArm
+    from lossflow.flows.compare_losses import CompareOutcome as CompareOutcomeView
 
 app = typer.Typer(
     name="lossflow",
@@ -219,9 +218,8 @@ def train(
     _needs("train")
     overrides = settings(overrides)
     cfg = load_training_config(overrides, config_dir)
-    from pipelines.training import training
-
     from lossflow.evaluation.baseline import BEATS_METRIC, beats
+    from lossflow.flows.training import training
 
     console = Console()
     console.print(
@@ -441,7 +439,7 @@ def compare(
         if arm.error is not None:
             console.print(f"[red]{escape(arm.name)} cannot be trained:[/red] {escape(arm.error)}")
     _quiet_prefect()
-    from pipelines.compare_losses import compare_losses
+    from lossflow.flows.compare_losses import compare_losses
 
     outcome = compare_losses(overrides=every, config_dir=str(config_dir))
     _comparison_tables(outcome, console)
@@ -518,7 +516,7 @@ FlowOverrides = Annotated[
 
 
 def _flows(flow: list[str] | None) -> list[str]:
-    from pipelines import deployments
+    from lossflow.flows import deployments
 
     unknown = sorted(set(flow or []) - set(deployments.FLOWS))
     if unknown:
@@ -540,9 +538,10 @@ def schedule(
     retraining on the monitoring's retrain events (a local Prefect server unless
     PREFECT_API_URL names one)."""
     _needs("train")
-    from pipelines import deployments, server
     from prefect import serve as serve_deployments
     from prefect.settings import PREFECT_API_URL
+
+    from lossflow.flows import deployments, server
 
     shared = settings(overrides)
     per_flow = deployments.split_overrides(set_ or [])
@@ -589,7 +588,7 @@ def deploy(
     on its event), named after the project's model, on a Prefect server's work pool
     (PREFECT_API_URL); workers run them from this directory (the project root)."""
     _needs("train")
-    from pipelines import deployments
+    from lossflow.flows import deployments
 
     shared = settings(overrides)
     per_flow = deployments.split_overrides(set_ or [])
@@ -804,9 +803,8 @@ def monitor(
 ) -> None:
     """Judge served traffic: drift, prior shift, delayed-label quality, and the retrain decision."""
     _needs("train")
-    from pipelines.monitoring import monitoring
-
     from lossflow.config.monitoring import load_monitoring_config
+    from lossflow.flows.monitoring import monitoring
     from lossflow.monitoring.console import outcome_tables
 
     overrides = settings(overrides)
@@ -840,10 +838,10 @@ def dead_letters(
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
     """List the predictions the log database refused for good, or replay them."""
-    from lossflow.predlog import PredictionLog, default_log_url
+    from lossflow.predlog import open_log
 
     cfg = load_serving_config(settings(overrides), config_dir)
-    log = PredictionLog(cfg.log.url or default_log_url(cfg.data_dir), cfg.log.db_schema)
+    log = open_log(cfg.log.url, cfg.log.db_schema, cfg.data_dir)
     try:
         log.create_schema()
         if replay:
@@ -898,9 +896,10 @@ def ab_status(
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
     """Per variant: units, labels, metric, guardrails; the decision now (changes nothing)."""
-    from lossflow.ab import promotion, steps
+    from lossflow.ab import promotion
     from lossflow.ab.record import decision_json
     from lossflow.config.ab import load_ab_config
+    from lossflow.usecases import ab as steps
 
     cfg = load_ab_config(settings(overrides), config_dir)
     analysis = steps.analyse(cfg, config_dir=config_dir)
@@ -927,9 +926,8 @@ def ab_decide(
 ) -> None:
     """Run the ab_analysis flow: decide, move the aliases (promote/reject), record the audit run."""
     _needs("train")
-    from pipelines.ab_analysis import ab_analysis
-
     from lossflow.config.ab import load_ab_config
+    from lossflow.flows.ab_analysis import ab_analysis
 
     overrides = settings(overrides)
     load_ab_config(overrides, config_dir)  # a config mistake before Prefect starts
@@ -956,12 +954,12 @@ def ab_rollback(
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
 ) -> None:
     """Move the champion alias back to the previous champion (kept by the last promotion)."""
-    from lossflow.ab import promotion, steps
     from lossflow.ab.record import record_rollback
     from lossflow.config.ab import load_ab_config
+    from lossflow.usecases import ab as steps
 
     cfg = load_ab_config(settings(overrides), config_dir)
-    action = promotion.rollback(cfg, dry_run=dry_run, config_dir=config_dir)
+    action = steps.rollback(cfg, dry_run=dry_run, config_dir=config_dir)
     Console().print(
         escape(
             action.message if action.applied or dry_run else f"not rolled back: {action.message}"
@@ -1008,8 +1006,8 @@ def _rehearse(
     name: str,
 ) -> None:
     _needs("train")
-    from pipelines.deployments import split_overrides
-    from pipelines.rehearsal import run_rehearsal
+    from lossflow.flows.deployments import split_overrides
+    from lossflow.rehearsal import run_rehearsal
 
     sets = split_overrides(set_ or [], extra=("serving",))
     console = Console(width=None if sys.stdout.isatty() else 170)

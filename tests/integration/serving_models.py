@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pipelines.server import child, free_port
 
-from lossflow import steps
 from lossflow.config.training import load_training_config
 from lossflow.data.prepare import PreparedData, prepare_data
+from lossflow.flows.server import child, free_port
 from lossflow.losses import loss_id
 from lossflow.models.build import resolved_loss_spec
 from lossflow.replay.client import run_traffic
 from lossflow.replay.report import TrafficReport
 from lossflow.replay.requests import TrafficOptions
 from lossflow.replay.rows import records_of
+from lossflow.usecases import training as steps
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 PG_URL = os.environ.get("LOSSFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -46,7 +46,7 @@ class Registry:
 
 
 def export_small_model(root: Path, *overrides: str) -> tuple[Path, PreparedData]:
-    """Prepare, train one epoch, evaluate and export a small model with ``lossflow.steps``."""
+    """Prepare, train one epoch, evaluate and export a small model (the training use cases)."""
     cfg = load_training_config([f"data_dir={root}", *SMALL, *overrides], CONFIG_DIR)
     prepared = prepare_data(cfg, root / "prepared")
     trained = steps.train_model(cfg, prepared, root / "checkpoints")

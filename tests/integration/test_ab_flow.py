@@ -25,15 +25,16 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from pipelines.ab_analysis import ab_analysis
 from typer.testing import CliRunner
 
-from lossflow.ab import promotion, steps
+from lossflow.ab import promotion
 from lossflow.cli import app
 from lossflow.config.ab import load_ab_config
 from lossflow.contract import CHALLENGER, CHAMPION, PREVIOUS
+from lossflow.flows.ab_analysis import ab_analysis
 from lossflow.predlog import PredictionLog, PredictionRecord
 from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.usecases import ab as steps
 
 from .serving_models import (
     CONFIG_DIR,
@@ -275,7 +276,7 @@ def test_concurrent_decisions_move_the_aliases_once(
 
     def act() -> None:
         barrier.wait()
-        actions.append(promotion.act(cfg, analysis.setup, analysis.decision, config_dir=CONFIG_DIR))
+        actions.append(steps.act(cfg, analysis.setup, analysis.decision, config_dir=CONFIG_DIR))
 
     threads = [threading.Thread(target=act) for _ in range(runs)]
     for t in threads:
@@ -327,7 +328,7 @@ def test_the_postgresql_log_gives_the_same_analysis_as_sqlite(
 
         def act() -> None:
             barrier.wait()
-            actions.append(promotion.act(cfg, on_pg.setup, on_pg.decision, config_dir=CONFIG_DIR))
+            actions.append(steps.act(cfg, on_pg.setup, on_pg.decision, config_dir=CONFIG_DIR))
 
         threads = [threading.Thread(target=act) for _ in range(3)]
         for t in threads:

@@ -32,9 +32,9 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from pipelines import server
 
 from lossflow.contract import CHAMPION, PREVIOUS
+from lossflow.flows import server
 from lossflow.recipe import fetch_recipe
 from lossflow.tracking import Tracker, default_tracking_uri
 

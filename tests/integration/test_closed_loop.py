@@ -22,12 +22,12 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from pipelines import server
 from typer.testing import CliRunner
 
 from lossflow.cli import app
 from lossflow.contract import CHALLENGER, CHAMPION, PREVIOUS
 from lossflow.data.sources import load_flights
+from lossflow.flows import server
 from lossflow.processes import stop_group
 from lossflow.tracking import Tracker, default_tracking_uri
 
@@ -99,9 +99,10 @@ def _prefect(home: Path, port: int) -> Iterator[server.PrefectServer]:
 def test_a_drift_event_retrains_once_and_the_ab_test_settles_the_aliases(
     built_registry: Registry, tmp_path: Path
 ) -> None:
-    from pipelines.ab_analysis import ab_analysis
-    from pipelines.monitoring import RETRAIN_EVENT, monitoring
     from prefect.events import emit_event
+
+    from lossflow.flows.ab_analysis import ab_analysis
+    from lossflow.flows.monitoring import RETRAIN_EVENT, monitoring
 
     registry = copy_registry(built_registry, tmp_path / "data")
     data_dir, model = registry.data_dir, registry.model_name

@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pipelines.compare_losses import CompareOutcome, compare_losses
-from pipelines.training import training
 
+from lossflow.flows.compare_losses import CompareOutcome, compare_losses
+from lossflow.flows.training import training
 from lossflow.tracking import PARENT_RUN_TAG, Tracker, default_tracking_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

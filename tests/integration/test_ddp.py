@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lossflow import steps
 from lossflow.config import OptimizerConfig, SchedulerConfig, TrainerConfig
 from lossflow.config.training import load_training_config
 from lossflow.data.prepare import prepare_data
@@ -18,6 +17,7 @@ from lossflow.losses import build_loss
 from lossflow.models.system import LossflowSystem, NonFiniteLossError
 from lossflow.tracking import Tracker, default_tracking_uri
 from lossflow.training import FitResult, TensorBatches, fit
+from lossflow.usecases import training as steps
 
 from .test_training_loop import _ExplodesAtStep
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from lossflow import steps
 from lossflow.comparison.cv import prepare_folds
 from lossflow.comparison.plan import plan_comparison
 from lossflow.config import load_serving_config
@@ -24,6 +23,7 @@ from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.losses import LOSS_SPECS
 from lossflow.models.build import build_system, split_tensors
 from lossflow.serving.app import create_app
+from lossflow.usecases import training as steps
 
 from .serving_models import Registry, copy_registry
 
@@ -144,7 +144,7 @@ def test_serving_config_starts_the_service_and_answers(
 @pytest.mark.parametrize("stem", MONITORING)
 def test_monitoring_config_loads(stem: str, tmp_path: Path) -> None:
     from lossflow.config.monitoring import load_monitoring_config
-    from lossflow.monitoring.steps import policy
+    from lossflow.usecases.monitoring import policy
 
     cfg = load_monitoring_config([f"monitoring={stem}", f"data_dir={tmp_path}"], CONFIG_DIR)
     assert policy(cfg).min_rows == cfg.decision.min_rows
@@ -154,9 +154,8 @@ def test_monitoring_config_loads(stem: str, tmp_path: Path) -> None:
 def test_retrain_config_loads_and_listens_to_the_monitoring_event(
     stem: str, tmp_path: Path
 ) -> None:
-    from pipelines.monitoring import RETRAIN_EVENT
-
     from lossflow.config.retrain import load_retrain_config
+    from lossflow.flows.monitoring import RETRAIN_EVENT
 
     cfg = load_retrain_config([f"retrain={stem}", f"data_dir={tmp_path}"], CONFIG_DIR)
     assert cfg.trigger.event == RETRAIN_EVENT
@@ -166,8 +165,8 @@ def test_retrain_config_loads_and_listens_to_the_monitoring_event(
 
 @pytest.mark.parametrize("stem", AB)
 def test_ab_config_loads_and_names_a_serving_config(stem: str, tmp_path: Path) -> None:
-    from lossflow.ab.steps import serving_config
     from lossflow.config.ab import load_ab_config
+    from lossflow.usecases.ab import serving_config
 
     cfg = load_ab_config([f"ab={stem}", f"data_dir={tmp_path}"], CONFIG_DIR)
     served = serving_config(cfg, CONFIG_DIR)

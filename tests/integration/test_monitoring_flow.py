@@ -18,10 +18,10 @@ from typing import Any
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from pipelines.monitoring import RETRAIN_EVENT, monitoring
 from rich.console import Console
 
 from lossflow.data.sources import load_flights
+from lossflow.flows.monitoring import RETRAIN_EVENT, monitoring
 from lossflow.monitoring.console import variant_table
 from lossflow.predlog import PredictionLog, PredictionRecord
 from lossflow.replay.rows import records_of
@@ -240,7 +240,7 @@ def test_records_that_do_not_fit_the_model_are_insufficient_data(registry: Regis
 
 
 def test_an_unreachable_log_is_one_clear_error(registry: Registry) -> None:
-    from lossflow.monitoring.steps import LogUnreachableError
+    from lossflow.predlog import LogUnreachableError
 
     with pytest.raises(LogUnreachableError, match="cannot read the prediction log at postgresql"):
         _run(registry, datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC),
@@ -307,13 +307,13 @@ def test_the_postgresql_log_reads_the_same_window_as_sqlite(
 
 
 def test_a_version_registered_without_a_profile_gets_one_built_on_demand(tmp_path: Path) -> None:
-    from lossflow import steps
     from lossflow.config.training import load_training_config
     from lossflow.data.prepare import prepare_data
     from lossflow.losses import loss_id
     from lossflow.models.build import resolved_loss_spec
     from lossflow.monitoring.profile import ARTIFACT
     from lossflow.monitoring.references import ReferenceStore
+    from lossflow.usecases import training as steps
 
     from .serving_models import SMALL
 

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from pipelines.server import free_port
 
+from lossflow.flows.server import free_port
 from lossflow.onnx_runner import OnnxRunner
 from lossflow.predlog import PredictionLog
 from lossflow.replay.rows import records_of

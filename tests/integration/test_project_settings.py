@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from pipelines import server
 
+from lossflow.flows import server
 from lossflow.processes import group_alive, stop_group
 from lossflow.tracking import Tracker, default_tracking_uri
 

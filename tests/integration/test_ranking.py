@@ -14,13 +14,13 @@ import httpx
 import numpy as np
 import pytest
 
-from lossflow import steps
 from lossflow.config.training import TrainingConfig, load_training_config
 from lossflow.contract import CHAMPION
 from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.onnx_runner import OnnxRunner
 from lossflow.predlog import PredictionLog
 from lossflow.replay.rows import records_of
+from lossflow.usecases import training as steps
 
 from .test_service_live import Service
 
@@ -207,7 +207,7 @@ def test_movielens_trains_on_a_sample_of_users_and_compares_with_popularity(
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_lossflow_train_movielens_runs_the_whole_flow(tmp_path: Path) -> None:
-    from pipelines.training import training
+    from lossflow.flows.training import training
 
     outcome = training(
         overrides=["experiment=movielens_listmle", f"data_dir={tmp_path}",

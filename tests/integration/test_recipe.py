@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from pipelines.retrain import retrain
-from pipelines.training import training
 
 from lossflow.config.loader import ConfigError
+from lossflow.flows.retrain import retrain
+from lossflow.flows.training import training
 from lossflow.recipe import RECIPE_ARTIFACT, fetch_recipe
 from lossflow.scaffold import infer_project, write_project
 from lossflow.tracking import Tracker, default_tracking_uri
@@ -102,7 +102,7 @@ def test_a_recipe_whose_data_file_moved_is_one_message_naming_both(project: Path
 def test_a_model_of_another_schema_is_not_registered_as_a_version_of_this_one(
     project: Path,
 ) -> None:
-    from lossflow.steps import SchemaMismatchError
+    from lossflow.usecases.training import SchemaMismatchError
 
     tracker = Tracker(default_tracking_uri(project / "data"), "hotels", None)
     before = tracker.client.search_model_versions("name='hotels'")

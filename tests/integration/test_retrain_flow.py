@@ -14,18 +14,18 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from pipelines.retrain import retrain
-from pipelines.training import training
 
 from lossflow.config.retrain import load_retrain_config
 from lossflow.contract import CHALLENGER, CHAMPION
 from lossflow.data.sources import load_flights
+from lossflow.flows.retrain import retrain
+from lossflow.flows.training import training
 from lossflow.predlog import PredictionLog, PredictionRecord
 from lossflow.replay.rows import records_of
-from lossflow.retrain import steps
 from lossflow.retrain.request import RetrainRequest
 from lossflow.serving.predictor import OnnxPredictor, logged_output
 from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.usecases import retrain as steps
 
 from .serving_models import CONFIG_DIR
 

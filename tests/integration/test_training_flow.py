@@ -10,16 +10,16 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from pipelines.training import TrainingOutcome, training
 
-from lossflow import steps
 from lossflow.config.training import load_training_config
 from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.data.preprocessing import Preprocessor
 from lossflow.evaluation.metrics import binary_metrics
 from lossflow.export import ParityError, read_metadata
+from lossflow.flows.training import TrainingOutcome, training
 from lossflow.onnx_runner import OnnxRunner
 from lossflow.tracking import ERROR_TAG, Tracker, default_tracking_uri
+from lossflow.usecases import training as steps
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pipelines.deployments import DeploymentSpecError, served, specs, split_overrides
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
+from lossflow.flows.deployments import DeploymentSpecError, served, specs, split_overrides
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -88,7 +89,7 @@ def test_the_four_flows_get_their_schedules_and_the_retrain_its_trigger() -> Non
 
 
 def test_the_monitoring_event_of_this_model_is_what_the_trigger_matches() -> None:
-    from lossflow.monitoring.steps import retrain_event  # noqa: F401  (the payload's producer)
+    from lossflow.usecases.monitoring import retrain_event  # noqa: F401  (the payload's producer)
 
     [retrain] = [s for s in specs(CONFIG_DIR) if s.flow == "retrain"]
     [trigger] = retrain.triggers

@@ -27,7 +27,7 @@ CONTRACTS = {
     "lossflow.predlog": (*TRAINING_STACK, "sklearn", "fastapi", "mlflow"),
     # Monitoring reads the log and judges drift: no training stack; Evidently only for its
     # report, imported when one is written.
-    "lossflow.monitoring.steps": (
+    "lossflow.usecases.monitoring": (
         "torch",
         "lightning",
         "kornia",

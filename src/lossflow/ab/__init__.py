@@ -3,8 +3,7 @@ the sample-ratio gate, anytime-valid comparisons with guardrails, and promotion 
 
 - :mod:`lossflow.ab.metrics`: per variant and unit, the primary metric and the guardrails;
 - :mod:`lossflow.ab.decision`: the pure decision (promote, reject, continue, invalid);
-- :mod:`lossflow.ab.steps`: the test as the service runs it (variants, versions, weights,
-  window) and the analysis;
-- :mod:`lossflow.ab.promotion`: alias moves under a lease, compare-and-set, dry runs, rollback;
+- :mod:`lossflow.ab.setup`: the test as the service runs it (arms, versions, weights, window);
+- :mod:`lossflow.ab.promotion`: the alias moves a decision calls for, compare-and-set;
 - :mod:`lossflow.ab.record`: the audit run in ``lossflow-ab`` and the version tags.
 """

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from lossflow.ab.decision import AbDecision
 from lossflow.ab.metrics import HIGHER_IS_BETTER, VariantMetrics
-from lossflow.ab.steps import Setup
+from lossflow.ab.setup import Setup
 
 
 def _num(value: Any, digits: int = 4) -> str:

@@ -1,4 +1,5 @@
-"""Acting on an A/B decision by moving registry aliases, one writer at a time.
+"""What acting on an A/B decision moves in the registry's aliases (the lease and the calls that
+act are :func:`lossflow.usecases.ab.act` and :func:`lossflow.usecases.ab.rollback`).
 
 - **promote**: the champion's alias moves to the challenger's version, the old champion's
   version becomes ``previous``, the challenger's alias is removed;
@@ -15,19 +16,12 @@ and does nothing. A dry run reports the same moves without making them.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lossflow.ab.decision import AbDecision
-from lossflow.ab.steps import AbSetupError, Setup, open_log, serving_config, tracker
-from lossflow.config.ab import AbConfig
-from lossflow.config.common import duration_seconds
-from lossflow.config.loader import DEFAULT_CONFIG_DIR
-from lossflow.contract import CHAMPION, PREVIOUS
-from lossflow.predlog.state import acquire_lock, release_lock
+from lossflow.ab.setup import Setup
+from lossflow.contract import PREVIOUS
 from lossflow.tracking import Tracker
 
 ActionKind = Literal["promote", "reject", "rollback", "none"]
@@ -117,24 +111,7 @@ def _by_config(source: str) -> Action:
     )  # fmt: skip
 
 
-@contextmanager
-def _lease(cfg: AbConfig, config_dir: Any) -> Iterator[bool]:
-    """Hold the A/B lease of the registered model; yields ``False`` when someone else does."""
-    log = open_log(cfg, serving_config(cfg, config_dir))
-    name, owner = f"ab:{cfg.tracking.registered_model}", uuid.uuid4().hex
-    try:
-        log.create_schema()  # a log an older lossflow wrote has no locks table yet
-        held = acquire_lock(log, name, owner, duration_seconds(cfg.lock_ttl))
-        try:
-            yield held
-        finally:
-            if held:
-                release_lock(log, name, owner)
-    finally:
-        log.dispose()
-
-
-def _apply(registry: Tracker, model: str, moves: list[Move]) -> tuple[list[Move], str | None]:
+def apply_moves(registry: Tracker, model: str, moves: list[Move]) -> tuple[list[Move], str | None]:
     """Make the moves if every alias of an arm is still where ``before`` says (``previous``
     is overwritten whatever it was); return the moves as made, or why none was."""
     current = registry.aliases(model)
@@ -153,75 +130,3 @@ def _apply(registry: Tracker, model: str, moves: list[Move]) -> tuple[list[Move]
         if move.after is None and move.before is not None:
             registry.delete_alias(model, move.alias)
     return made, None
-
-
-def act(
-    cfg: AbConfig,
-    setup: Setup,
-    decision: AbDecision,
-    *,
-    dry_run: bool = False,
-    config_dir: Any = DEFAULT_CONFIG_DIR,
-) -> Action:
-    """Make the moves ``decision`` calls for, under the lease and only if nothing moved."""
-    plan = planned(setup, decision)
-    if dry_run:
-        return Action(plan.kind, False, True, f"dry run: {plan.message}", plan.moves, plan.touched)
-    if not plan.moves:
-        return plan
-    with _lease(cfg, config_dir) as held:
-        if not held:
-            return Action(
-                plan.kind, False, False,
-                "another A/B analysis holds the lease on this model; nothing was moved",
-                plan.moves, plan.touched,
-            )  # fmt: skip
-        made, stale = _apply(tracker(cfg), setup.model_name, plan.moves)
-    if stale is not None:
-        return Action(plan.kind, False, False, stale, made, plan.touched)
-    return Action(plan.kind, True, False, plan.message, made, plan.touched)
-
-
-def rollback(
-    cfg: AbConfig, *, dry_run: bool = False, config_dir: Any = DEFAULT_CONFIG_DIR
-) -> Action:
-    """Move the champion's alias back to ``previous`` (and remove ``previous``).
-
-    Raises:
-        AbSetupError: there is no ``previous`` version, or the champion is not served by alias.
-    """
-    served = serving_config(cfg, config_dir)
-    alias = CHAMPION
-    if served.variants:
-        source = served.variants.get(cfg.champion)
-        if source is None or source.alias is None:
-            raise AbSetupError(
-                f"the champion variant {cfg.champion!r} is not served by a registry alias in "
-                f"configs/serving/{cfg.serving}.yaml; roll back by editing that file"
-            )
-        alias = source.alias
-    registry = tracker(cfg)
-    model = cfg.tracking.registered_model
-    aliases = registry.aliases(model)
-    if PREVIOUS not in aliases:
-        raise AbSetupError(
-            f"registered model {model!r} has no {PREVIOUS!r} version to roll back to (only a "
-            "promotion by `lossflow ab decide` keeps one)"
-        )
-    current, previous = aliases.get(alias), aliases[PREVIOUS]
-    moves = [Move(alias, current, previous), Move(PREVIOUS, previous, None)]
-    touched = {previous: "restored", **({current: "rolled_back"} if current else {})}
-    message = f"{alias} moves back from version {current} to version {previous}"
-    if dry_run:
-        return Action("rollback", False, True, f"dry run: {message}", moves, touched)
-    with _lease(cfg, config_dir) as held:
-        if not held:
-            return Action(
-                "rollback", False, False,
-                "an A/B analysis holds the lease on this model; try again in a moment",
-                moves, touched,
-            )  # fmt: skip
-        made, stale = _apply(registry, model, moves)
-    if stale is not None:
-        return Action("rollback", False, False, stale, made, touched)
-    return Action("rollback", True, False, message, made, touched)

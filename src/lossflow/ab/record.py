@@ -22,7 +22,7 @@ from typing import Any, Final
 from lossflow.ab.decision import AbDecision
 from lossflow.ab.metrics import VariantMetrics
 from lossflow.ab.promotion import Action
-from lossflow.ab.steps import Setup
+from lossflow.ab.setup import Setup
 from lossflow.tracking import Tracker
 
 TAG_MODEL: Final = "lossflow.model"

@@ -9,7 +9,7 @@ Every evaluation puts the model beside the predictor that knows only the trainin
   ``log_cosh``: losses that are linear in large errors), the ``q``-quantile by the pinball loss
   (``quantile``);
 - **ranking**: the items' mean training relevance (popularity), by NDCG at the largest cut-off
-  (computed by the ranking report; see :func:`lossflow.steps.ranking_report`).
+  (computed by the ranking report; see :func:`lossflow.usecases.training.ranking_report`).
 
 A model that does not beat its baseline is flagged wherever it is evaluated (``lossflow
 train``, ``lossflow compare``, the retrain's pre-screen, the A/B status) and is never registered

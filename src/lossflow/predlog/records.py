@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from lossflow.errors import UserError
+
 
 class PredictionLogError(RuntimeError):
     """Base class of the prediction log's errors."""
@@ -113,3 +115,11 @@ class PredictionRecord:
             "latency_ms": float(self.latency_ms),
             "n_records": len(self.features),
         }
+
+
+class LogNotFoundError(UserError, FileNotFoundError):
+    """The embedded prediction log does not exist: nothing was served with this data_dir."""
+
+
+class LogUnreachableError(UserError):
+    """The prediction log cannot be read; the message names its URL and the database's error."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -20,10 +21,12 @@ from typing import Any, Final
 import orjson
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from lossflow.predlog.records import (
     FeedbackConflictError,
+    LogNotFoundError,
+    LogUnreachableError,
     PredictionRecord,
     UnknownRequestError,
     require_utc,
@@ -45,6 +48,46 @@ _ERROR_CHARS: Final = 2000
 def default_log_url(data_dir: Path) -> str:
     """The embedded prediction log: ``sqlite:///<data_dir>/predictions.db``."""
     return f"sqlite:///{(data_dir / 'predictions.db').resolve()}"
+
+
+def open_log(
+    url: str | None, db_schema: str | None, data_dir: Path, *, existing: bool = False
+) -> PredictionLog:
+    """The prediction log at ``url`` (with ``db_schema``), else the embedded SQLite file in
+    ``data_dir``: how every reader and writer opens it.
+
+    Args:
+        url: the configured ``log.url`` (``None``: the embedded file).
+        db_schema: the configured ``log.db_schema``.
+        data_dir: the project's data directory.
+        existing: a reader's call: the embedded file must exist already.
+
+    Raises:
+        LogNotFoundError: ``existing`` and the embedded file does not exist.
+    """
+    if url is None:
+        path = data_dir / "predictions.db"
+        if existing and not path.is_file():
+            raise LogNotFoundError(
+                f"no prediction log at {path}: nothing has been served with this data_dir; "
+                "start `lossflow serve` (it logs every prediction there, then send traffic) or "
+                "set log.url"
+            )
+        url = default_log_url(data_dir)
+    return PredictionLog(url, db_schema)
+
+
+@contextmanager
+def reading(log: PredictionLog, hint: str = "check log.url") -> Iterator[PredictionLog]:
+    """Read ``log`` inside; a database error becomes one :class:`LogUnreachableError` that
+    names the log's URL, the error and ``hint``."""
+    try:
+        yield log
+    except SQLAlchemyError as err:
+        raise LogUnreachableError(
+            f"cannot read the prediction log at {log.engine.url.render_as_string()}: "
+            f"{type(err).__name__}: {err.args[0]}; {hint}"
+        ) from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from lossflow import predlog
 from lossflow.config.data import ColumnSchema, PoolConfig
 from lossflow.config.retrain import RetrainConfig
 from lossflow.config.training import TrainingConfig
@@ -33,7 +34,7 @@ from lossflow.data.prepare import load_checked
 from lossflow.data.splits import split_frame
 from lossflow.errors import UserError
 from lossflow.predlog.state import check_log_owner
-from lossflow.predlog.store import PredictionLog, default_log_url
+from lossflow.predlog.store import PredictionLog
 from lossflow.retrain.request import RetrainRequest
 
 UNIT = "_unit_id"  # the pre-screen rows' unit (not a feature)
@@ -138,8 +139,7 @@ def log_exists(retrain: RetrainConfig) -> bool:
 
 def open_log(retrain: RetrainConfig) -> PredictionLog:
     """The prediction log the retrain reads."""
-    url = retrain.log.url or default_log_url(retrain.data_dir)
-    log = PredictionLog(url, retrain.log.db_schema)
+    log = predlog.open_log(retrain.log.url, retrain.log.db_schema, retrain.data_dir)
     return check_log_owner(log, retrain.tracking.registered_model)
 
 

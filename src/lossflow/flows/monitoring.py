@@ -1,7 +1,7 @@
 """The ``monitoring`` flow: per variant, read the window → reference profile → drift, prior and
 performance → decide → record in MLflow; a retrain decision emits ``lossflow.retrain.requested``.
 
-Each task is one call into ``lossflow.monitoring.steps``. A variant that cannot be judged (no
+Each task is one call into ``lossflow.usecases.monitoring``. A variant that cannot be judged (no
 reference profile, records that do not fit the model, no rows) is recorded as "insufficient
 data", never retrained on, and does not stop the others.
 """
@@ -20,12 +20,12 @@ from prefect.events import emit_event
 from lossflow.config import DEFAULT_CONFIG_DIR
 from lossflow.config.monitoring import MonitoringConfig, load_monitoring_config
 from lossflow.errors import UserError
-from lossflow.monitoring import steps
+from lossflow.flows.common import RETRYING
 from lossflow.monitoring.decision import Decision
 from lossflow.monitoring.profile import ReferenceProfile
 from lossflow.monitoring.record import analysis_json
 from lossflow.monitoring.window import WindowSummary
-from pipelines.common import RETRYING
+from lossflow.usecases import monitoring as steps
 
 RETRAIN_EVENT = "lossflow.retrain.requested"
 

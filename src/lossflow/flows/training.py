@@ -1,9 +1,9 @@
 """The ``training`` flow: validate + prepare → train → evaluate → export + parity → register →
 reference profile → aliases.
 
-Each task is one call into the library (``lossflow.data.prepare``, ``lossflow.steps``); MLflow
-calls retry. Runs on Prefect's temporary
-local server by default, against a Prefect server when ``PREFECT_API_URL`` is set.
+Each task is one call into the library (``lossflow.data.prepare``, ``lossflow.usecases.training``);
+MLflow calls retry. Runs on Prefect's temporary local server by default, against a Prefect server
+when ``PREFECT_API_URL`` is set.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from lossflow import steps
 from lossflow.config import DEFAULT_CONFIG_DIR
 from lossflow.config.training import TrainingConfig, load_training_config
 from lossflow.data.prepare import PreparedData, prepare_data
+from lossflow.flows.common import RETRYING
 from lossflow.tracking import git_commit
-from pipelines.common import RETRYING
+from lossflow.usecases import training as steps
 
 
 @task(name="validate-and-prepare", cache_policy=NO_CACHE)

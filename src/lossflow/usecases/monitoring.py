@@ -15,10 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
-
-from lossflow.ab.steps import under_test
+from lossflow import predlog
 from lossflow.config.common import duration_seconds
 from lossflow.config.monitoring import MonitoringConfig
 from lossflow.contract import SHADOW
@@ -36,16 +33,13 @@ from lossflow.monitoring.profile import SCORE, ReferenceProfile
 from lossflow.monitoring.record import past_requests, record_run, scratch_dir
 from lossflow.monitoring.references import ReferenceStore
 from lossflow.monitoring.window import WindowSummary, summarise_window
+from lossflow.predlog import PredictionLog
 from lossflow.predlog.reader import versions_in_window
 from lossflow.predlog.state import check_log_owner
-from lossflow.predlog.store import PredictionLog, default_log_url
 from lossflow.tracking import Tracker, resolve_tracking_uri
+from lossflow.usecases.ab import under_test
 
 ANY_VARIANT = "*"
-
-
-class LogUnreachableError(UserError):
-    """The prediction log cannot be read; the message names the URL and the cause."""
 
 
 @dataclass(frozen=True)
@@ -112,16 +106,9 @@ def open_log(cfg: MonitoringConfig) -> PredictionLog:
     """The prediction log the service writes (``log.url``, else the embedded SQLite file).
 
     Raises:
-        LogUnreachableError: the embedded log file does not exist (nothing was served yet).
+        LogNotFoundError: the embedded log file does not exist (nothing was served yet).
     """
-    url = cfg.log.url or default_log_url(cfg.data_dir)
-    database = sa.make_url(url).database
-    if url.startswith("sqlite") and database and not Path(database).is_file():
-        raise LogUnreachableError(
-            f"no prediction log at {database}: nothing has been served with this data_dir; "
-            "start `lossflow serve` (it logs every prediction there) or set log.url"
-        )
-    return PredictionLog(url, cfg.log.db_schema)
+    return predlog.open_log(cfg.log.url, cfg.log.db_schema, cfg.data_dir, existing=True)
 
 
 def plan(cfg: MonitoringConfig, window: Window, variants: list[str] | None = None) -> list[Target]:
@@ -133,14 +120,9 @@ def plan(cfg: MonitoringConfig, window: Window, variants: list[str] | None = Non
     """
     log = open_log(cfg)
     try:
-        check_log_owner(log, cfg.tracking.registered_model)
-        rows = versions_in_window(log, window.start, window.end, cfg.experiment)
-    except SQLAlchemyError as err:
-        url = log.engine.url.render_as_string()
-        raise LogUnreachableError(
-            f"cannot read the prediction log at {url}: {type(err).__name__}: {err.args[0]}; "
-            "check log.url (and that the service has written to it)"
-        ) from None
+        with predlog.reading(log, "check log.url (and that the service has written to it)"):
+            check_log_owner(log, cfg.tracking.registered_model)
+            rows = versions_in_window(log, window.start, window.end, cfg.experiment)
     finally:
         log.dispose()
     wanted = variants or cfg.variants

@@ -17,113 +17,29 @@ import getpass
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
+from lossflow import predlog
+from lossflow.ab import promotion
 from lossflow.ab.decision import AbDecision, Policy, decide
 from lossflow.ab.metrics import RANKING_METRICS, VariantMetrics, variant_metrics
+from lossflow.ab.setup import AbSetupError, Arm, Setup
 from lossflow.config.ab import AbConfig
 from lossflow.config.common import LogLocation, duration_seconds
 from lossflow.config.loader import DEFAULT_CONFIG_DIR
 from lossflow.config.serving import ModelSource, ServingConfig, load_serving_config
-from lossflow.contract import CHALLENGER, CHAMPION
-from lossflow.errors import UserError
+from lossflow.contract import CHALLENGER, CHAMPION, PREVIOUS
 from lossflow.evaluation.baseline import BASELINE_JSON_TAG, Baseline
+from lossflow.predlog import PredictionLog
 from lossflow.predlog.reader import failures, iter_outcomes, versions_in_window
-from lossflow.predlog.state import check_log_owner, read_traffic
-from lossflow.predlog.store import PredictionLog, default_log_url
+from lossflow.predlog.state import acquire_lock, check_log_owner, read_traffic, release_lock
 from lossflow.tracking import RegistryError, Tracker, resolve_tracking_uri
-
-REGRESSION_METRICS = frozenset({"mse", "mae", "pinball"})
-
-
-class AbSetupError(UserError):
-    """The A/B test cannot be analysed as configured; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One variant under test.
-
-    Attributes:
-        variant: its name in the service and the log.
-        source: how the service resolves it (``alias:champion``, ``version:3``, ``path:...``).
-        alias: the registry alias serving it (``None``: served by version or file, so the
-            analysis cannot promote it).
-        model_version: the version it serves now (``None``: unresolvable, see ``problem``).
-        loss_id: the loss it was trained with (from the log).
-        requests: requests it answered in the window.
-        first: when its current version first answered in the experiment.
-        problem: why it cannot be tested.
-    """
-
-    variant: str
-    source: str
-    alias: str | None
-    model_version: str | None
-    loss_id: str = ""
-    requests: int = 0
-    first: datetime | None = None
-    problem: str | None = None
-
-
-@dataclass(frozen=True)
-class Setup:
-    """What is under test, and from when.
-
-    Attributes:
-        model_name: the registered model.
-        experiment: the routing experiment (the log's ``experiment`` column).
-        weights: the traffic weights of every routed variant.
-        weights_from: where they were read (shared routing, serving config, default split).
-        champion: the control arm.
-        challengers: the arms challenging it.
-        start: the test's first moment (see the module).
-        end: now.
-        start_reason: why it starts there.
-        problems: what prevents the analysis (empty: it can run).
-    """
-
-    model_name: str
-    experiment: str
-    weights: dict[str, float]
-    weights_from: str
-    champion: Arm
-    challengers: list[Arm]
-    start: datetime
-    end: datetime
-    start_reason: str
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def arms(self) -> list[Arm]:
-        """Champion first, then the challengers."""
-        return [self.champion, *self.challengers]
-
-    def versions(self) -> dict[str, str]:
-        """variant -> model version, of the arms that resolved."""
-        return {a.variant: a.model_version for a in self.arms if a.model_version is not None}
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {
-            "model_name": self.model_name,
-            "experiment": self.experiment,
-            "weights": self.weights,
-            "weights_from": self.weights_from,
-            "arms": [
-                {**a.__dict__, "first": None if a.first is None else a.first.isoformat()}
-                for a in self.arms
-            ],
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
-            "start_reason": self.start_reason,
-            "problems": self.problems,
-        }
 
 
 def serving_config(cfg: AbConfig, config_dir: Path = DEFAULT_CONFIG_DIR) -> ServingConfig:
@@ -146,16 +62,10 @@ def open_log(cfg: AbConfig, served: ServingConfig) -> PredictionLog:
     """The prediction log the service writes.
 
     Raises:
-        AbSetupError: the embedded log file does not exist (nothing was served yet).
+        LogNotFoundError: the embedded log file does not exist (nothing was served yet).
     """
     where = log_location(cfg, served)
-    url = where.url or default_log_url(cfg.data_dir)
-    if where.url is None and not (cfg.data_dir / "predictions.db").is_file():
-        raise AbSetupError(
-            f"no prediction log at {cfg.data_dir / 'predictions.db'}: nothing has been served "
-            "with this data_dir; start `lossflow serve` (and send traffic) or set log.url"
-        )
-    return PredictionLog(url, where.db_schema)
+    return predlog.open_log(where.url, where.db_schema, cfg.data_dir, existing=True)
 
 
 def tracker(cfg: AbConfig) -> Tracker:
@@ -226,29 +136,25 @@ def resolve(
     names = [cfg.champion, *(cfg.challengers or sorted(set(sources) - {cfg.champion}))]
     log = open_log(cfg, served)
     try:
-        check_log_owner(log, model)
-        shared = read_traffic(log, model)
-        if shared is not None and set(shared.weights) == set(sources):
-            weights, experiment = dict(shared.weights), shared.experiment
-            weights_from = f"shared routing (set {shared.updated_at:%Y-%m-%d %H:%M} UTC by " \
-                           f"{shared.updated_by})"  # fmt: skip
-        else:
-            shared = None
-            experiment = served.experiment
-            if served.variants:
-                weights = {n: v.weight for n, v in served.variants.items()}
-                weights_from = f"configs/serving/{cfg.serving}.yaml"
+        with predlog.reading(log):
+            check_log_owner(log, model)
+            shared = read_traffic(log, model)
+            if shared is not None and set(shared.weights) == set(sources):
+                weights, experiment = dict(shared.weights), shared.experiment
+                weights_from = f"shared routing (set {shared.updated_at:%Y-%m-%d %H:%M} UTC by " \
+                               f"{shared.updated_by})"  # fmt: skip
             else:
-                weights = {n: 100.0 / len(sources) for n in sources}
-                weights_from = "the service's default equal split"
-        experiment = cfg.experiment or experiment
-        earliest = end - timedelta(seconds=duration_seconds(cfg.since))
-        rows = versions_in_window(log, earliest, end, experiment)
-    except SQLAlchemyError as err:
-        raise AbSetupError(
-            f"cannot read the prediction log at {log.engine.url.render_as_string()}: "
-            f"{type(err).__name__}: {err.args[0]}; check log.url"
-        ) from None
+                shared = None
+                experiment = served.experiment
+                if served.variants:
+                    weights = {n: v.weight for n, v in served.variants.items()}
+                    weights_from = f"configs/serving/{cfg.serving}.yaml"
+                else:
+                    weights = {n: 100.0 / len(sources) for n in sources}
+                    weights_from = "the service's default equal split"
+            experiment = cfg.experiment or experiment
+            earliest = end - timedelta(seconds=duration_seconds(cfg.since))
+            rows = versions_in_window(log, earliest, end, experiment)
     finally:
         log.dispose()
     arms, problems = [], []
@@ -423,8 +329,9 @@ def judge(
     )
 
 
-def actor() -> str:
-    """Who acts: ``$LOSSFLOW_ACTOR``, else ``user@host:pid`` (and the Prefect flow run)."""
+def actor(context: str | None = None) -> str:
+    """Who acts: ``$LOSSFLOW_ACTOR``, else ``user@host:pid`` (and ``context``, e.g. the flow
+    run that acts)."""
     if os.environ.get("LOSSFLOW_ACTOR"):
         return os.environ["LOSSFLOW_ACTOR"]
     try:
@@ -432,14 +339,7 @@ def actor() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     who = f"{user}@{socket.gethostname()}:{os.getpid()}"
-    try:
-        from prefect.runtime import flow_run
-
-        if flow_run.id:
-            who += f" (prefect flow run {flow_run.name} {flow_run.id})"
-    except ImportError:
-        pass
-    return who
+    return f"{who} ({context})" if context else who
 
 
 @dataclass(frozen=True)
@@ -467,3 +367,94 @@ def analyse(
     metric = primary_metric(cfg, setup, config_dir)
     measured = measure(cfg, setup, metric, config_dir)
     return Analysis(setup, metric, measured, judge(cfg, setup, measured, metric))
+
+
+@contextmanager
+def _lease(cfg: AbConfig, config_dir: Any) -> Iterator[bool]:
+    """Hold the A/B lease of the registered model; yields ``False`` when someone else does."""
+    log = open_log(cfg, serving_config(cfg, config_dir))
+    name, owner = f"ab:{cfg.tracking.registered_model}", uuid.uuid4().hex
+    try:
+        log.create_schema()  # a log an older lossflow wrote has no locks table yet
+        held = acquire_lock(log, name, owner, duration_seconds(cfg.lock_ttl))
+        try:
+            yield held
+        finally:
+            if held:
+                release_lock(log, name, owner)
+    finally:
+        log.dispose()
+
+
+def act(
+    cfg: AbConfig,
+    setup: Setup,
+    decision: AbDecision,
+    *,
+    dry_run: bool = False,
+    config_dir: Any = DEFAULT_CONFIG_DIR,
+) -> promotion.Action:
+    """Make the moves ``decision`` calls for, under the lease and only if nothing moved."""
+    plan = promotion.planned(setup, decision)
+    if dry_run:
+        return promotion.Action(
+            plan.kind, False, True, f"dry run: {plan.message}", plan.moves, plan.touched
+        )
+    if not plan.moves:
+        return plan
+    with _lease(cfg, config_dir) as held:
+        if not held:
+            return promotion.Action(
+                plan.kind, False, False,
+                "another A/B analysis holds the lease on this model; nothing was moved",
+                plan.moves, plan.touched,
+            )  # fmt: skip
+        made, stale = promotion.apply_moves(tracker(cfg), setup.model_name, plan.moves)
+    if stale is not None:
+        return promotion.Action(plan.kind, False, False, stale, made, plan.touched)
+    return promotion.Action(plan.kind, True, False, plan.message, made, plan.touched)
+
+
+def rollback(
+    cfg: AbConfig, *, dry_run: bool = False, config_dir: Any = DEFAULT_CONFIG_DIR
+) -> promotion.Action:
+    """Move the champion's alias back to ``previous`` (and remove ``previous``).
+
+    Raises:
+        AbSetupError: there is no ``previous`` version, or the champion is not served by alias.
+    """
+    served = serving_config(cfg, config_dir)
+    alias = CHAMPION
+    if served.variants:
+        source = served.variants.get(cfg.champion)
+        if source is None or source.alias is None:
+            raise AbSetupError(
+                f"the champion variant {cfg.champion!r} is not served by a registry alias in "
+                f"configs/serving/{cfg.serving}.yaml; roll back by editing that file"
+            )
+        alias = source.alias
+    registry = tracker(cfg)
+    model = cfg.tracking.registered_model
+    aliases = registry.aliases(model)
+    if PREVIOUS not in aliases:
+        raise AbSetupError(
+            f"registered model {model!r} has no {PREVIOUS!r} version to roll back to (only a "
+            "promotion by `lossflow ab decide` keeps one)"
+        )
+    current, previous = aliases.get(alias), aliases[PREVIOUS]
+    moves = [promotion.Move(alias, current, previous), promotion.Move(PREVIOUS, previous, None)]
+    touched = {previous: "restored", **({current: "rolled_back"} if current else {})}
+    message = f"{alias} moves back from version {current} to version {previous}"
+    if dry_run:
+        return promotion.Action("rollback", False, True, f"dry run: {message}", moves, touched)
+    with _lease(cfg, config_dir) as held:
+        if not held:
+            return promotion.Action(
+                "rollback", False, False,
+                "an A/B analysis holds the lease on this model; try again in a moment",
+                moves, touched,
+            )  # fmt: skip
+        made, stale = promotion.apply_moves(registry, model, moves)
+    if stale is not None:
+        return promotion.Action("rollback", False, False, stale, made, touched)
+    return promotion.Action("rollback", True, False, message, made, touched)

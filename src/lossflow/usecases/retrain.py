@@ -24,8 +24,6 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from lossflow import steps as training_steps
-from lossflow.ab.steps import under_test
 from lossflow.config.common import duration_seconds
 from lossflow.config.loader import DEFAULT_CONFIG_DIR
 from lossflow.config.retrain import RetrainConfig
@@ -49,6 +47,8 @@ from lossflow.retrain.prescreen import Screened, choose, prescreen
 from lossflow.retrain.request import RetrainRequest
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.tracking import Tracker, resolve_tracking_uri
+from lossflow.usecases import training as training_steps
+from lossflow.usecases.ab import under_test
 
 TAG_MODEL: Final = "lossflow.model"
 TAG_KEY: Final = "lossflow.dedup_key"

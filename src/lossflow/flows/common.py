@@ -36,3 +36,10 @@ def tag_flow_run(tags: list[str]) -> None:
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(run_id)
         client.update_flow_run(run_id, tags=sorted({*current.tags, *tags}))
+
+
+def flow_run_label() -> str | None:
+    """``prefect flow run NAME ID`` of the flow run this is called in; ``None`` outside one."""
+    from prefect.runtime import flow_run
+
+    return f"prefect flow run {flow_run.name} {flow_run.id}" if flow_run.id else None

@@ -37,13 +37,13 @@ from lossflow.config.retrain import RetrainConfig, load_retrain_config
 from lossflow.config.training import load_training_config
 from lossflow.errors import UserError
 
-ROOT: Final = Path(__file__).resolve().parents[1]
 FLOWS: Final = ("training", "monitoring", "ab-analysis", "retrain")
+# Module paths: a worker imports the flows from the installed lossflow, in the project's directory.
 ENTRYPOINTS: Final = {
-    "training": "pipelines/training.py:training",
-    "monitoring": "pipelines/monitoring.py:monitoring",
-    "ab-analysis": "pipelines/ab_analysis.py:ab_analysis",
-    "retrain": "pipelines/retrain.py:retrain",
+    "training": "lossflow.flows.training.training",
+    "monitoring": "lossflow.flows.monitoring.monitoring",
+    "ab-analysis": "lossflow.flows.ab_analysis.ab_analysis",
+    "retrain": "lossflow.flows.retrain.retrain",
 }
 
 
@@ -53,7 +53,7 @@ class DeploymentSpecError(UserError):
 
 
 class SourceError(UserError, FileNotFoundError):
-    """The directory a deployment would run from does not hold the flows and configs."""
+    """The configuration directory the deployments would read does not exist."""
 
 
 def split_overrides(items: Sequence[str], extra: Sequence[str] = ()) -> dict[str, list[str]]:
@@ -179,18 +179,18 @@ def specs(
 
 def _flow(name: str) -> Any:
     if name == "training":
-        from pipelines.training import training
+        from lossflow.flows.training import training
 
         return training
     if name == "monitoring":
-        from pipelines.monitoring import monitoring
+        from lossflow.flows.monitoring import monitoring
 
         return monitoring
     if name == "ab-analysis":
-        from pipelines.ab_analysis import ab_analysis
+        from lossflow.flows.ab_analysis import ab_analysis
 
         return ab_analysis
-    from pipelines.retrain import retrain
+    from lossflow.flows.retrain import retrain
 
     return retrain
 
@@ -222,36 +222,33 @@ def deploy(
     config_dir: Path,
     work_pool: str,
     overrides: Mapping[str, list[str]] | None = None,
-    source: Path = ROOT,
+    source: Path | None = None,
     *,
     schedule: bool = True,
     shared: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     """Register the deployments with the server at ``PREFECT_API_URL`` on ``work_pool`` (a
-    process pool, created when missing). A worker of the pool runs them from ``source`` (a
-    project checkout, or the images' ``/app``), or, when ``source`` holds no flows (a team's
-    directory of configs and data), from where lossflow's flows are installed; the configs are
-    ``config_dir`` as seen from here, and a relative ``data_dir`` is pinned to where it is from
-    here, so a worker in any directory reads and writes the project's stores. The crons apply
-    unless ``schedule`` is false (the retrain trigger always does). Registering again updates
-    them in place.
+    process pool, created when missing). A worker of the pool runs them in ``source`` (the
+    project's directory; ``None``: the parent of ``config_dir``; in the images: /app), importing
+    the flows from the installed lossflow; the configs are ``config_dir`` as seen from here,
+    and a relative ``data_dir`` is pinned to where it is from here, so a worker in any directory
+    reads and writes the project's stores. The crons apply unless ``schedule`` is false (the retrain
+    trigger always does). Registering again updates them in place.
 
     Returns:
         ``(flow/deployment name, id)`` per deployment.
 
     Raises:
-        SourceError: the config directory does not exist, or no flows are found.
+        SourceError: the config directory does not exist.
     """
     from prefect import Flow
     from prefect import flow as prefect_flow
 
     configs = config_dir.absolute()
-    if not _has_flows(source):
-        source = ROOT
-    if not configs.is_dir() or not _has_flows(source):
+    if not configs.is_dir():
         raise SourceError(
-            f"{configs if not configs.is_dir() else source / 'pipelines'} does not exist: run "
-            "`lossflow deploy` from the project root (in the images: /app), where configs/ is"
+            f"{configs} does not exist: run `lossflow deploy` from the project root (in the "
+            "images: /app), where configs/ is, or pass --config-dir"
         )
     data_dir = load_training_config(list(shared), configs).data_dir
     if not data_dir.is_absolute():
@@ -259,7 +256,9 @@ def deploy(
     ensure_process_pool(work_pool)
     out = []
     for spec in specs(configs, overrides, shared):
-        loaded = prefect_flow.from_source(source=str(source), entrypoint=ENTRYPOINTS[spec.flow])
+        loaded = prefect_flow.from_source(
+            source=str(source or configs.parent), entrypoint=ENTRYPOINTS[spec.flow]
+        )
         if not isinstance(loaded, Flow):
             raise TypeError("deploy() is synchronous: call it outside an event loop")
         deployment_id = loaded.deploy(
@@ -276,10 +275,6 @@ def deploy(
         )
         out.append((f"{loaded.name}/{spec.name}", str(deployment_id)))
     return out
-
-
-def _has_flows(source: Path) -> bool:
-    return all((source / e.partition(":")[0]).is_file() for e in ENTRYPOINTS.values())
 
 
 def ensure_process_pool(name: str) -> bool:

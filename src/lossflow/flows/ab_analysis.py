@@ -17,13 +17,15 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from lossflow.ab import promotion, steps
+from lossflow.ab import promotion
 from lossflow.ab.decision import AbDecision
 from lossflow.ab.metrics import VariantMetrics
 from lossflow.ab.record import decision_json, record_decision
+from lossflow.ab.setup import Setup
 from lossflow.config import DEFAULT_CONFIG_DIR
 from lossflow.config.ab import AbConfig, load_ab_config
-from pipelines.common import RETRYING
+from lossflow.flows.common import RETRYING, flow_run_label
+from lossflow.usecases import ab as steps
 
 
 @task(
@@ -31,13 +33,13 @@ from pipelines.common import RETRYING
     cache_policy=NO_CACHE,
     **RETRYING,
 )
-def resolve(cfg: AbConfig, now: datetime, config_dir: Path) -> steps.Setup:
+def resolve(cfg: AbConfig, now: datetime, config_dir: Path) -> Setup:
     return steps.resolve(cfg, now, config_dir)
 
 
 @task(name="measure-arms", cache_policy=NO_CACHE)
 def measure(
-    cfg: AbConfig, setup: steps.Setup, config_dir: Path
+    cfg: AbConfig, setup: Setup, config_dir: Path
 ) -> tuple[str, dict[str, VariantMetrics]]:
     if setup.problems:
         return cfg.primary_metric or "-", {}
@@ -47,16 +49,16 @@ def measure(
 
 @task(name="decide", cache_policy=NO_CACHE)
 def judge(
-    cfg: AbConfig, setup: steps.Setup, measured: dict[str, VariantMetrics], metric: str
+    cfg: AbConfig, setup: Setup, measured: dict[str, VariantMetrics], metric: str
 ) -> AbDecision:
     return steps.judge(cfg, setup, measured, metric)
 
 
 @task(name="act", cache_policy=NO_CACHE)
 def act(
-    cfg: AbConfig, setup: steps.Setup, decision: AbDecision, dry_run: bool, config_dir: Path
+    cfg: AbConfig, setup: Setup, decision: AbDecision, dry_run: bool, config_dir: Path
 ) -> promotion.Action:
-    return promotion.act(cfg, setup, decision, dry_run=dry_run, config_dir=config_dir)
+    return steps.act(cfg, setup, decision, dry_run=dry_run, config_dir=config_dir)
 
 
 @task(
@@ -66,14 +68,14 @@ def act(
 )
 def record(
     cfg: AbConfig,
-    setup: steps.Setup,
+    setup: Setup,
     measured: dict[str, VariantMetrics],
     decision: AbDecision,
     action: promotion.Action,
     metric: str,
 ) -> str:
     return record_decision(
-        steps.tracker(cfg), setup, measured, decision, action, steps.actor(), metric
+        steps.tracker(cfg), setup, measured, decision, action, steps.actor(flow_run_label()), metric
     )
 
 
@@ -105,7 +107,7 @@ def ab_analysis(
     metric, measured = measure(cfg, setup, directory)
     decision = judge(cfg, setup, measured, metric)
     action = act(cfg, setup, decision, dry_run, directory)
-    report = decision_json(setup, measured, decision, action, steps.actor(), metric)
+    report = decision_json(setup, measured, decision, action, steps.actor(flow_run_label()), metric)
     print(f"{decision.verdict}: {'; '.join(decision.reasons)} -> {action.message}")
     if dry_run:
         return AbOutcome(None, report)

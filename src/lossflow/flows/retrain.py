@@ -9,7 +9,7 @@ Triggered by the ``lossflow.retrain.requested`` event (a deployment trigger; ``l
 deploy``/``lossflow schedule``) with the event's payload as ``request``; one run at a time
 (the deployment's concurrency limit), and a request whose causes were already acted on, or that
 arrives inside the cooldown, ends as ``skipped``. Every task is one call into
-``lossflow.retrain.steps``; nothing moves an alias before the last one, so a failed retrain
+``lossflow.usecases.retrain``; nothing moves an alias before the last one, so a failed retrain
 leaves the registry as it was, and its run (MLflow, Prefect) says why.
 """
 
@@ -27,11 +27,11 @@ from prefect.cache_policies import NO_CACHE
 
 from lossflow.config import DEFAULT_CONFIG_DIR
 from lossflow.config.retrain import RetrainConfig, load_retrain_config
-from lossflow.retrain import steps
+from lossflow.flows.common import RETRYING, tag_flow_run
 from lossflow.retrain.data import RetrainData
 from lossflow.retrain.prescreen import Screened
 from lossflow.retrain.request import RetrainRequest
-from pipelines.common import RETRYING, tag_flow_run
+from lossflow.usecases import retrain as steps
 
 
 @task(name="gate", cache_policy=NO_CACHE, **RETRYING)

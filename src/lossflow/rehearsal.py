@@ -52,12 +52,12 @@ from lossflow.config.training import load_training_config
 from lossflow.contract import CHALLENGER, CHAMPION
 from lossflow.data.sources import resolve_columns
 from lossflow.errors import UserError
+from lossflow.flows import server
 from lossflow.predlog.store import default_log_url
 from lossflow.replay.client import run_traffic
 from lossflow.replay.requests import TrafficOptions
 from lossflow.replay.rows import production_rows
 from lossflow.tracking import Tracker, default_tracking_uri
-from pipelines import server
 
 READY_TIMEOUT_S: Final = 180.0
 RETRAIN_TIMEOUT_S: Final = 900.0
@@ -371,9 +371,9 @@ def _loop(
     rows_per_period: int,
     rate: float,
 ) -> None:
-    from pipelines.ab_analysis import ab_analysis
-    from pipelines.monitoring import monitoring
-    from pipelines.training import training
+    from lossflow.flows.ab_analysis import ab_analysis
+    from lossflow.flows.monitoring import monitoring
+    from lossflow.flows.training import training
 
     trained = training(overrides=[*plan.shared, *plan.training, *plan.sets.get("training", [])],
                        config_dir=str(config_dir))  # fmt: skip

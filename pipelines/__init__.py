@@ -1,1 +1,0 @@
-"""Prefect flows: the composition roots of lossflow's pipelines."""
