@@ -16,14 +16,6 @@ class _Outcome(Protocol):
     def model_name(self) -> str: ...
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
-    return str(value)
-
-
 def variant_table(outcome: Any, model_name: str = "") -> Table:
     """The summary of one variant: version, rows, drift, prior, metrics, decision."""
     target, decision, analysis = outcome.target, outcome.decision, outcome.analysis

@@ -13,7 +13,6 @@ cooldown and dedup.
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from collections.abc import Sequence
@@ -127,14 +126,6 @@ def past_requests(tracker: Tracker, model_name: str) -> list[PastRequest]:
         PastRequest(datetime.fromtimestamp(r.start_ms / 1000, tz=UTC), r.tags.get(TAG_KEY, ""))
         for r in runs
     ]
-
-
-def write_json(data: dict[str, Any], directory: Path, name: str) -> Path:
-    """Write ``data`` as ``directory/name`` (for artifacts built outside a run)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return path
 
 
 def scratch_dir() -> Path:
