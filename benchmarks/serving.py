@@ -66,7 +66,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from lossflow.cli import ENVIRONMENT
+from lossflow.cli.common import ENVIRONMENT
 from lossflow.processes import spawn, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,11 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from lossflow.telemetry import TELEMETRY_OFF
+
 for _key, _value in {
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "ORT_DISABLE_TELEMETRY": "1",
+    **TELEMETRY_OFF,
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ.setdefault(_key, _value)

@@ -36,6 +36,7 @@ import pytest
 from lossflow.contract import CHAMPION, PREVIOUS
 from lossflow.flows import server
 from lossflow.recipe import fetch_recipe
+from lossflow.telemetry import TELEMETRY_OFF
 from lossflow.tracking import Tracker, default_tracking_uri
 
 from .serving_models import wait_for
@@ -57,11 +58,7 @@ def _rdataset(package: str, name: str) -> pd.DataFrame:
 def _lossflow(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``lossflow ARGS`` run from ``workdir`` (the team's project root) with its own configs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env |= {
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "ORT_DISABLE_TELEMETRY": "1",
-    }
+    env |= TELEMETRY_OFF
     done = subprocess.run(
         [LOSSFLOW, *args[:1], "--config-dir", "configs", *args[1:]]
         if args[0] == "init"

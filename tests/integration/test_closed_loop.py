@@ -29,6 +29,7 @@ from lossflow.contract import CHALLENGER, CHAMPION, PREVIOUS
 from lossflow.data.sources import load_flights
 from lossflow.flows import server
 from lossflow.processes import stop_group
+from lossflow.telemetry import TELEMETRY_OFF
 from lossflow.tracking import Tracker, default_tracking_uri
 
 from .serving_models import (
@@ -69,8 +70,7 @@ def _replay(url: str, rows: pd.DataFrame, seed: int) -> None:
 
 def _worker(home: Path, api_url: str, log: Path) -> Any:
     """``prefect worker start`` for the pool, as an operator runs it."""
-    env = {**server.server_env(home, api_url), "MLFLOW_DISABLE_TELEMETRY": "true",
-           "ORT_DISABLE_TELEMETRY": "1"}  # fmt: skip
+    env = {**server.server_env(home, api_url), **TELEMETRY_OFF}
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL")
     command = [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", POOL]
     return server.child(command, log, env)

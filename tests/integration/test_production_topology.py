@@ -27,6 +27,7 @@ from lossflow.onnx_runner import OnnxRunner
 from lossflow.predlog import PredictionLog
 from lossflow.replay.rows import records_of
 from lossflow.serving.predictor import OnnxPredictor
+from lossflow.telemetry import TELEMETRY_OFF
 from lossflow.tracking import Tracker
 
 from .servers import BIN, Server, pg_url, postgres_databases, running
@@ -72,12 +73,9 @@ class Topology:
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env.update(
-        DO_NOT_TRACK="true",
-        MLFLOW_DISABLE_TELEMETRY="true",
+        TELEMETRY_OFF,
         # The MLflow server's background job runners (GenAI evaluation) are not used here.
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        ORT_DISABLE_TELEMETRY="1",
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     env.update(extra)

@@ -24,6 +24,7 @@ import pytest
 
 from lossflow.flows import server
 from lossflow.processes import group_alive, stop_group
+from lossflow.telemetry import TELEMETRY_OFF
 from lossflow.tracking import Tracker, default_tracking_uri
 
 from .serving_models import wait_for
@@ -36,8 +37,7 @@ MODEL = "hotel-prices"
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    return env | {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-                  "ORT_DISABLE_TELEMETRY": "1", **extra}  # fmt: skip
+    return env | TELEMETRY_OFF | extra
 
 
 def _lossflow(root: Path, *args: str, code: int = 0, **env: str) -> str:

@@ -9,7 +9,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from lossflow.cli import app, user_errors
+from lossflow.cli import app
+from lossflow.cli.common import user_errors
 from lossflow.data.validation import DataValidationError
 from lossflow.losses import LOSS_SPECS
 
@@ -123,7 +124,7 @@ def test_serve_reads_host_and_port_from_the_environment(monkeypatch: pytest.Monk
         raise typer.Exit(0)
 
     monkeypatch.setattr(serving, "load_serving_config", load)
-    monkeypatch.setattr("lossflow.cli.load_serving_config", load)
+    monkeypatch.setattr("lossflow.cli.serving.load_serving_config", load)
     monkeypatch.setenv("LOSSFLOW_HOST", "0.0.0.0")
     monkeypatch.setenv("LOSSFLOW_PORT", "8123")
     result = runner.invoke(app, ["serve", "log.enabled=false"])

@@ -24,6 +24,7 @@ import httpx
 
 from lossflow.errors import UserError
 from lossflow.processes import spawn, stop_group
+from lossflow.telemetry import TELEMETRY_OFF
 
 STARTUP_TIMEOUT_S = 180.0
 
@@ -54,9 +55,8 @@ def server_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     """The environment of the server (and of processes that talk to it)."""
     env = {
         **os.environ,
+        **TELEMETRY_OFF,
         "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "true",
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
         "PREFECT_UI_ENABLED": "true",
     }
