@@ -4,6 +4,7 @@ resolved from the installed packages' own metadata, holds none of the training s
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -118,3 +119,75 @@ def test_the_serve_dependency_set_holds_no_training_stack() -> None:
     assert "onnxruntime" in closure
     assert "mlflow-skinny" in closure
     assert not forbidden & closure, f"the serve set pulls {sorted(forbidden & closure)}"
+
+
+# The layers (DESIGN.md): the use cases (what a flow task or a command calls), the flows, the
+# command line and the rehearsal compose the domain packages; the config package reads YAML, the
+# prediction log owns SQLAlchemy, the tracking adapter owns MLflow. Everything else is a domain
+# package and imports none of those concerns, at module level or inside a function.
+SRC = ROOT / "src" / "lossflow"
+COMPOSING = {"usecases", "flows", "cli", "rehearsal", "scaffold"}
+OWNERS = {"config": "yaml", "predlog": "sqlalchemy"}
+NEVER_IN_DOMAIN = ("sqlalchemy", "prefect", "yaml")
+UPPER_LAYERS = tuple(f"lossflow.{name}" for name in COMPOSING)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """``(line, module or module.name)`` of every import in ``path``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out += [(node.lineno, node.module)]
+            out += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return out
+
+
+def _layer_violations(path: Path, top: str) -> list[str]:
+    """What ``path``, a module of the package (or top-level module) ``top``, must not import."""
+    if top in COMPOSING:
+        return []
+    out = []
+    for line, name in _imports(path):
+        package = name.split(".")[0]
+        loads_config = name.startswith("lossflow.config.") and (
+            name.startswith("lossflow.config.loader") or name.rsplit(".", 1)[-1].startswith("load_")
+        )
+        if (package in NEVER_IN_DOMAIN and OWNERS.get(top) != package) or (
+            name.startswith(UPPER_LAYERS) or (loads_config and top != "config")
+        ):
+            out.append(f"{path.name}:{line} imports {name}")
+    return out
+
+
+def test_domain_packages_import_no_store_orchestrator_yaml_or_upper_layer() -> None:
+    violations = sorted(
+        f"{path.relative_to(SRC).parent}/{v}"
+        for path in SRC.rglob("*.py")
+        for v in _layer_violations(path, path.relative_to(SRC).parts[0].removesuffix(".py"))
+    )
+    assert not violations, "\n".join(violations)
+
+
+def test_the_layer_check_sees_each_kind_of_violation(tmp_path: Path) -> None:
+    """The check above is not vacuous: a domain module that opens the log's database, reads
+    YAML, loads a config, talks to Prefect or calls a use case is caught (inside a function
+    too); the same imports are allowed where they belong."""
+    probe = tmp_path / "module.py"
+    probe.write_text(
+        "import sqlalchemy\n"
+        "def f():\n"
+        "    import yaml\n"
+        "    from prefect import flow\n"
+        "    from lossflow.config.training import load_training_config\n"
+        "    from lossflow.usecases import ab\n"
+    )
+    found = _layer_violations(probe, "monitoring")
+    assert [v.partition(" imports ")[2] for v in found] == [
+        "sqlalchemy", "yaml", "prefect", "prefect.flow",
+        "lossflow.config.training.load_training_config", "lossflow.usecases",
+        "lossflow.usecases.ab",
+    ]  # fmt: skip
+    assert _layer_violations(probe, "usecases") == []
+    assert [v for v in _layer_violations(probe, "predlog") if "sqlalchemy" in v] == []
