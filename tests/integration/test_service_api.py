@@ -3,10 +3,12 @@ registry, a real SQLite prediction log, Starlette's TestClient running the app's
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
 import shutil
+import threading
 import time
 import warnings
 from collections import Counter
@@ -23,9 +25,11 @@ from fastapi import FastAPI
 
 from lossflow.config import ServingConfig, load_serving_config
 from lossflow.predlog import BatchWriter, LogWriteError, PredictionLog
-from lossflow.serving.app import ServiceState, create_app, shadow_request_id
+from lossflow.serving.app import create_app
 from lossflow.serving.predictor import OnnxPredictor
-from lossflow.serving.variants import ModelLoadError
+from lossflow.serving.shadow import ShadowScorer, shadow_request_id
+from lossflow.serving.state import ServiceState
+from lossflow.serving.variants import ModelLoadError, Variant
 from lossflow.tracking import Tracker, default_tracking_uri
 
 from .serving_models import CONFIG_DIR, Registry, copy_registry
@@ -715,6 +719,262 @@ def test_the_shadow_is_logged_and_labelled_but_never_returned(
         assert 'lossflow_records_scored_total{variant="shadow"} 3.0' in c.get("/metrics").text
 
 
+def _metric(client: TestClient, sample: str) -> float:
+    """The value of the metric ``sample`` (name and labels as exposed); 0 when absent."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f"{sample} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.01)
+
+
+SHADOW_FAILED = 'lossflow_request_errors_total{reason="shadow_failed",variant="shadow"}'
+SHADOW_DROPPED = 'lossflow_request_errors_total{reason="shadow_dropped",variant="shadow"}'
+SHADOW_SCORED = 'lossflow_records_scored_total{variant="shadow"}'
+
+
+@contextmanager
+def _shadowed(registry: Registry, tmp_path: Path) -> Iterator[tuple[TestClient, Variant]]:
+    """A service of one local variant (the champion) with the challenger as its shadow."""
+    overrides = [f"variants.a.path={registry.champion}", f"shadow={{path: {registry.challenger}}}"]
+    with _serve(_config(tmp_path / "data", tmp_path / "p.db", *overrides)) as c:
+        shadow = _state(c).current().shadow
+        assert shadow is not None
+        yield c, shadow
+
+
+def _flush_times_out(timeout: float | None = None) -> None:
+    raise TimeoutError("flush timed out (a database slower than the feedback's wait)")
+
+
+def test_feedback_without_a_shadow_never_looks_for_one(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a shadow, feedback once looked up `<id>:shadow`, missed, flushed the writer and
+    # looked again; a flush that timed out answered 503 after the labels were stored.
+    overrides = [f"variants.a.path={registry.champion}"]
+    with _serve(_config(tmp_path / "data", tmp_path / "p.db", *overrides)) as c:
+        state = _state(c)
+        assert state.log is not None
+        assert state.writer is not None
+        request_id = _predict(c, "no-shadow", registry.records[:2])["request_id"]
+        state.writer.flush(timeout=10)  # the prediction is committed: no flush is needed
+        looked_up: list[str] = []
+        record = state.log.record_feedback
+
+        def spy(request_id: str, labels: list[Any], ts: datetime | None = None) -> bool:
+            looked_up.append(request_id)
+            return record(request_id, labels, ts)
+
+        monkeypatch.setattr(state.log, "record_feedback", spy)
+        monkeypatch.setattr(state.writer, "flush", _flush_times_out)
+        response = c.post("/feedback", json={"request_id": request_id, "labels": [0, 1]})
+        assert response.status_code == 201, response.text
+        assert looked_up == [request_id]
+        again = c.post("/feedback", json={"request_id": request_id, "labels": [0, 1]})
+        assert again.status_code == 200, again.text
+
+
+def test_a_missing_shadow_answer_is_no_error_of_the_feedback(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _shadowed(registry, tmp_path) as (c, shadow):
+        state = _state(c)
+        assert state.writer is not None
+
+        def broken(records: list[dict[str, Any]]) -> list[Any]:
+            raise RuntimeError("the shadow cannot score (test)")
+
+        monkeypatch.setattr(shadow.predictor, "predict", broken)
+        request_id = _predict(c, "shadow-missing", registry.records[:2])["request_id"]
+        _eventually(lambda: _metric(c, SHADOW_FAILED) == 1.0)  # no shadow row will come
+        state.writer.flush(timeout=10)
+        monkeypatch.setattr(state.writer, "flush", _flush_times_out)
+        response = c.post("/feedback", json={"request_id": request_id, "labels": [1, 0]})
+        assert response.status_code == 201, response.text
+        assert response.json() == {"request_id": request_id, "stored": True}
+        assert _metric(c, 'lossflow_feedback_total{outcome="stored"}') == 1.0
+        assert _metric(c, 'lossflow_feedback_total{outcome="shadow_unlabelled"}') == 1.0
+
+
+def test_the_shadow_scores_off_the_event_loop(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _shadowed(registry, tmp_path) as (c, shadow):
+        scored = shadow.predictor.predict
+        seen: list[tuple[str, bool]] = []
+
+        def spy(records: list[dict[str, Any]]) -> list[Any]:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                seen.append((threading.current_thread().name, False))
+            else:
+                seen.append((threading.current_thread().name, True))
+            return scored(records)
+
+        monkeypatch.setattr(shadow.predictor, "predict", spy)
+        for n_records in (1, 100):  # the primary scores 1 on the loop, 100 in its thread pool
+            _predict(c, "off-loop", registry.records[:n_records])
+        _eventually(lambda: _metric(c, SHADOW_SCORED) == 101.0)
+        assert [on_loop for _, on_loop in seen] == [False, False]
+        assert all(name.startswith("lossflow-shadow") for name, _ in seen), seen
+
+
+def test_a_shadow_that_falls_behind_drops_requests_and_counts_them(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _shadowed(registry, tmp_path) as (c, shadow):
+        state = _state(c)
+        scorer = ShadowScorer(state.metrics, max_pending=1)
+        monkeypatch.setattr(state, "shadow", scorer)
+        release = threading.Event()
+        scored = shadow.predictor.predict
+
+        def slow(records: list[dict[str, Any]]) -> list[Any]:
+            release.wait(10)
+            return scored(records)
+
+        monkeypatch.setattr(shadow.predictor, "predict", slow)
+        ids = [_predict(c, f"behind-{i}", registry.records[:1])["request_id"] for i in range(3)]
+        assert _metric(c, SHADOW_DROPPED) == 2.0  # the first one holds the only place
+        release.set()
+        assert scorer.wait(ids[0], timeout=10)
+        assert _metric(c, SHADOW_SCORED) == 1.0
+        rows = _logged(c, f"sqlite:///{tmp_path / 'p.db'}", {*ids, shadow_request_id(ids[0])})
+        assert len(rows) == 4
+
+
+# --- the fast path of /predict ---------------------------------------------------------------
+
+
+def _predict_cases(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Requests covering every way /predict answers, as ``TestClient.post`` arguments."""
+    return {
+        "ok": {"json": {"unit_id": "u-1", "records": records[:2]}},
+        "not json": {"content": b'{"unit_id": ', "headers": JSON},
+        "too large": {"content": b" " * 1_048_577, "headers": JSON},
+        "unknown field": {"json": {"unit_id": "u-1", "records": records[:1], "x": 1}},
+        "bad record": {"json": {"unit_id": "u-1", "records": [{**records[0], "distance": "far"}]}},
+        "crash": {"json": {"unit_id": "u-1", "records": records[:1]}},
+    }
+
+
+def _answers_of(
+    app: FastAPI, records: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> dict[str, Any]:
+    """What each case answers and logs, and the request counters after all of them."""
+    seen: dict[str, Any] = {}
+    with TestClient(app) as c:
+        for case, request in _predict_cases(records).items():
+            caplog.clear()
+            writer = _state(c).writer
+            assert writer is not None
+            if case == "crash":  # an error the endpoint did not foresee
+
+                def crash(record: Any) -> None:
+                    raise RuntimeError("the log writer broke (test)")
+
+                submit = writer.submit
+                writer.submit = crash  # type: ignore[method-assign]
+            try:
+                response = c.post("/predict", **request)
+            finally:
+                if case == "crash":
+                    writer.submit = submit  # type: ignore[method-assign]
+            body = response.json()
+            if isinstance(body, dict):
+                body.pop("request_id", None)
+            logged = [
+                (r.getMessage(), r.exc_info is not None)
+                for r in caplog.records
+                if r.name == "lossflow.serving"
+            ]
+            seen[case] = (response.status_code, response.headers["content-type"], body, logged)
+        metrics = c.get("/metrics").text
+    seen["counts"] = sorted(
+        line
+        for line in metrics.splitlines()
+        if line.startswith(("lossflow_requests_total", "lossflow_request_errors_total"))
+    )
+    return seen
+
+
+def test_predict_answers_logs_and_counts_alike_on_the_fast_and_the_routed_path(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="lossflow.serving")
+    overrides = [f"variants.a.path={registry.champion}", "access_log=true"]
+    cfg = _config(tmp_path / "data", tmp_path / "p.db", *overrides)
+    fast = _answers_of(create_app(cfg), registry.records, caplog)
+    routed = _answers_of(create_app(cfg, predict_fast_path=False), registry.records, caplog)
+    assert fast == routed
+    statuses = {case: fast[case][0] for case in _predict_cases(registry.records)}
+    assert statuses == {
+        "ok": 200,
+        "not json": 422,
+        "too large": 413,
+        "unknown field": 422,
+        "bad record": 422,
+        "crash": 500,
+    }
+    assert fast["crash"][2] == {"detail": "internal error; see the service log"}
+    assert ("predict failed", True) in fast["crash"][3]  # logged with its traceback
+    assert fast["ok"][3] == [("predict", False)]  # the access log line
+    assert 'lossflow_request_errors_total{reason="internal",variant="none"} 1.0' in fast["counts"]
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_the_fast_path_skips_the_middleware_stack_for_predict_only(
+    registry: Registry, tmp_path: Path, fast_path: bool
+) -> None:
+    cfg = _config(tmp_path / "data", tmp_path / "p.db", f"variants.a.path={registry.champion}")
+    app = create_app(cfg, predict_fast_path=fast_path)
+    with TestClient(app) as c:
+        stack = app.middleware_stack
+        assert stack is not None  # built by the lifespan's start
+        through_stack: list[str] = []
+
+        async def counting(scope: Any, receive: Any, send: Any) -> None:
+            through_stack.append(f"{scope['method']} {scope['path']}")
+            await stack(scope, receive, send)
+
+        app.middleware_stack = counting
+        _predict(c, "stack", registry.records[:1])
+        assert c.post("/rank", json={"unit_id": "u", "items": registry.records[:1]}).status_code
+        assert c.get("/predict").status_code == 405  # only POST takes the fast path
+        assert c.get("/health").status_code == 200
+    routed = ["POST /rank", "GET /predict", "GET /health"]
+    assert through_stack == (routed if fast_path else ["POST /predict", *routed])
+
+
+def test_a_middleware_added_by_the_user_sees_predict_too(
+    registry: Registry, tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path / "data", tmp_path / "p.db", f"variants.a.path={registry.champion}")
+    app = create_app(cfg)
+    seen: list[str] = []
+
+    @app.middleware("http")
+    async def tag(request: Any, call_next: Any) -> Any:
+        seen.append(request.url.path)
+        response = await call_next(request)
+        response.headers["x-seen-by"] = "user-middleware"
+        return response
+
+    with TestClient(app) as c:
+        response = c.post("/predict", json={"unit_id": "u", "records": registry.records[:1]})
+        assert response.status_code == 200
+        assert response.headers["x-seen-by"] == "user-middleware"
+    assert seen == ["/predict"]
+
+
 # --- admin -----------------------------------------------------------------------------------
 
 
@@ -957,7 +1217,7 @@ def test_a_poison_batch_is_dead_lettered_counted_and_the_service_keeps_serving(
         first = _predict(client, "unit-1", registry.records[:1])
         _state(client).writer.flush(timeout=10)  # type: ignore[union-attr]
         repeated = type("Fixed", (), {"hex": first["request_id"]})()
-        monkeypatch.setattr("lossflow.serving.app.uuid.uuid4", lambda: repeated)
+        monkeypatch.setattr("lossflow.serving.routes.predict.uuid.uuid4", lambda: repeated)
         for unit in ("unit-2", "unit-3"):
             _predict(client, unit, registry.records[:1])  # answered: the log write fails later
         monkeypatch.undo()

@@ -169,6 +169,10 @@ class ServiceMetrics:
         """The shadow could not score a request (the answer was not affected)."""
         self._errors.labels("shadow", "shadow_failed").inc()
 
+    def shadow_dropped(self, requests: int = 1) -> None:
+        """Requests the shadow did not score because too many already waited for it."""
+        self._errors.labels("shadow", "shadow_dropped").inc(requests)
+
     def feedback(self, outcome: str) -> None:
         """A feedback request ended with ``outcome`` (stored, duplicate, unknown, ...)."""
         self._feedback.labels(outcome).inc()
