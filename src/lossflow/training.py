@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import logging
 import math
 import os
 import pickle
@@ -41,6 +42,11 @@ from lossflow.errors import UserError
 
 # What a node of a multi-node run must be told (Lightning's and torch's conventions).
 CLUSTER_ENV: Final = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK")
+# The loggers Lightning's rank-zero messages go through ("GPU available: ...", its tips).
+_LIGHTNING_INFO_LOGGERS: Final = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
 
 
 class DistributedSetupError(UserError, RuntimeError):
@@ -227,6 +233,25 @@ class FitResult:
         return checkpoint
 
 
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's tips to install its hosted services: every Trainer without a
+    ``LitLogger`` logs "try installing [litlogger](...)" (and one without a registry
+    checkpoint "[litmodels](...)"); lossflow's runs go to MLflow, so they only advertise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "[litlogger](" not in message and "[litmodels](" not in message
+
+
+def _drop_lightning_advertisements() -> None:
+    """Put the filter on Lightning's rank-zero loggers, once per process (no Trainer argument
+    turns the tips off)."""
+    for name in _LIGHTNING_INFO_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisement) for f in logger.filters):
+            logger.addFilter(_NoAdvertisement())
+
+
 def build_trainer(
     cfg: TrainerConfig,
     checkpoint_dir: Path,
@@ -268,6 +293,7 @@ def build_trainer(
     kwargs: dict[str, Any] = {}
     if cfg.limit_train_batches is not None:
         kwargs["limit_train_batches"] = cfg.limit_train_batches
+    _drop_lightning_advertisements()
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,

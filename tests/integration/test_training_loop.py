@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,43 @@ def test_shards_split_every_batch_of_the_same_permutation() -> None:
     )
     with pytest.raises(ValueError, match=r"rank must be in 0\.\.2"):
         single.shard(3, 3)
+
+
+_TINY_TRAINING = """
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from lossflow.config import OptimizerConfig, SchedulerConfig, TrainerConfig
+from lossflow.losses import build_loss
+from lossflow.models.system import LossflowSystem
+from lossflow.training import TensorBatches, fit
+
+x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+y = (x[:, 0] > 0).float()
+system = LossflowSystem(
+    net=nn.Linear(4, 1), loss=build_loss({"name": "bce"}), regularizers={}, task="binary",
+    optimizer=OptimizerConfig(name="adam", lr=0.05), scheduler=SchedulerConfig(name="cosine"),
+    max_epochs=1,
+)
+cfg = TrainerConfig(max_epochs=1, early_stopping=None, accelerator="cpu")
+fit(system, TensorBatches((x,), y, 32), TensorBatches((x,), y, 64), cfg, Path(sys.argv[1]))
+"""
+
+
+def test_a_training_prints_no_advertisement(tmp_path: Path) -> None:
+    """Lightning logs a tip to install its hosted logger (``litlogger``) from every Trainer
+    without one; a lossflow training's output (in a fresh process, as a user sees it) has
+    Lightning's own lines but not that one."""
+    done = subprocess.run(
+        [sys.executable, "-c", _TINY_TRAINING, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    output = done.stdout + done.stderr
+    assert "GPU available" in output  # Lightning's information still reaches the user
+    assert "litlogger" not in output.lower()
+    assert "litmodels" not in output.lower()
