@@ -32,8 +32,9 @@ import torch
 
 from lossflow.comparison.cv import FoldSet, UnitResult, prepare_folds, run_units, units_for
 from lossflow.comparison.parallel import threads_per_worker
-from lossflow.comparison.plan import ComparisonPlan, plan_comparison
+from lossflow.comparison.plan import ComparisonPlan
 from lossflow.config.compare import load_compare_config
+from lossflow.usecases.compare import plan_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 

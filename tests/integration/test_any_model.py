@@ -35,9 +35,9 @@ import pytest
 
 from lossflow.contract import CHAMPION, PREVIOUS
 from lossflow.flows import server
-from lossflow.recipe import fetch_recipe
 from lossflow.telemetry import TELEMETRY_OFF
 from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.usecases.recipe import fetch_recipe
 
 from .serving_models import wait_for
 

@@ -12,7 +12,6 @@ import torch
 from fastapi.testclient import TestClient
 
 from lossflow.comparison.cv import prepare_folds
-from lossflow.comparison.plan import plan_comparison
 from lossflow.config import load_serving_config
 from lossflow.config.ab import load_ab_config
 from lossflow.config.compare import load_compare_config
@@ -24,6 +23,7 @@ from lossflow.losses import LOSS_SPECS
 from lossflow.models.build import build_system, split_tensors
 from lossflow.serving.app import create_app
 from lossflow.usecases import training as steps
+from lossflow.usecases.compare import plan_comparison
 
 from .serving_models import Registry, copy_registry
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lossflow.comparison.hpo import create_study, study_plan, study_result
-from lossflow.comparison.plan import plan_comparison
+from lossflow.comparison.optuna_study import create_study, study_result
+from lossflow.comparison.search import study_plan
 from lossflow.config.compare import load_compare_config
+from lossflow.usecases.compare import plan_comparison
 
 ROOT = Path(__file__).resolve().parents[2]
 LOSSFLOW = Path(sys.executable).parent / "lossflow"

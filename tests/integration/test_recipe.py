@@ -18,9 +18,10 @@ import pytest
 from lossflow.config.loader import ConfigError
 from lossflow.flows.retrain import retrain
 from lossflow.flows.training import training
-from lossflow.recipe import RECIPE_ARTIFACT, fetch_recipe
+from lossflow.recipe import RECIPE_ARTIFACT
 from lossflow.scaffold import infer_project, write_project
 from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.usecases.recipe import fetch_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 ROOT = Path(__file__).resolve().parents[2]

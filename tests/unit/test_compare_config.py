@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lossflow.comparison.plan import CompareError, ComparisonPlan, ablation_arms, plan_comparison
+from lossflow.comparison.plan import CompareError, ComparisonPlan, ablation_arms
 from lossflow.config.compare import load_compare_config, split_overrides
 from lossflow.config.loader import ConfigError
+from lossflow.usecases.compare import plan_comparison
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 

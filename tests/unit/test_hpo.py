@@ -5,27 +5,26 @@ once, and the best trial becomes an overlay the one training loader reads back."
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import Trial
 
-from lossflow.comparison.hpo import (
-    HPOError,
-    StudyPlan,
-    TrialRecord,
-    best_overlay,
+from lossflow.comparison.optuna_study import (
     create_study,
-    grid_points,
     open_study,
     study_result,
     suggest,
     take_tickets,
-    trial_config,
-    write_overlay,
 )
+from lossflow.comparison.results import TrialRecord, best_overlay
+from lossflow.comparison.search import HPOError, StudyPlan, grid_points, trial_config
 from lossflow.config.training import config_to_dict, load_training_config
+from lossflow.usecases.compare import write_overlay
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -144,3 +143,25 @@ def test_an_unreachable_storage_is_one_message() -> None:
     with pytest.raises(HPOError, match=r"cannot open the Optuna storage '127.0.0.1:9/none'") as err:
         open_study("postgresql://postgres@127.0.0.1:9/none", "s")
     assert "\n" not in str(err.value)
+
+
+def test_importing_the_search_leaves_optunas_logging_alone() -> None:
+    code = (
+        "import optuna; optuna.logging.set_verbosity(optuna.logging.DEBUG); "
+        "import lossflow.comparison.optuna_study; "
+        "print(optuna.logging.get_verbosity())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert int(done.stdout.split()[-1]) == optuna.logging.DEBUG
+
+
+def test_opening_a_study_turns_optunas_trial_logs_off(tmp_path: Path) -> None:
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        create_study(_plan(tmp_path, n_trials=1), f"sqlite:///{tmp_path / 'optuna.db'}", "s")
+        assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+    finally:
+        optuna.logging.set_verbosity(before)

@@ -43,11 +43,18 @@ CONTRACTS = {
     "lossflow.evaluation.metrics": ("matplotlib", "torch", "lightning", "prefect"),
     "lossflow.losses": ("torch",),
     # The comparison's config is read by the CLI before anything heavy; its statistics are
-    # numpy/scipy; only comparison.hpo imports optuna and only tracking imports mlflow (summary
-    # imports the CV runner, the plan and the scoring).
+    # numpy/scipy; only comparison.optuna_study imports optuna (test below) and only tracking
+    # imports mlflow: the plan, the search space, the results and the report's page do not
+    # (summary imports the CV runner, the plan and the scoring).
     "lossflow.config.compare": ("torch", "kornia", "sklearn", "mlflow", "optuna"),
     "lossflow.stats.paired": ("torch", "matplotlib", "mlflow", "optuna", "sklearn"),
     "lossflow.comparison.summary": ("optuna", "mlflow", "prefect"),
+    "lossflow.comparison.plan": ("optuna", "mlflow", "prefect", "matplotlib"),
+    "lossflow.comparison.search": ("optuna", "mlflow", "prefect", "matplotlib"),
+    "lossflow.comparison.results": ("optuna", "mlflow", "prefect", "matplotlib"),
+    "lossflow.comparison.html": ("optuna", "mlflow", "prefect"),
+    # A recipe is plain data: fetching and resolving one are use cases.
+    "lossflow.recipe": ("yaml", "mlflow", "torch"),
 }
 
 
@@ -191,3 +198,17 @@ def test_the_layer_check_sees_each_kind_of_violation(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert _layer_violations(probe, "usecases") == []
     assert [v for v in _layer_violations(probe, "predlog") if "sqlalchemy" in v] == []
+
+
+# Each third-party system behind one module (DESIGN.md): who may import it, by path under SRC.
+SOLE_IMPORTER = {"optuna": "comparison/optuna_study.py"}
+
+
+@pytest.mark.parametrize("package", sorted(SOLE_IMPORTER))
+def test_one_module_imports_each_adapted_system(package: str) -> None:
+    importers = sorted(
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if any(name.split(".")[0] == package for _, name in _imports(path))
+    )
+    assert importers == [SOLE_IMPORTER[package]]

@@ -1,6 +1,6 @@
-"""What a comparison will train: each arm resolved into a whole training configuration by the
-training loader, the ablation variants of each arm, and the checks that must pass before any
-training starts.
+"""What a comparison will train: its arms (each a whole training configuration, resolved by
+:func:`lossflow.usecases.compare.plan_comparison`), the ablation variants of each arm, and the
+checks that must pass before any training starts.
 
 An arm whose configuration cannot be resolved (a loss that does not fit the task, a bad option)
 is kept as a failed arm with its error; the others still compare. A comparison that cannot work
@@ -13,18 +13,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from lossflow.comparison.scoring import Direction, default_metric, direction, metric_names
-from lossflow.config.compare import ArmConfig, CompareConfig
-from lossflow.config.loader import explain
+from lossflow.config.compare import CompareConfig
 from lossflow.config.training import (
     TrainingConfig,
+    config_from_dict,
     config_to_dict,
-    load_training_config,
     monitored_metrics,
     primary_metric,
 )
@@ -32,7 +28,7 @@ from lossflow.data.folds import FoldKind
 from lossflow.errors import UserError
 from lossflow.losses import LOSS_SPECS
 from lossflow.losses.composite import CompositeSpec
-from lossflow.recipe import Recipe, fetch_recipe, project_changes, recipe_config
+from lossflow.recipe import Recipe
 
 # Loss options searched by default when the chosen arm has that loss: (low, high, log).
 DEFAULT_LOSS_PARAMS: dict[str, dict[str, tuple[float, float, bool]]] = {
@@ -137,48 +133,14 @@ class ComparisonPlan:
         raise KeyError(name)
 
 
-def revalidate(data: Mapping[str, Any]) -> TrainingConfig:
-    """A training configuration from its JSON form (``config_to_dict``), validated again.
+def with_changes(cfg: TrainingConfig, **changes: Any) -> TrainingConfig:
+    """``cfg`` with whole top-level values replaced (``loss``, ``regularizers``...), validated
+    again.
 
     Raises:
-        ConfigError: the values do not make a valid configuration.
+        ConfigError: the result is not a valid configuration.
     """
-    try:
-        return TrainingConfig.model_validate(dict(data))
-    except ValidationError as err:
-        raise explain(err, {}, TrainingConfig) from None
-
-
-def _revalidated(cfg: TrainingConfig, **changes: Any) -> TrainingConfig:
-    return revalidate({**config_to_dict(cfg), **changes})
-
-
-def resolve_arm(
-    name: str,
-    arm: ArmConfig,
-    settings: CompareConfig,
-    config_dir: Path,
-    recipe: Recipe | None = None,
-) -> Arm:
-    """The arm's training configuration: the project's training files (or ``recipe``), the
-    shared overrides, its loss file, its own overrides and regularisers, with the project's
-    ``data_dir`` and ``tracking``; a configuration error makes it a failed arm."""
-    overrides = [*settings.overrides, f"loss={arm.loss}", *arm.overrides]
-    stores = {"data_dir": str(settings.data_dir), "tracking": settings.tracking.model_dump()}
-    try:
-        if recipe is not None:  # a retrained version's recipe keeps its pool: the same rows
-            changes = project_changes(settings.project, settings.data_dir, settings.tracking)
-            by = f"the project {settings.project}"
-            cfg = recipe_config(recipe, overrides, config_dir, changes=changes, changed_by=by)
-        else:
-            project = [f"project={settings.project}"] if settings.project else []
-            cfg = load_training_config([*project, *overrides], config_dir)
-            cfg = _revalidated(cfg, **stores)
-        if arm.regularizers is not None:
-            cfg = _revalidated(cfg, regularizers=[r.model_dump() for r in arm.regularizers])
-    except UserError as err:
-        return Arm(name, None, str(err), arm.loss)
-    return Arm(name, cfg, None, arm.loss)
+    return config_from_dict({**config_to_dict(cfg), **changes})
 
 
 def ablation_arms(arm: Arm) -> list[Arm]:
@@ -202,7 +164,7 @@ def ablation_arms(arm: Arm) -> list[Arm]:
         name = f"{arm.name}-{suffix}"
         try:
             variant = Arm(
-                name, _revalidated(cfg, **changes), None, arm.loss_file, arm.name, removed
+                name, with_changes(cfg, **changes), None, arm.loss_file, arm.name, removed
             )
         except UserError as err:
             variant = Arm(name, None, str(err), arm.loss_file, arm.name, removed)
@@ -326,24 +288,17 @@ def _search_space(settings: CompareConfig, arms: Sequence[Resolved]) -> SearchSp
     )
 
 
-def plan_comparison(settings: CompareConfig, config_dir: Path) -> ComparisonPlan:
-    """Resolve the arms and their ablations and check the comparison can work.
+def build_plan(
+    settings: CompareConfig, arms: tuple[Arm, ...], recipe: Recipe | None = None
+) -> ComparisonPlan:
+    """The plan of ``arms`` (resolved by the caller, failed ones included) with their ablation
+    variants, after checking the comparison can work.
 
     Raises:
         CompareError: fewer than two arms resolve, the arms differ in data or scoring, the
             metric is not reported by the task, the fold kind does not fit the data, or the
             search names what the arms do not have.
     """
-    recipe = None
-    if settings.version is not None:
-        from lossflow.tracking import Tracker, resolve_tracking_uri
-
-        uri = resolve_tracking_uri(settings.tracking.tracking_uri, settings.data_dir)
-        registry = Tracker(uri, settings.tracking.experiment_of("compare"), None)
-        recipe = fetch_recipe(registry, settings.tracking.registered_model, settings.version)
-    arms = tuple(
-        resolve_arm(name, arm, settings, config_dir, recipe) for name, arm in settings.arms.items()
-    )
     ok = _resolved(arms)
     if len(ok) < 2:
         failed = "; ".join(f"{a.name}: {a.error}" for a in arms if a.error)

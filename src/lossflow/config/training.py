@@ -8,15 +8,15 @@ name), a data directory that cannot be written, a schedule that is not a cron ex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lossflow.config.common import ScheduleConfig, Section, TrackingConfig, WritableDir
 from lossflow.config.data import DataConfig, PoolConfig
-from lossflow.config.loader import DEFAULT_CONFIG_DIR, ConfigKind, load
+from lossflow.config.loader import DEFAULT_CONFIG_DIR, ConfigKind, explain, load
 from lossflow.losses import (
     LossConfigError,
     LossSpec,
@@ -354,3 +354,16 @@ def load_training_config(
 def config_to_dict(cfg: TrainingConfig) -> dict[str, Any]:
     """The resolved configuration as plain JSON-able data (for MLflow and reproduction)."""
     return cfg.model_dump(mode="json")
+
+
+def config_from_dict(data: Mapping[str, Any]) -> TrainingConfig:
+    """A resolved configuration from its JSON form (:func:`config_to_dict`, perhaps changed),
+    validated again.
+
+    Raises:
+        ConfigError: the values do not make a valid configuration, naming the key.
+    """
+    try:
+        return TrainingConfig.model_validate(dict(data))
+    except ValidationError as err:
+        raise explain(err, {}, TrainingConfig) from None

@@ -1,7 +1,8 @@
 """The ``compare_losses`` flow: plan → folds → arm x fold trainings → nested runs → search →
 summary → report.
 
-Each task is one call into ``lossflow.comparison``; MLflow calls retry. Everything lands in one
+Each task is one call into ``lossflow.comparison`` or its use cases
+(``lossflow.usecases.compare``); MLflow calls retry. Everything lands in one
 MLflow parent run (experiment ``lossflow-compare``) with a nested run per arm x fold and per
 trial; the parent holds the comparison table, the tests, the figures and ``report.html``.
 """
@@ -15,12 +16,14 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from lossflow.comparison import cv, hpo, report, summary
-from lossflow.comparison.plan import ComparisonPlan, plan_comparison
+from lossflow.comparison import cv, hpo_worker, summary
+from lossflow.comparison.plan import ComparisonPlan
+from lossflow.comparison.results import StudyResult
 from lossflow.config import DEFAULT_CONFIG_DIR
 from lossflow.config.compare import load_compare_config
 from lossflow.config.training import config_to_dict
 from lossflow.tracking import flatten, git_commit
+from lossflow.usecases import compare
 
 RETRIES = 2
 RETRY_DELAY_S = 3
@@ -28,7 +31,7 @@ RETRY_DELAY_S = 3
 
 @task(name="plan-comparison", cache_policy=NO_CACHE)
 def plan(overrides: list[str], config_dir: Path) -> ComparisonPlan:
-    return plan_comparison(load_compare_config(overrides, config_dir), config_dir)
+    return compare.plan_comparison(load_compare_config(overrides, config_dir), config_dir)
 
 
 @task(name="prepare-folds", cache_policy=NO_CACHE)
@@ -51,17 +54,17 @@ def cross_validate(
 
 @task(name="log-folds", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
 def log_folds(run_id: str, comparison: ComparisonPlan, trained: cv.CrossValidation) -> list[str]:
-    return report.log_units(report.tracker_for(comparison), run_id, comparison, trained.results)
+    return compare.log_units(compare.tracker_for(comparison), run_id, comparison, trained.results)
 
 
 @task(name="search", cache_policy=NO_CACHE)
-def search(comparison: ComparisonPlan, run_id: str, directory: Path) -> hpo.StudyResult:
-    return hpo.run_search(comparison, run_id, directory)
+def search(comparison: ComparisonPlan, run_id: str, directory: Path) -> StudyResult:
+    return hpo_worker.run_search(comparison, run_id, directory)
 
 
 @task(name="log-trials", cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
-def log_trials(run_id: str, comparison: ComparisonPlan, study: hpo.StudyResult) -> list[str]:
-    return report.log_trials(report.tracker_for(comparison), run_id, study)
+def log_trials(run_id: str, comparison: ComparisonPlan, study: StudyResult) -> list[str]:
+    return compare.log_trials(compare.tracker_for(comparison), run_id, study)
 
 
 @task(name="summarize", cache_policy=NO_CACHE)
@@ -80,11 +83,11 @@ def publish(
     folds: cv.FoldSet,
     trained: cv.CrossValidation,
     result: summary.Comparison,
-    study: hpo.StudyResult | None,
+    study: StudyResult | None,
     directory: Path,
-) -> report.Published:
-    return report.publish(
-        report.tracker_for(comparison),
+) -> compare.Published:
+    return compare.publish(
+        compare.tracker_for(comparison),
         run_id,
         comparison,
         folds,
@@ -103,7 +106,7 @@ class CompareOutcome:
     tracking_uri: str
     experiment: str
     comparison: summary.Comparison
-    study: hpo.StudyResult | None
+    study: StudyResult | None
     report: Path
     overlay: Path | None
     work_dir: Path
@@ -134,7 +137,7 @@ def compare_losses(
         config_dir: the configuration directory.
     """
     comparison = plan(overrides or [], Path(config_dir))
-    tracker = report.tracker_for(comparison)
+    tracker = compare.tracker_for(comparison)
     name = f"compare-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     with tracker.start_run(name, _tags(comparison)) as run_id:
         tracker.log_params(run_id, flatten(comparison.settings.model_dump(mode="json")))

@@ -6,7 +6,10 @@ packages and the stores.
 - :mod:`lossflow.usecases.ab`: resolve, measure and judge an A/B test; act on the aliases under
   the lease; roll back;
 - :mod:`lossflow.usecases.retrain`: gate a retrain request, train the candidates from the
-  champion's recipe, pre-screen them, register the challenger.
+  champion's recipe, pre-screen them, register the challenger;
+- :mod:`lossflow.usecases.compare`: resolve a comparison's arms into a plan; log its units and
+  trials and publish its report to MLflow and disk;
+- :mod:`lossflow.usecases.recipe`: fetch a version's recipe, resolve it with overrides.
 
 This layer opens the stores (the prediction log through :func:`lossflow.predlog.open_log`, MLflow
 through :mod:`lossflow.tracking`) and may call several domain packages; the domain packages never

@@ -33,13 +33,7 @@ from lossflow.data.prepare import PreparedData, prepare_data
 from lossflow.errors import UserError
 from lossflow.evaluation.baseline import Baseline, beats
 from lossflow.onnx_runner import OnnxRunner
-from lossflow.recipe import (
-    RECIPE_ARTIFACT,
-    Recipe,
-    fetch_recipe,
-    project_changes,
-    recipe_config,
-)
+from lossflow.recipe import RECIPE_ARTIFACT, Recipe, project_changes
 from lossflow.replay.rows import records_of
 from lossflow.retrain import data as retrain_data
 from lossflow.retrain.posthoc import PROP, PosthocError, adjust_onnx, adjusted_probabilities
@@ -49,6 +43,7 @@ from lossflow.serving.predictor import OnnxPredictor
 from lossflow.tracking import Tracker, resolve_tracking_uri
 from lossflow.usecases import training as training_steps
 from lossflow.usecases.ab import under_test
+from lossflow.usecases.recipe import fetch_recipe, recipe_config
 
 TAG_MODEL: Final = "lossflow.model"
 TAG_KEY: Final = "lossflow.dedup_key"
