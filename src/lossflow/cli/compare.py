@@ -149,7 +149,7 @@ def compare(
     flags += ["hpo.enabled=true", f"hpo.n_trials={trials}"] if trials is not None else []
     every = settings([*(overrides or []), *flags])
     chosen = load_compare_config(every, config_dir)
-    from lossflow.comparison.plan import plan_comparison
+    from lossflow.usecases.compare import plan_comparison
 
     plan = plan_comparison(chosen, config_dir)
     console = Console(width=None if sys.stdout.isatty() else 200)
@@ -190,7 +190,7 @@ def hpo_worker(
 ) -> None:
     """Run trials of a comparison's search until none is left (scale the search out)."""
     needs("train")
-    from lossflow.comparison.hpo import run_worker
+    from lossflow.comparison.hpo_worker import run_worker
 
     ran = run_worker(storage, study, work_dir, worker)
     Console().print(f"ran {ran} trials of study {study}")
