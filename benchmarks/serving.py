@@ -14,6 +14,12 @@ keep-alive connections on loopback, one server at a time:
   best one here (dynamic batching up to 16 requests or 2 ms, the ZeroMQ queue, one inference
   worker for two cores). BentoML is not measured: it does not install beside the project's pins
   (it downgrades opentelemetry and cattrs);
+- (f) ``lossflow serve`` as (a) plus a shadow (the champion once more, scored and logged, never
+  returned), with its own prediction log; with ``--before-src DIR`` also the same server run
+  from another lossflow source tree (``DIR/src``, e.g. a worktree of an earlier commit), so that
+  a change to the shadow path is measured before and after in one run. After each round the
+  benchmark waits until the shadow has scored or dropped every request (``/metrics``) and
+  reports both counts;
 - (d) in process, one call at a time: ``OnnxPredictor.predict([record])`` (validation, encoding
   and onnxruntime, what the service does per request) and ``OnnxRunner.run`` on encoded inputs.
 
@@ -38,6 +44,7 @@ has (a) / each peer under ``ratios``.
     python benchmarks/serving.py                          # trains a small registry first
     python benchmarks/serving.py --data-dir /tmp/lf       # copies an existing data dir
     python benchmarks/serving.py --quick --json out.json
+    python benchmarks/serving.py --before-src /tmp/before --json out.json  # (f) before and after
 """
 
 from __future__ import annotations
@@ -96,6 +103,7 @@ class Settings:
     batch1_calls: int
     batch1_rounds: int
     subsample: int
+    before_src: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -517,7 +525,11 @@ SERVERS = {
     "mlflow_serve": "(c) mlflow models serve (champion)",
     "litserve_default": "(e) LitServe, defaults (champion)",
     "litserve_best": "(e) LitServe, batching + fast queue",
+    "lossflow_shadow": "(f) lossflow serve, A/B + log + shadow",
 }
+SHADOW_BEFORE = "lossflow_shadow_before"
+SHADOW_BEFORE_LABEL = "(f) the same, from --before-src"
+SHADOWED = ("lossflow_shadow", SHADOW_BEFORE)
 PEERS = ("mlflow_serve", "litserve_default", "litserve_best")
 IN_PROCESS = {
     "predictor_predict": "(d) in process: OnnxPredictor.predict([record])",
@@ -525,9 +537,17 @@ IN_PROCESS = {
 }
 
 
-def _server_commands(models: Models, port: dict[str, int]) -> dict[str, tuple[list[str], str]]:
+def _server_commands(
+    models: Models, port: dict[str, int], tmp: Path
+) -> dict[str, tuple[list[str], str]]:
     lossflow = str(_script("lossflow"))
     base = [lossflow, "serve", "--config-dir", str(CONFIG_DIR), f"data_dir={models.data_dir}"]
+    shadowed = {}
+    for key in SHADOWED:
+        if key in port:
+            log = f"log.url=sqlite:///{tmp / f'{key}.db'}"
+            shadow = [f"port={port[key]}", "shadow={alias: champion}", log]
+            shadowed[key] = ([*base, *shadow], "/ready")
     mlflow = [
         str(_script("mlflow")), "models", "serve", "-m", f"models:/{models.name}@champion",
         "--env-manager", "local", "--port", str(port["mlflow_serve"]), "--host", "127.0.0.1",
@@ -543,6 +563,7 @@ def _server_commands(models: Models, port: dict[str, int]) -> dict[str, tuple[li
         "mlflow_serve": (mlflow, "/ping"),
         "litserve_default": ([*litserve, str(port["litserve_default"])], "/health"),
         "litserve_best": ([*litserve, str(port["litserve_best"]), "--best"], "/health"),
+        **shadowed,
     }
 
 
@@ -561,6 +582,49 @@ def wait_logged(data_dir: Path, expected: int, timeout: float = 120.0) -> float:
             )
         time.sleep(0.05)
     return time.monotonic() - start
+
+
+def shadow_counts(port: int) -> dict[str, float]:
+    """Requests the shadow of the server on ``port`` scored, failed and dropped so far."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        status, raw = _request(conn, "GET", "/metrics")
+    finally:
+        conn.close()
+    if status != 200:
+        raise BenchmarkError(f"GET /metrics on port {port} answered {status}")
+    samples = {
+        "scored": 'lossflow_records_scored_total{variant="shadow"}',
+        "failed": 'lossflow_request_errors_total{reason="shadow_failed",variant="shadow"}',
+        "dropped": 'lossflow_request_errors_total{reason="shadow_dropped",variant="shadow"}',
+    }
+    counts = dict.fromkeys(samples, 0.0)
+    for line in raw.decode().splitlines():
+        name, _, value = line.rpartition(" ")
+        for key, sample in samples.items():
+            if name == sample:
+                counts[key] = float(value)
+    return counts
+
+
+def wait_shadow(port: int, answered: int, timeout: float = 120.0) -> dict[str, float]:
+    """The shadow's counts once it has scored, failed or dropped each of ``answered`` one-record
+    requests, with the seconds that took (its lag after a load).
+
+    Raises:
+        BenchmarkError: Some requests are unaccounted for after ``timeout``.
+    """
+    start = time.monotonic()
+    while True:
+        counts = shadow_counts(port)
+        if sum(counts.values()) >= answered:
+            return {**counts, "catch_up_s": round(time.monotonic() - start, 3)}
+        if time.monotonic() - start > timeout:
+            raise BenchmarkError(
+                f"the shadow on port {port} accounts for {sum(counts.values()):.0f} of {answered} "
+                f"requests {timeout:.0f} s after the load ended: {counts}"
+            )
+        time.sleep(0.05)
 
 
 def _median_figures(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -589,28 +653,39 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
     champion = predictors[models.versions["champion"]]
     env = _env(MLFLOW_TRACKING_URI=models.tracking_uri)
     env.pop("LOSSFLOW_ADMIN_TOKEN", None)
-    ports = {key: free_port() for key in SERVERS}
-    commands = _server_commands(models, ports)
+    servers_run = dict(SERVERS)
+    envs = dict.fromkeys(servers_run, env)
+    if settings.before_src is not None:
+        servers_run[SHADOW_BEFORE] = SHADOW_BEFORE_LABEL
+        envs[SHADOW_BEFORE] = {**env, "PYTHONPATH": str(settings.before_src / "src")}
+    ports = {key: free_port() for key in servers_run}
+    commands = _server_commands(models, ports, tmp)
     bodies = {
         "lossflow_ab_log": ("/predict", work.lossflow_bodies),
         "lossflow_no_log": ("/predict", work.lossflow_bodies),
         "mlflow_serve": ("/invocations", work.mlflow_bodies),
         "litserve_default": ("/predict", work.lossflow_bodies),
         "litserve_best": ("/predict", work.lossflow_bodies),
+        **dict.fromkeys(SHADOWED, ("/predict", work.lossflow_bodies)),
     }
-    rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in SERVERS}
+    rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in servers_run}
     checks: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         procs: dict[str, subprocess.Popen[bytes]] = {}
         for key, (command, ready) in commands.items():
-            print(f"{SERVERS[key]}: starting on port {ports[key]}", flush=True)
+            print(f"{servers_run[key]}: starting on port {ports[key]}", flush=True)
             procs[key] = stack.enter_context(
-                running(key, command, env, ports[key], ready, tmp / f"{key}.log")
+                running(key, command, envs[key], ports[key], ready, tmp / f"{key}.log")
             )
         print("checking every benchmark request against the models in process", flush=True)
         scorers = {v: p.predict for v, p in predictors.items()}
         variants = verify_lossflow(ports["lossflow_ab_log"], work, scorers)
         verify_lossflow(ports["lossflow_no_log"], work, scorers)
+        shadow_answered = {}
+        for key in SHADOWED:
+            if key in ports:
+                verify_lossflow(ports[key], work, scorers)
+                shadow_answered[key] = len(work.records)
         verify_mlflow(ports["mlflow_serve"], work, champion.predict)
         for key in ("litserve_default", "litserve_best"):
             verify_peer(SERVERS[key], ports[key], work, champion.predict)
@@ -618,8 +693,8 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
         answered = len(work.records)  # the check above, on (a)
         wait_logged(work_dir, answered)
         for index in range(settings.repeats):  # one server at a time, interleaved rounds
-            for key in SERVERS:
-                print(f"round {index + 1}/{settings.repeats}: {SERVERS[key]}", flush=True)
+            for key in servers_run:
+                print(f"round {index + 1}/{settings.repeats}: {servers_run[key]}", flush=True)
                 path, payload = bodies[key]
                 cpu_before = process_group_cpu_s(procs[key].pid)
                 figures = load(ports[key], path, payload, settings, tmp)
@@ -627,6 +702,10 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
                 if key == "lossflow_ab_log":
                     answered += figures["completed_total"]
                     figures["log_catch_up_s"] = round(wait_logged(work_dir, answered), 3)
+                    cpu = process_group_cpu_s(procs[key].pid) - cpu_before
+                if key in shadow_answered:
+                    shadow_answered[key] += figures["completed_total"]
+                    figures["shadow"] = wait_shadow(ports[key], shadow_answered[key])
                     cpu = process_group_cpu_s(procs[key].pid) - cpu_before
                 if not math.isnan(cpu):
                     figures["server_cpu_s"] = round(cpu, 3)
@@ -646,7 +725,7 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
     }
     batch = batch1(models, work, settings, tmp)
 
-    servers = {key: _median_figures(rounds[key]) for key in SERVERS}
+    servers = {key: _median_figures(rounds[key]) for key in servers_run}
     a, b, c = (servers[k] for k in ("lossflow_ab_log", "lossflow_no_log", "mlflow_serve"))
     return {
         "model": models.name,
@@ -666,9 +745,35 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
         "logging_cost": round(1 - a["rps"] / b["rps"], 4),
         "p99_ratio": round(a["p99_ms"] / c["p99_ms"], 4),
         "ort_vs_torch_batch1": batch["ratio_torch_over_ort"],
+        "shadow": shadow_summary(servers),
         "ratios": {peer: round(a["rps"] / servers[peer]["rps"], 4) for peer in PEERS},
         "ratio": round(a["rps"] / c["rps"], 4),
     }
+
+
+def shadow_summary(servers: Mapping[str, Any]) -> dict[str, Any]:
+    """(f) against (a) in the same run: what a shadow costs the answers' p99 and req/s; with
+    ``--before-src``, (f) against the same server from the other tree."""
+    a, f = servers["lossflow_ab_log"], servers["lossflow_shadow"]
+    last = f["rounds"][-1]["shadow"]
+    summary: dict[str, Any] = {
+        "p99_ms_without_shadow": a["p99_ms"],
+        "p99_ms_with_shadow": f["p99_ms"],
+        "p99_ratio_with_over_without_shadow": round(f["p99_ms"] / a["p99_ms"], 4),
+        "rps_ratio_with_over_without_shadow": round(f["rps"] / a["rps"], 4),
+        "shadow_scored": last["scored"],
+        "shadow_dropped": last["dropped"],
+        "shadow_failed": last["failed"],
+    }
+    before = servers.get(SHADOW_BEFORE)
+    if before is not None:
+        summary["p99_ms_with_shadow_before"] = before["p99_ms"]
+        summary["p99_ratio_after_over_before"] = round(f["p99_ms"] / before["p99_ms"], 4)
+        summary["rps_ratio_after_over_before"] = round(f["rps"] / before["rps"], 4)
+        previous = before["rounds"][-1]["shadow"]
+        summary["shadow_scored_before"] = previous["scored"]
+        summary["shadow_dropped_before"] = previous["dropped"]
+    return summary
 
 
 def report(summary: dict[str, Any]) -> None:
@@ -681,7 +786,8 @@ def report(summary: dict[str, Any]) -> None:
         "with the client"
     )
     print(f"{'setup':<50} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/req':>18}")
-    rows = [*((SERVERS[k], v) for k, v in summary["servers"].items())]
+    labels = {**SERVERS, SHADOW_BEFORE: SHADOW_BEFORE_LABEL}
+    rows = [*((labels[k], v) for k, v in summary["servers"].items())]
     rows += [(IN_PROCESS[k], v) for k, v in summary["in_process"].items()]
     for label, r in rows:
         cpu = r.get("server_cpu_us_per_request")
@@ -706,6 +812,23 @@ def report(summary: dict[str, Any]) -> None:
     )
     print(f"logging cost, 1 - (a)/(b) req/s: {summary['logging_cost']:.1%}")
     print(f"p99 (a) / (c): {summary['p99_ratio']:.3f}")
+    shadow = summary["shadow"]
+    print(
+        f"shadow: p99 (f) / (a) {shadow['p99_ratio_with_over_without_shadow']:.3f}, "
+        f"req/s (f) / (a) {shadow['rps_ratio_with_over_without_shadow']:.3f}; requests the "
+        "shadow scored "
+        f"{shadow['shadow_scored']:,.0f}, dropped {shadow['shadow_dropped']:,.0f}, failed "
+        f"{shadow['shadow_failed']:,.0f}"
+    )
+    if "p99_ratio_after_over_before" in shadow:
+        print(
+            f"shadow, this tree / --before-src: p99 {shadow['p99_ms_with_shadow']:.3f} ms / "
+            f"{shadow['p99_ms_with_shadow_before']:.3f} ms = "
+            f"{shadow['p99_ratio_after_over_before']:.3f}, req/s "
+            f"{shadow['rps_ratio_after_over_before']:.3f}x (before: the shadow scored "
+            f"{shadow['shadow_scored_before']:,.0f}, dropped "
+            f"{shadow['shadow_dropped_before']:,.0f})"
+        )
     for peer, ratio in summary["ratios"].items():
         if peer != "mlflow_serve":
             print(f"lossflow (a) / {SERVERS[peer]} req/s: {ratio:.3f}x")
@@ -732,6 +855,10 @@ def main() -> None:
         "--quick", action="store_true",
         help="1 s per server, 0.5 s warm-up, 4 clients, 32 records, 2,000 training rows",
     )  # fmt: skip
+    parser.add_argument(
+        "--before-src", type=Path,
+        help="a lossflow source tree (e.g. a worktree of an earlier commit): also run (f) from it",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
@@ -746,6 +873,8 @@ def main() -> None:
         parser.error("need --duration > 0, --warmup >= 0 and --inprocess-duration > 0")
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a directory")
+    if args.before_src is not None and not (args.before_src / "src" / "lossflow").is_dir():
+        parser.error(f"--before-src {args.before_src} has no src/lossflow")
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     settings = Settings(
@@ -758,6 +887,7 @@ def main() -> None:
         batch1_calls=args.batch1_calls,
         batch1_rounds=args.batch1_rounds,
         subsample=args.subsample,
+        before_src=None if args.before_src is None else args.before_src.resolve(),
     )
     tmp = Path(tempfile.mkdtemp(prefix="lossflow-bench-serving-"))
     summary: dict[str, Any] | None = None

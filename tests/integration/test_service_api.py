@@ -823,8 +823,9 @@ def test_the_shadow_scores_off_the_event_loop(
         for n_records in (1, 100):  # the primary scores 1 on the loop, 100 in its thread pool
             _predict(c, "off-loop", registry.records[:n_records])
         _eventually(lambda: _metric(c, SHADOW_SCORED) == 101.0)
-        assert [on_loop for _, on_loop in seen] == [False, False]
-        assert all(name.startswith("lossflow-shadow") for name, _ in seen), seen
+        assert seen  # one model call per batch: one or two here
+        assert not any(on_loop for _, on_loop in seen), seen
+        assert all(name == "lossflow-shadow" for name, _ in seen), seen
 
 
 def test_a_shadow_that_falls_behind_drops_requests_and_counts_them(
@@ -832,6 +833,8 @@ def test_a_shadow_that_falls_behind_drops_requests_and_counts_them(
 ) -> None:
     with _shadowed(registry, tmp_path) as (c, shadow):
         state = _state(c)
+        assert state.shadow is not None
+        state.shadow.close(timeout=10)
         scorer = ShadowScorer(state.metrics, max_pending=1)
         monkeypatch.setattr(state, "shadow", scorer)
         release = threading.Event()

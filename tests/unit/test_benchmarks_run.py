@@ -75,6 +75,7 @@ def test_serving_benchmark_quick_run(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     assert set(figures["servers"]) == {
         "lossflow_ab_log", "lossflow_no_log", "mlflow_serve", "litserve_default", "litserve_best",
+        "lossflow_shadow",
     }  # fmt: skip
     assert set(figures["in_process"]) == {"predictor_predict", "runner_run"}
     for r in [*figures["servers"].values(), *figures["in_process"].values()]:
@@ -96,6 +97,15 @@ def test_serving_benchmark_quick_run(tmp_path: Path) -> None:
     assert set(figures["versions"]) == {"champion", "challenger"}
     assert set(figures["checks"]["variants"]) == {"champion", "challenger"}
     assert figures["checks"]["log"]["ok"]
+    # The shadow server: every request it answered was scored or dropped (counted) by its shadow.
+    shadow, f = figures["shadow"], figures["servers"]["lossflow_shadow"]
+    assert shadow["p99_ms_with_shadow"] == f["p99_ms"]
+    assert shadow["p99_ratio_with_over_without_shadow"] == pytest.approx(
+        f["p99_ms"] / a["p99_ms"], rel=1e-3
+    )
+    answered = 32 + sum(r["completed_total"] for r in f["rounds"])  # the check, then the load
+    assert shadow["shadow_scored"] + shadow["shadow_dropped"] == answered
+    assert shadow["shadow_failed"] == 0
     batch1 = figures["batch1"]
     assert batch1["torch_model"].startswith("checkpoint ")
     assert batch1["torch_vs_onnx_max_abs_diff"] < 1e-4
