@@ -74,10 +74,10 @@ def train(data_dir: Path, subsample: int | None, log: Path) -> None:
 
 def _registered(data_dir: Path) -> tuple[str, str, Path]:
     from lossflow.config import load_serving_config
-    from lossflow.tracking import Tracker, default_tracking_uri
+    from lossflow.tracking import ModelRegistry, default_tracking_uri
 
     cfg = load_serving_config([f"data_dir={data_dir}"], CONFIG_DIR)
-    tracker = Tracker(default_tracking_uri(data_dir), cfg.tracking.experiment, None)
+    tracker = ModelRegistry(default_tracking_uri(data_dir))
     name = cfg.tracking.registered_model
     version = tracker.alias_version(name, "champion")
     if version is None:

@@ -173,11 +173,11 @@ def train_registry(data_dir: Path, subsample: int, log: Path) -> None:
 def resolve_models(data_dir: Path, work: Path) -> Models:
     """Champion (and challenger) of the registered model, downloaded to ``work``."""
     from lossflow.config import load_serving_config
-    from lossflow.tracking import Tracker, default_tracking_uri
+    from lossflow.tracking import ModelRegistry, default_tracking_uri
 
     cfg = load_serving_config([f"data_dir={data_dir}"], CONFIG_DIR)
     uri = default_tracking_uri(data_dir)
-    tracker = Tracker(uri, cfg.tracking.experiment, None)
+    tracker = ModelRegistry(uri)
     name = cfg.tracking.registered_model
     champion = tracker.alias_version(name, "champion")
     if champion is None:

@@ -76,7 +76,7 @@ class Registered:
     def register_again(self, root: Path) -> str:
         """The same model file as one more version (an A/A test's identical challenger)."""
         cfg = load_training_config([f"data_dir={root}", *SMALL, *self.overrides], CONFIG_DIR)
-        with steps.tracker_for(cfg).start_run("again", {}) as run_id:
+        with steps.runs_of(cfg).start_run("again", {}) as run_id:
             model, version = steps.register_version(cfg, self.prepared, self.exported, run_id)
             steps.store_reference_profile(cfg, self.prepared, self.exported, run_id, model, version)
         return version
@@ -93,7 +93,7 @@ def register_model(root: Path, name: str, *overrides: str, alias: bool = True) -
     evaluation = steps.evaluate_model(cfg, prepared, trained)
     lid = loss_id(resolved_loss_spec(cfg, prepared.class_counts), cfg.regularizers)
     exported = steps.export_model(cfg, prepared, trained, evaluation, lid, work / "model")
-    tracker = steps.tracker_for(cfg)
+    tracker = steps.runs_of(cfg)
     with tracker.start_run(name, {}) as run_id:
         steps.log_run_inputs(cfg, prepared, tracker, run_id)  # the version's recipe
         model, version = steps.register_version(cfg, prepared, exported, run_id)

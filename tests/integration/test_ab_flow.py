@@ -33,7 +33,7 @@ from lossflow.config.ab import load_ab_config
 from lossflow.contract import CHALLENGER, CHAMPION, PREVIOUS
 from lossflow.flows.ab_analysis import ab_analysis
 from lossflow.predlog import PredictionLog, PredictionRecord
-from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.tracking import Runs, WritableModelRegistry, default_tracking_uri
 from lossflow.usecases import ab as steps
 
 from .serving_models import (
@@ -77,8 +77,8 @@ def models(built_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -
     return Models(registry, good.version, worse, twin, production.reset_index(drop=True))
 
 
-def _tracker(data_dir: Path, experiment: str = "lossflow-flights") -> Tracker:
-    return Tracker(default_tracking_uri(data_dir), experiment, None)
+def _tracker(data_dir: Path) -> WritableModelRegistry:
+    return WritableModelRegistry(default_tracking_uri(data_dir))
 
 
 def _aliases(data_dir: Path, model: str) -> dict[str, str]:
@@ -125,8 +125,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _audit_runs(data_dir: Path) -> list[Any]:
-    tracker = _tracker(data_dir, "lossflow-ab")
-    return list(tracker.client.search_runs([tracker.experiment_id], order_by=["start_time ASC"]))
+    runs = Runs(default_tracking_uri(data_dir), "lossflow-ab")
+    return list(runs.client.search_runs([runs.experiment_id], order_by=["start_time ASC"]))
 
 
 # --- a worse challenger; an identical one ----------------------------------------------------

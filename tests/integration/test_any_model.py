@@ -36,7 +36,7 @@ import pytest
 from lossflow.contract import CHAMPION, PREVIOUS
 from lossflow.flows import server
 from lossflow.telemetry import TELEMETRY_OFF
-from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.tracking import ModelRegistry, default_tracking_uri
 from lossflow.usecases.recipe import fetch_recipe
 
 from .serving_models import wait_for
@@ -94,9 +94,9 @@ def _events(timeline: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in timeline if e["kind"] == kind]
 
 
-def _registry(workdir: Path, project: str) -> Tracker:
+def _registry(workdir: Path, project: str) -> ModelRegistry:
     root = workdir / "data" / project / "rehearsal"
-    return Tracker(default_tracking_uri(root), f"{project}-retrain", None)
+    return ModelRegistry(default_tracking_uri(root))
 
 
 def _check_loop(

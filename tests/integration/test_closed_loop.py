@@ -30,7 +30,7 @@ from lossflow.data.sources import load_flights
 from lossflow.flows import server
 from lossflow.processes import stop_group
 from lossflow.telemetry import TELEMETRY_OFF
-from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.tracking import ModelRegistry, Runs, WritableModelRegistry, default_tracking_uri
 
 from .serving_models import (
     CONFIG_DIR,
@@ -106,8 +106,9 @@ def test_a_drift_event_retrains_once_and_the_ab_test_settles_the_aliases(
 
     registry = copy_registry(built_registry, tmp_path / "data")
     data_dir, model = registry.data_dir, registry.model_name
-    tracker = Tracker(default_tracking_uri(data_dir), "lossflow-retrain", None)
-    tracker.delete_alias(model, CHALLENGER)  # the focal champion serves alone at first
+    tracker = Runs(default_tracking_uri(data_dir), "lossflow-retrain")
+    # The focal champion serves alone at first.
+    WritableModelRegistry(tracker.tracking_uri).delete_alias(model, CHALLENGER)
     home, port = tmp_path / "prefect", server.free_port()
     sets = [f"retrain:data_dir={data_dir}", "retrain:cooldown=1s",
             "retrain:training=[data.subsample=3000, trainer.max_epochs=1]",
@@ -137,13 +138,14 @@ def _loop(
     api: str,
     data_dir: Path,
     model: str,
-    tracker: Tracker,
+    tracker: Runs,
     worker: subprocess.Popen[bytes],
     monitoring: Any,
     ab_analysis: Any,
     emit_event: Any,
     event: str,
 ) -> None:
+    registry = ModelRegistry(tracker.tracking_uri)
     flights = load_flights("binary")
     winter = flights[flights["scheduled_departure"].dt.month.isin([11, 12])]
     with live_service(data_dir, "watch_registry_s=0.5", "log.max_delay_s=0.01") as url:
@@ -184,10 +186,10 @@ def _loop(
         assert len(skipped) == 2
         assert len(tracker.client.search_model_versions(f"name='{model}'")) == versions_before
         if result == "no_challenger":
-            assert CHALLENGER not in tracker.aliases(model)
+            assert CHALLENGER not in registry.aliases(model)
             return
         version = parent.tags["lossflow.retrain.challenger_version"]
-        tags = tracker.version_tags(model, version)
+        tags = registry.version_tags(model, version)
         assert tags["lossflow.retrain.run"] == parent.run_id
         assert tags["lossflow.retrain.reasons"] == ",".join(r["code"] for r in decision["reasons"])
         wait_for(lambda: _served(url).get(CHALLENGER) == version, "the service to load it", 120)
@@ -195,14 +197,14 @@ def _loop(
         rules = ["min_units=300", "min_duration=1s", "guardrails.positive_rate=null"]
         ab = ab_analysis(overrides=[f"data_dir={data_dir}", *rules], config_dir=str(CONFIG_DIR))
     verdict = ab.report["decision"]["verdict"]
-    aliases = tracker.aliases(model)
+    aliases = registry.aliases(model)
     if verdict == "promote":
         assert aliases == {CHAMPION: version, PREVIOUS: "1"}
     elif verdict == "reject":
         assert aliases == {CHAMPION: "1"}
     else:
         assert aliases == {CHAMPION: "1", CHALLENGER: version}
-    audit = Tracker(default_tracking_uri(data_dir), "lossflow-ab", None).client.get_run(ab.run_id)
+    audit = Runs(tracker.tracking_uri, "lossflow-ab").client.get_run(ab.run_id)
     assert audit.data.tags["lossflow.ab.verdict"] == verdict
 
 

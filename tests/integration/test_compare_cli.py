@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from lossflow.tracking import ERROR_TAG, PARENT_RUN_TAG, Tracker, default_tracking_uri
+from lossflow.tracking import ERROR_TAG, PARENT_RUN_TAG, Runs, default_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 LOSSFLOW = Path(sys.executable).parent / "lossflow"
@@ -79,8 +79,8 @@ def test_the_same_loss_with_another_seed_is_no_different(digits: tuple[Path, str
     assert "Traceback" not in out
 
 
-def _runs(data_dir: Path) -> tuple[Tracker, str, list]:  # type: ignore[type-arg]
-    tracker = Tracker(default_tracking_uri(data_dir), "lossflow-compare", None)
+def _runs(data_dir: Path) -> tuple[Runs, str, list]:  # type: ignore[type-arg]
+    tracker = Runs(default_tracking_uri(data_dir), "lossflow-compare")
     runs = tracker.client.search_runs([tracker.experiment_id], max_results=1000)
     parents = [r for r in runs if PARENT_RUN_TAG not in r.data.tags]
     assert len(parents) == 1

@@ -13,7 +13,7 @@ import pytest
 
 from lossflow.flows.compare_losses import CompareOutcome, compare_losses
 from lossflow.flows.training import training
-from lossflow.tracking import PARENT_RUN_TAG, Tracker, default_tracking_uri
+from lossflow.tracking import PARENT_RUN_TAG, Runs, default_tracking_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -102,7 +102,7 @@ def test_the_parent_run_holds_the_nested_runs_and_the_report(
     cost: tuple[Path, CompareOutcome],
 ) -> None:
     data_dir, outcome = cost
-    tracker = Tracker(default_tracking_uri(data_dir), "lossflow-compare", None)
+    tracker = Runs(default_tracking_uri(data_dir), "lossflow-compare")
     children = tracker.child_runs(outcome.run_id)
     assert len(children) == 4 * 5  # two arms and two ablation variants, five folds each
     run = tracker.client.get_run(children[0])
@@ -144,7 +144,7 @@ def test_the_search_treats_the_loss_as_a_dimension(search: tuple[Path, CompareOu
         assert arm in ("focal", "bce", "logit_adjusted")
         own = {"focal": {"focal.gamma"}, "logit_adjusted": {"logit_adjusted.tau"}}.get(arm, set())
         assert set(trial.params) == {"loss", "optimizer.lr"} | own
-    tracker = Tracker(default_tracking_uri(data_dir), "lossflow-compare", None)
+    tracker = Runs(default_tracking_uri(data_dir), "lossflow-compare")
     kinds = [
         tracker.client.get_run(r).data.tags["lossflow.kind"]
         for r in tracker.child_runs(outcome.run_id)
@@ -173,6 +173,6 @@ def test_lossflow_train_reproduces_the_best_trial_from_the_overlay(
         overrides=[f"experiment={outcome.overlay.stem}", f"data_dir={tmp_path / 'data'}"],
         config_dir=str(configs),
     )
-    tracker = Tracker(default_tracking_uri(tmp_path / "data"), "lossflow-flights", None)
+    tracker = Runs(default_tracking_uri(tmp_path / "data"), "lossflow-flights")
     history = tracker.client.get_metric_history(trained.run_id, study.metric)
     assert max(m.value for m in history) == pytest.approx(study.best.value, abs=1e-6)

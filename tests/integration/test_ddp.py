@@ -15,7 +15,7 @@ from lossflow.config.training import load_training_config
 from lossflow.data.prepare import prepare_data
 from lossflow.losses import build_loss
 from lossflow.models.system import LossflowSystem, NonFiniteLossError
-from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.tracking import Runs, default_tracking_uri
 from lossflow.training import FitResult, TensorBatches, fit
 from lossflow.usecases import training as steps
 
@@ -107,7 +107,7 @@ def test_training_step_with_ddp_logs_each_epoch_once_from_rank_zero(tmp_path: Pa
     prepared = prepare_data(single, tmp_path / "prepared")
     parallel = [*overrides, "trainer.strategy=ddp", "trainer.devices=2"]
     ddp = load_training_config(parallel, CONFIG_DIR)
-    tracker = Tracker(default_tracking_uri(tmp_path), single.tracking.experiment, None)
+    tracker = Runs(default_tracking_uri(tmp_path), single.tracking.experiment)
     # The network is built (and initialised) before the fit seeds: same start for both runs.
     torch.manual_seed(0)
     with tracker.start_run("ddp", {}) as run_id:

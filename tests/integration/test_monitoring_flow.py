@@ -25,7 +25,7 @@ from lossflow.flows.monitoring import RETRAIN_EVENT, monitoring
 from lossflow.monitoring.console import variant_table
 from lossflow.predlog import PredictionLog, PredictionRecord
 from lossflow.replay.rows import records_of
-from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.tracking import ModelRegistry, Runs, WritableModelRegistry, default_tracking_uri
 
 from .serving_models import CONFIG_DIR, PG_URL, Registry, copy_registry, live_service, replay_all
 
@@ -76,8 +76,8 @@ def _run(registry: Registry, start: datetime, end: datetime, *extra: str) -> Any
     )
 
 
-def _tracker(registry: Registry) -> Tracker:
-    return Tracker(default_tracking_uri(registry.data_dir), "lossflow-monitoring", None)
+def _tracker(registry: Registry) -> Runs:
+    return Runs(default_tracking_uri(registry.data_dir), "lossflow-monitoring")
 
 
 def _events(since: datetime) -> list[dict[str, Any]]:
@@ -222,7 +222,7 @@ def test_an_empty_window_is_insufficient_data(registry: Registry) -> None:
 
 def test_records_that_do_not_fit_the_model_are_insufficient_data(registry: Registry) -> None:
     log = PredictionLog(f"sqlite:///{registry.data_dir / 'predictions.db'}")
-    tracker = Tracker(default_tracking_uri(registry.data_dir), "lossflow-flights", None)
+    tracker = ModelRegistry(default_tracking_uri(registry.data_dir))
     version = tracker.alias_version(registry.model_name, "champion")
     now = datetime.now(UTC)
     records = [
@@ -272,9 +272,10 @@ def test_the_postgresql_log_reads_the_same_window_as_sqlite(
     pg.create_schema()
     lite = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
     lite.create_schema()
-    tracker = Tracker(default_tracking_uri(registry.data_dir), "lossflow-flights", None)
-    version = str(tracker.alias_version(registry.model_name, "champion"))
-    profile = ReferenceStore(tracker, registry.model_name, registry.data_dir).get(version)
+    uri = default_tracking_uri(registry.data_dir)
+    writer, runs = WritableModelRegistry(uri), Runs(uri, "lossflow-monitoring")
+    version = str(writer.alias_version(registry.model_name, "champion"))
+    profile = ReferenceStore(writer, runs, registry.model_name, registry.data_dir).get(version)
     predictor = OnnxPredictor.from_path(registry.champion)
     frame = _months(flights, [12], 400, seed=4)
     records = records_of(frame, predictor.feature_columns)
@@ -318,8 +319,8 @@ def test_a_version_registered_without_a_profile_gets_one_built_on_demand(tmp_pat
     from .serving_models import SMALL
 
     cfg = load_training_config([f"data_dir={tmp_path}", *SMALL], CONFIG_DIR)
-    tracker = steps.tracker_for(cfg)
-    with tracker.start_run("old", {}) as run_id:  # registered the way lossflow did before
+    runs, registry = steps.runs_of(cfg), steps.writable_registry_of(cfg)
+    with runs.start_run("old", {}) as run_id:  # registered the way lossflow did before
         work = tmp_path / "runs" / run_id
         prepared = prepare_data(cfg, work / "prepared")
         trained = steps.train_model(cfg, prepared, work / "checkpoints")
@@ -327,13 +328,13 @@ def test_a_version_registered_without_a_profile_gets_one_built_on_demand(tmp_pat
         lid = loss_id(resolved_loss_spec(cfg, prepared.class_counts), cfg.regularizers)
         exported = steps.export_model(cfg, prepared, trained, evaluation, lid, work / "model")
         name, version = steps.register_version(cfg, prepared, exported, run_id)
-    assert tracker.download_run_artifact(run_id, ARTIFACT, tmp_path / "x") is None
-    profile = ReferenceStore(tracker, name, tmp_path).get(version)
+    assert registry.download_run_artifact(run_id, ARTIFACT, tmp_path / "x") is None
+    profile = ReferenceStore(registry, runs, name, tmp_path).get(version)
     assert profile.model_version == version
     assert set(profile.features) == {*profile.numeric, *profile.categorical}
     assert profile.test_metrics["roc_auc"].low <= profile.test_metrics["roc_auc"].value
-    assert tracker.download_run_artifact(run_id, ARTIFACT, tmp_path / "y") is not None, "logged"
-    assert tracker.version_tags(name, version)["lossflow.reference_profile"] == ARTIFACT
+    assert registry.download_run_artifact(run_id, ARTIFACT, tmp_path / "y") is not None, "logged"
+    assert registry.version_tags(name, version)["lossflow.reference_profile"] == ARTIFACT
 
 
 def test_lossflow_monitor_prints_the_verdict_and_writes_json(

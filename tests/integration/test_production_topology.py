@@ -28,7 +28,7 @@ from lossflow.predlog import PredictionLog
 from lossflow.replay.rows import records_of
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.telemetry import TELEMETRY_OFF
-from lossflow.tracking import Tracker
+from lossflow.tracking import ModelRegistry, Runs, WritableModelRegistry
 
 from .servers import BIN, Server, pg_url, postgres_databases, running
 
@@ -197,9 +197,10 @@ def test_training_runs_as_a_deployment_through_the_worker_and_registers_on_the_s
     assert state["type"] == "COMPLETED", (
         f"{state}\n{(topology.tmp / 'worker.log').read_text(errors='replace')[-6000:]}"
     )
-    tracker = Tracker(topology.mlflow_url, EXPERIMENT, None)
-    assert tracker.alias_version(MODEL, "champion") == "1"
-    run_id = tracker.run_of_version(MODEL, "1")
+    registry = ModelRegistry(topology.mlflow_url)
+    assert registry.alias_version(MODEL, "champion") == "1"
+    run_id = registry.run_of_version(MODEL, "1")
+    tracker = Runs(topology.mlflow_url, EXPERIMENT)
     assert tracker.get_run_status(run_id) == "FINISHED"
     assert "test/roc_auc" in tracker.get_run_metrics(run_id)
     # The artifacts went through the server's proxy into the S3 bucket.
@@ -267,7 +268,7 @@ def test_the_service_serves_the_registered_model_and_logs_to_postgresql(
     assert judged["state"]["type"] == "COMPLETED", (topology.tmp / "worker.log").read_text(
         errors="replace"
     )[-6000:]
-    [monitored] = Tracker(topology.mlflow_url, "lossflow-monitoring", None).runs_with_tags(
+    [monitored] = Runs(topology.mlflow_url, "lossflow-monitoring").runs_with_tags(
         {"lossflow.model": MODEL}
     )
     assert monitored.tags["lossflow.model_version"] == "1"
@@ -290,15 +291,17 @@ def test_mlflow_server_with_proxied_local_artifacts_round_trips_a_model(
         tmp_path / "mlflow.log",
         ready_url=f"{url}/health",
     ):  # fmt: skip
-        source = Tracker(topology.mlflow_url, EXPERIMENT, None)
+        source = ModelRegistry(topology.mlflow_url)
         onnx = source.download_onnx(MODEL, "champion", tmp_path / "from-s3")
-        tracker = Tracker(url, "round-trip", None)
+        tracker, registry = Runs(url, "round-trip"), WritableModelRegistry(url)
         predictor = OnnxPredictor.from_path(onnx)
         records = _production_records(topology, 3)
         example = predictor.preprocessor.model_inputs(predictor.encode(records))
         output = OnnxRunner(onnx).run(example)
         with tracker.start_run("copy", {}) as run_id:
-            version = tracker.log_onnx_model(run_id, onnx, example, output, MODEL)
-        back = tracker.download_onnx(MODEL, version, tmp_path / "back")
+            version = registry.register(
+                MODEL, tracker.log_onnx_model(run_id, onnx, example, output)
+            )
+        back = registry.download_onnx(MODEL, version, tmp_path / "back")
         assert back.read_bytes() == onnx.read_bytes()
         assert any((tmp_path / "artifacts").rglob("model.onnx"))

@@ -25,7 +25,7 @@ import pytest
 from lossflow.flows import server
 from lossflow.processes import group_alive, stop_group
 from lossflow.telemetry import TELEMETRY_OFF
-from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.tracking import ModelRegistry, Runs, default_tracking_uri
 
 from .serving_models import wait_for
 
@@ -80,8 +80,8 @@ def test_every_command_reads_the_project_s_model_and_data_directory(root: Path) 
     assert f"model version: {MODEL} v1" in trained
     assert (data / "mlflow.db").is_file()
     assert not (root / "data" / "mlflow.db").exists()
-    tracker = Tracker(default_tracking_uri(data), MODEL, None)
-    assert tracker.aliases(MODEL) == {"champion": "1", "challenger": "1"}
+    aliases = ModelRegistry(default_tracking_uri(data)).aliases(MODEL)
+    assert aliases == {"champion": "1", "challenger": "1"}
 
     port = server.free_port()
     url = f"http://127.0.0.1:{port}"
@@ -107,7 +107,7 @@ def test_every_command_reads_the_project_s_model_and_data_directory(root: Path) 
         )
     monitored = _lossflow(root, "monitor", "--since", "1d", "decision.min_rows=100")
     assert MODEL in monitored
-    runs = Tracker(default_tracking_uri(data), f"{MODEL}-monitoring", None)
+    runs = Runs(default_tracking_uri(data), f"{MODEL}-monitoring")
     assert runs.runs_with_tags({"lossflow.model": MODEL})
     assert MODEL in _lossflow(root, "ab", "status", "since=1d")
     assert "prediction dead letters (0)" in _lossflow(root, "dead-letters")

@@ -54,7 +54,7 @@ def _train(data_dir: Path, *overrides: str) -> Trained:
         ],
         CONFIG_DIR,
     )
-    tracker = steps.tracker_for(cfg)
+    tracker = steps.runs_of(cfg)
     with tracker.start_run(cfg.loss.name, {"lossflow.task": "ranking"}) as run_id:
         work = data_dir / "runs" / run_id
         prepared = prepare_data(cfg, work / "prepared")
@@ -74,7 +74,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 def test_a_ranking_run_reports_ndcg_beside_the_popularity_baseline(trained: Trained) -> None:
-    client = steps.tracker_for(trained.cfg).client
+    client = steps.runs_of(trained.cfg).client
     run = client.get_run(trained.run_id)
     metrics = run.data.metrics
     for key in ("ndcg_5", "ndcg_10", "mrr", "map", "pairwise_accuracy"):

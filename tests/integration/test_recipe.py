@@ -20,7 +20,7 @@ from lossflow.flows.retrain import retrain
 from lossflow.flows.training import training
 from lossflow.recipe import RECIPE_ARTIFACT
 from lossflow.scaffold import infer_project, write_project
-from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.tracking import ModelRegistry, Runs, default_tracking_uri
 from lossflow.usecases.recipe import fetch_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -67,11 +67,12 @@ def test_a_retrain_trains_the_recipe_even_after_the_config_files_changed(project
                       f"data_dir={project / 'data'}"], config_dir=str(configs))  # fmt: skip
     assert outcome.outcome == "no_challenger"  # nothing was served: no rows to pre-screen on
     assert "prescreen.min_rows" in outcome.why
-    tracker = Tracker(default_tracking_uri(project / "data"), "hotels-retrain", None)
-    recipe = fetch_recipe(tracker, "hotels", "1").config
+    uri = default_tracking_uri(project / "data")
+    registry = ModelRegistry(uri)
+    recipe = fetch_recipe(registry, "hotels", "1").config
     trained = []
-    for child in tracker.child_runs(outcome.run_id):
-        path = tracker.download_run_artifact(child, RECIPE_ARTIFACT, project / "scratch" / child)
+    for child in Runs(uri, "hotels-retrain").child_runs(outcome.run_id):
+        path = registry.download_run_artifact(child, RECIPE_ARTIFACT, project / "scratch" / child)
         assert path is not None
         trained.append(json.loads(path.read_text()))
     by_loss = {c["loss"]["name"]: c for c in trained}
@@ -105,7 +106,7 @@ def test_a_model_of_another_schema_is_not_registered_as_a_version_of_this_one(
 ) -> None:
     from lossflow.usecases.training import SchemaMismatchError
 
-    tracker = Tracker(default_tracking_uri(project / "data"), "hotels", None)
+    tracker = ModelRegistry(default_tracking_uri(project / "data"))
     before = tracker.client.search_model_versions("name='hotels'")
     with pytest.raises(SchemaMismatchError, match=r"'hotels''s champion \(v1\) is a regression "
                        r"model of 'avg_price_per_room' on 26 features; this run trained a "

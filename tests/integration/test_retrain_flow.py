@@ -24,7 +24,7 @@ from lossflow.predlog import PredictionLog, PredictionRecord
 from lossflow.replay.rows import records_of
 from lossflow.retrain.request import RetrainRequest
 from lossflow.serving.predictor import OnnxPredictor, logged_output
-from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.tracking import Runs, WritableModelRegistry, default_tracking_uri
 from lossflow.usecases import retrain as steps
 
 from .serving_models import CONFIG_DIR
@@ -80,8 +80,12 @@ def _run(data_dir: Path, payload: dict[str, Any], *extra: str) -> Any:
     return retrain(request=payload, overrides=overrides, config_dir=str(CONFIG_DIR))
 
 
-def _registry(data_dir: Path) -> Tracker:
-    return Tracker(default_tracking_uri(data_dir), "lossflow-retrain", None)
+def _registry(data_dir: Path) -> WritableModelRegistry:
+    return WritableModelRegistry(default_tracking_uri(data_dir))
+
+
+def _runs(data_dir: Path) -> Runs:
+    return Runs(default_tracking_uri(data_dir), "lossflow-retrain")
 
 
 def test_a_prior_shift_retrain_registers_a_challenger_with_its_lineage(data_dir: Path) -> None:
@@ -107,7 +111,7 @@ def test_a_prior_shift_retrain_registers_a_challenger_with_its_lineage(data_dir:
     run = registry.client.get_run(outcome.run_id)
     assert run.data.tags["lossflow.retrain.outcome"] == "challenger"
     assert run.data.params["data.prescreen_rows"] == "1500"
-    children = registry.child_runs(outcome.run_id)
+    children = _runs(data_dir).child_runs(outcome.run_id)
     assert len(children) == 4, "one nested run per candidate"
     # The same causes again: skipped, nothing registered.
     again = _run(data_dir, _payload("prior-1", ["prior_shift"]))
@@ -142,7 +146,7 @@ def test_a_retrain_that_crashes_moves_no_alias(data_dir: Path) -> None:
     with pytest.raises(Exception, match="onnxruntime output differs from torch"):
         _run(data_dir, _payload("crash-3", ["dataset_drift"]), "cooldown=1s", strict)
     assert registry.aliases("lossflow-flights") == before
-    [failed] = registry.runs_with_tags({"lossflow.dedup_key": "crash-3"})
+    [failed] = _runs(data_dir).runs_with_tags({"lossflow.dedup_key": "crash-3"})
     run = registry.client.get_run(failed.run_id)
     assert run.info.status == "FAILED"
     assert "arity" in run.data.tags["lossflow.error"]

@@ -30,7 +30,7 @@ from lossflow.serving.predictor import OnnxPredictor
 from lossflow.serving.shadow import ShadowScorer, shadow_request_id
 from lossflow.serving.state import ServiceState
 from lossflow.serving.variants import ModelLoadError, Variant
-from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.tracking import WritableModelRegistry, default_tracking_uri
 
 from .serving_models import CONFIG_DIR, Registry, copy_registry
 
@@ -82,9 +82,8 @@ def _copy_registry(registry: Registry, dst: Path) -> Path:
     return dst
 
 
-def _tracker(data_dir: Path) -> Tracker:
-    cfg = load_serving_config([f"data_dir={data_dir}"], CONFIG_DIR)
-    return Tracker(default_tracking_uri(data_dir), cfg.tracking.experiment, None)
+def _tracker(data_dir: Path) -> WritableModelRegistry:
+    return WritableModelRegistry(default_tracking_uri(data_dir))
 
 
 def _unit_for(client: TestClient, variant: str) -> str:

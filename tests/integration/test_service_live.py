@@ -25,7 +25,7 @@ import pytest
 
 from lossflow.predlog import PredictionLog
 from lossflow.serving.predictor import OnnxPredictor
-from lossflow.tracking import Tracker
+from lossflow.tracking import WritableModelRegistry
 
 from .serving_models import PG_URL, Registry, copy_registry, free_port
 
@@ -218,7 +218,7 @@ def test_split_over_10000_units_is_within_2_points_and_sticky(
 
 
 def test_reload_under_load_loses_no_request(registry: Registry, data_dir: Path) -> None:
-    tracker = Tracker(f"sqlite:///{data_dir / 'mlflow.db'}", "lossflow-flights", None)
+    tracker = WritableModelRegistry(f"sqlite:///{data_dir / 'mlflow.db'}")
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with (
         Service(data_dir, "variants.main.alias=champion", "variants.main.weight=1") as service,
@@ -241,7 +241,7 @@ def test_reload_under_load_loses_no_request(registry: Registry, data_dir: Path) 
 
 
 def test_moved_alias_is_picked_up_by_the_registry_watch(registry: Registry, data_dir: Path) -> None:
-    tracker = Tracker(f"sqlite:///{data_dir / 'mlflow.db'}", "lossflow-flights", None)
+    tracker = WritableModelRegistry(f"sqlite:///{data_dir / 'mlflow.db'}")
     with (
         Service(data_dir, "watch_registry_s=0.3", "variants.main.alias=champion") as service,
         Load(service.url, registry.records, clients=4) as load,

@@ -1,4 +1,5 @@
-"""The MLflow adapter against a real sqlite-backed MLflow store and registry in tmp_path."""
+"""The MLflow adapter (runs, the model registry, their factories) against a real sqlite-backed
+MLflow store and registry in tmp_path."""
 
 from __future__ import annotations
 
@@ -12,19 +13,24 @@ import pytest
 from matplotlib.figure import Figure
 from onnx import TensorProto, helper, numpy_helper
 
+from lossflow.config.common import TrackingConfig
 from lossflow.export import read_metadata
 from lossflow.onnx_runner import OnnxRunner
 from lossflow.tracking import (
     ERROR_TAG,
-    TRUNCATION_MARKER,
+    ModelRegistry,
     RegistryError,
-    Tracker,
+    Runs,
+    WritableModelRegistry,
     default_tracking_uri,
     flatten,
     git_commit,
+    open_registry,
+    open_runs,
     resolve_tracking_uri,
     ui_command,
 )
+from lossflow.tracking.store import TRUNCATION_MARKER
 
 EXPERIMENT = "lossflow-test"
 METADATA = {"loss_id": "focal-3f2a", "feature_schema": '{"numeric": ["a", "b", "c"]}'}
@@ -36,9 +42,15 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tracker(data_dir: Path) -> Tracker:
+def tracker(data_dir: Path) -> Runs:
     """One real store per module: creating an MLflow sqlite DB runs its migrations (seconds)."""
-    return Tracker(default_tracking_uri(data_dir), EXPERIMENT, artifact_root=None)
+    return Runs(default_tracking_uri(data_dir), EXPERIMENT)
+
+
+@pytest.fixture(scope="module")
+def registry(tracker: Runs) -> WritableModelRegistry:
+    """The registry of the same store."""
+    return WritableModelRegistry(tracker.tracking_uri)
 
 
 def write_linear_onnx(path: Path) -> Path:
@@ -82,7 +94,9 @@ def example_inputs(rows: int) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def registered(tracker: Tracker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def registered(
+    tracker: Runs, registry: WritableModelRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     """Two versions of one registered ONNX model, logged from two runs; cwd is an empty dir."""
     workdir = tmp_path_factory.mktemp("cwd")
     onnx_path = write_linear_onnx(tmp_path_factory.mktemp("model") / "model.onnx")
@@ -94,9 +108,8 @@ def registered(tracker: Tracker, tmp_path_factory: pytest.TempPathFactory) -> di
         for key in ("v1", "v2"):
             with tracker.start_run(f"train-{key}", {"stage": key}) as run_id:
                 ids[f"run_{key}"] = run_id
-                ids[key] = tracker.log_onnx_model(
-                    run_id, onnx_path, inputs, runner.run(inputs), "flights-delay"
-                )
+                logged = tracker.log_onnx_model(run_id, onnx_path, inputs, runner.run(inputs))
+                ids[key] = registry.register("flights-delay", logged)
     return ids
 
 
@@ -112,21 +125,19 @@ def test_tracking_uri_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_tracker_creates_data_dir_and_explicit_artifact_location(
-    tracker: Tracker, data_dir: Path
-) -> None:
+def test_runs_create_data_dir_and_explicit_artifact_location(tracker: Runs, data_dir: Path) -> None:
     assert (data_dir / "mlflow.db").is_file()
     experiment = tracker.client.get_experiment(tracker.experiment_id)
     assert experiment.name == EXPERIMENT
     assert (
         experiment.artifact_location == (data_dir.resolve() / "mlartifacts" / EXPERIMENT).as_uri()
     )
-    again = Tracker(tracker.tracking_uri, EXPERIMENT, artifact_root=None)
+    again = Runs(tracker.tracking_uri, EXPERIMENT)
     assert again.experiment_id == tracker.experiment_id
 
 
-def test_two_experiments_in_one_process_do_not_share_runs(tracker: Tracker) -> None:
-    other = Tracker(tracker.tracking_uri, "lossflow-other", artifact_root=None)
+def test_two_experiments_in_one_process_do_not_share_runs(tracker: Runs) -> None:
+    other = Runs(tracker.tracking_uri, "lossflow-other")
     assert other.experiment_id != tracker.experiment_id
     with other.start_run("other", {}) as other_run, tracker.start_run("mine", {}) as mine:
         other.log_metrics(other_run, {"val/auc": 0.7}, step=0)
@@ -137,20 +148,22 @@ def test_two_experiments_in_one_process_do_not_share_runs(tracker: Tracker) -> N
     assert tracker.get_run_metrics(mine) == {"val/auc": 0.9}
 
 
-def test_trackers_on_two_stores_do_not_interfere(
-    tracker: Tracker, registered: dict[str, str], tmp_path: Path
+def test_stores_in_one_process_do_not_interfere(
+    tracker: Runs, registry: WritableModelRegistry, registered: dict[str, str], tmp_path: Path
 ) -> None:
-    other = Tracker(default_tracking_uri(tmp_path / "other"), EXPERIMENT, artifact_root=None)
+    other = Runs(default_tracking_uri(tmp_path / "other"), EXPERIMENT)
+    other_registry = WritableModelRegistry(other.tracking_uri)
     onnx_path = Path(registered["onnx_path"])
     inputs = example_inputs(2)
     with other.start_run("elsewhere", {}) as other_run:
         other.log_metrics(other_run, {"val/auc": 0.6}, step=0)
-        version = other.log_onnx_model(
-            other_run, onnx_path, inputs, OnnxRunner(onnx_path).run(inputs), "flights-delay"
+        logged = other.log_onnx_model(
+            other_run, onnx_path, inputs, OnnxRunner(onnx_path).run(inputs)
         )
+        version = other_registry.register("flights-delay", logged)
     assert version == "1"
-    assert other.run_of_version("flights-delay", "1") == other_run
-    assert tracker.run_of_version("flights-delay", "1") == registered["run_v1"]
+    assert other_registry.run_of_version("flights-delay", "1") == other_run
+    assert registry.run_of_version("flights-delay", "1") == registered["run_v1"]
     assert other.get_run_metrics(other_run) == {"val/auc": 0.6}
     assert not tracker.client.search_runs(
         [tracker.experiment_id], filter_string="attributes.run_name = 'elsewhere'"
@@ -169,10 +182,10 @@ def test_flatten_dotted_keys_and_list_indices() -> None:
         "e": [],
     }
     assert flatten({"a": {"b": 1}}, prefix="cfg") == {"cfg.a.b": 1}
-    assert Tracker.flatten({"x": (1, 2)}) == {"x.0": 1, "x.1": 2}
+    assert flatten({"x": (1, 2)}) == {"x.0": 1, "x.1": 2}
 
 
-def test_params_are_flattened_stringified_batched_and_truncated(tracker: Tracker) -> None:
+def test_params_are_flattened_stringified_batched_and_truncated(tracker: Runs) -> None:
     many = {f"grid.p{i:03d}": i for i in range(250)}
     config = {"loss": {"name": "focal", "gamma": 2.0}, "layers": [64, 32], "note": "x" * 7000}
     with tracker.start_run("params", {"kind": "test"}) as run_id:
@@ -189,7 +202,7 @@ def test_params_are_flattened_stringified_batched_and_truncated(tracker: Tracker
     assert len(params["note"]) == 6000
 
 
-def test_metrics_are_logged_per_step(tracker: Tracker) -> None:
+def test_metrics_are_logged_per_step(tracker: Runs) -> None:
     with tracker.start_run("metrics", {}) as run_id:
         for epoch, loss in enumerate([0.9, 0.5, 0.3]):
             tracker.log_metrics(run_id, {"train/loss": loss, "val/auc": 0.5 + epoch / 10}, epoch)
@@ -204,9 +217,7 @@ def test_metrics_are_logged_per_step(tracker: Tracker) -> None:
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_non_finite_metrics_are_rejected_and_nothing_is_logged(
-    tracker: Tracker, bad: float
-) -> None:
+def test_non_finite_metrics_are_rejected_and_nothing_is_logged(tracker: Runs, bad: float) -> None:
     with tracker.start_run("nonfinite", {}) as run_id:
         with pytest.raises(ValueError, match=r"finite.*'val/loss'"):
             tracker.log_metrics(run_id, {"val/auc": 0.8, "val/loss": bad}, step=1)
@@ -215,13 +226,13 @@ def test_non_finite_metrics_are_rejected_and_nothing_is_logged(
     assert tracker.get_run_metrics(run_id) == {}
 
 
-def _train_and_diverge(tracker: Tracker, run_ids: list[str]) -> None:
+def _train_and_diverge(tracker: Runs, run_ids: list[str]) -> None:
     with tracker.start_run("failing", {"lossflow.loss_id": "abc"}) as run_id:
         run_ids.append(run_id)
         raise RuntimeError("loss diverged at epoch 3")
 
 
-def test_run_fails_with_error_tag_and_exception_propagates(tracker: Tracker) -> None:
+def test_run_fails_with_error_tag_and_exception_propagates(tracker: Runs) -> None:
     run_ids: list[str] = []
     with pytest.raises(RuntimeError, match="loss diverged"):
         _train_and_diverge(tracker, run_ids)
@@ -233,7 +244,7 @@ def test_run_fails_with_error_tag_and_exception_propagates(tracker: Tracker) -> 
     assert run.info.run_name == "failing"
 
 
-def test_tags_and_artifacts(tracker: Tracker, tmp_path: Path) -> None:
+def test_tags_and_artifacts(tracker: Runs, tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     report.write_text("<html>drift</html>")
     figure = Figure(figsize=(2, 2))
@@ -261,13 +272,13 @@ def test_tags_and_artifacts(tracker: Tracker, tmp_path: Path) -> None:
 
 
 def test_registered_onnx_model_round_trips(
-    tracker: Tracker, registered: dict[str, str], tmp_path: Path
+    tracker: Runs, registry: WritableModelRegistry, registered: dict[str, str], tmp_path: Path
 ) -> None:
     assert registered["v1"] == "1"
     assert registered["v2"] == "2"
-    assert tracker.run_of_version("flights-delay", "2") == registered["run_v2"]
+    assert registry.run_of_version("flights-delay", "2") == registered["run_v2"]
     assert tracker.get_run_status(registered["run_v2"]) == "FINISHED"
-    downloaded = tracker.download_onnx("flights-delay", "1", tmp_path / "v1")
+    downloaded = registry.download_onnx("flights-delay", "1", tmp_path / "v1")
     assert downloaded.suffix == ".onnx"
     assert downloaded.is_relative_to(tmp_path / "v1")
     assert read_metadata(downloaded) == METADATA
@@ -282,9 +293,9 @@ def test_registration_leaves_global_mlflow_state_alone(registered: dict[str, str
 
 
 def test_logged_model_has_signature_and_example(
-    tracker: Tracker, registered: dict[str, str], tmp_path: Path
+    registry: WritableModelRegistry, registered: dict[str, str], tmp_path: Path
 ) -> None:
-    downloaded = tracker.download_onnx("flights-delay", "2", tmp_path / "v2")
+    downloaded = registry.download_onnx("flights-delay", "2", tmp_path / "v2")
     mlmodel = (downloaded.parent / "MLmodel").read_text()
     assert '"name": "numeric"' in mlmodel
     assert '"name": "categorical"' in mlmodel
@@ -292,19 +303,74 @@ def test_logged_model_has_signature_and_example(
     assert (downloaded.parent / "input_example.json").is_file()
 
 
-def test_aliases(tracker: Tracker, registered: dict[str, str], tmp_path: Path) -> None:
-    assert tracker.alias_version("flights-delay", "champion") is None
-    assert tracker.alias_version("no-such-model", "champion") is None
-    tracker.set_alias("flights-delay", "champion", registered["v1"])
-    tracker.set_alias("flights-delay", "challenger", registered["v2"])
-    assert tracker.alias_version("flights-delay", "champion") == "1"
-    assert tracker.alias_version("flights-delay", "challenger") == "2"
-    tracker.set_alias("flights-delay", "champion", registered["v2"])
-    assert tracker.alias_version("flights-delay", "champion") == "2"
-    by_alias = tracker.download_onnx("flights-delay", "champion", tmp_path / "champion")
+def test_aliases(
+    registry: WritableModelRegistry, registered: dict[str, str], tmp_path: Path
+) -> None:
+    assert registry.alias_version("flights-delay", "champion") is None
+    assert registry.alias_version("no-such-model", "champion") is None
+    registry.set_alias("flights-delay", "champion", registered["v1"])
+    registry.set_alias("flights-delay", "challenger", registered["v2"])
+    assert registry.alias_version("flights-delay", "champion") == "1"
+    assert registry.alias_version("flights-delay", "challenger") == "2"
+    registry.set_alias("flights-delay", "champion", registered["v2"])
+    assert registry.alias_version("flights-delay", "champion") == "2"
+    reader = ModelRegistry(registry.tracking_uri)
+    assert reader.aliases("flights-delay") == {"champion": "2", "challenger": "2"}
+    assert reader.challenger_under_test("flights-delay") is None
+    by_alias = reader.download_onnx("flights-delay", "champion", tmp_path / "champion")
     assert read_metadata(by_alias) == METADATA
     with pytest.raises(RegistryError, match="no alias 'canary'"):
-        tracker.download_onnx("flights-delay", "canary", tmp_path / "canary")
+        reader.download_onnx("flights-delay", "canary", tmp_path / "canary")
+    with pytest.raises(RegistryError, match="has no version 99"):
+        reader.download_onnx("flights-delay", "99", tmp_path / "v99")
+    registry.set_alias("flights-delay", "challenger", registered["v1"])
+    assert reader.challenger_under_test("flights-delay") == "1"
+    registry.delete_alias("flights-delay", "challenger")
+    registry.delete_alias("flights-delay", "challenger")  # already gone: nothing
+    assert reader.aliases("flights-delay") == {"champion": "2"}
+
+
+def test_version_tags(registry: WritableModelRegistry, registered: dict[str, str]) -> None:
+    registry.set_version_tags("flights-delay", registered["v1"], {"note": "x" * 9000, "n": 3})
+    tags = ModelRegistry(registry.tracking_uri).version_tags("flights-delay", registered["v1"])
+    assert tags["n"] == "3"
+    assert tags["note"].endswith(TRUNCATION_MARKER)
+    with pytest.raises(RegistryError, match="has no version 99"):
+        registry.version_tags("flights-delay", "99")
+    with pytest.raises(RegistryError, match="has no version 99"):
+        registry.run_of_version("flights-delay", "99")
+
+
+def test_the_factories_open_each_process_s_experiment_and_the_registry(tmp_path: Path) -> None:
+    tracking = TrackingConfig(registered_model="hotels", experiment="hotels-train")
+    training = open_runs(tracking, tmp_path / "data", "training")
+    monitoring = open_runs(tracking, tmp_path / "data", "monitoring")
+    assert training.experiment == "hotels-train"
+    assert monitoring.experiment == "hotels-monitoring"
+    assert training.tracking_uri == default_tracking_uri(tmp_path / "data")
+    reader = open_registry(tracking, tmp_path / "data")
+    writer = open_registry(tracking, tmp_path / "data", writable=True)
+    assert type(reader) is ModelRegistry
+    assert isinstance(writer, WritableModelRegistry)
+    assert reader.tracking_uri == writer.tracking_uri == training.tracking_uri
+    for write in ("register", "set_alias", "delete_alias", "set_version_tags"):
+        assert not hasattr(reader, write), write
+
+
+def test_the_read_only_registry_creates_no_store(tmp_path: Path) -> None:
+    """A reader on an embedded store that does not exist yet (a service started before the first
+    training) reads an empty registry and creates nothing: no directory, no database."""
+    data_dir = tmp_path / "fresh" / "data"
+    reader = open_registry(TrackingConfig(), data_dir)
+    assert reader.aliases("lossflow-flights") == {}
+    assert reader.alias_version("lossflow-flights", "champion") is None
+    assert reader.challenger_under_test("lossflow-flights") is None
+    with pytest.raises(RegistryError, match="has no version 1"):
+        reader.version_tags("lossflow-flights", "1")
+    with pytest.raises(RegistryError, match="has no version 1"):
+        reader.download_onnx("lossflow-flights", "1", tmp_path / "dl")
+    assert reader.download_run_artifact("0123", "config.json", tmp_path / "dl") is None
+    assert not (tmp_path / "fresh").exists()
 
 
 def _git(cwd: Path, *args: str) -> None:

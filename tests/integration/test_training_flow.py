@@ -18,7 +18,7 @@ from lossflow.evaluation.metrics import binary_metrics
 from lossflow.export import ParityError, read_metadata
 from lossflow.flows.training import TrainingOutcome, training
 from lossflow.onnx_runner import OnnxRunner
-from lossflow.tracking import ERROR_TAG, Tracker, default_tracking_uri
+from lossflow.tracking import ERROR_TAG, ModelRegistry, Runs, default_tracking_uri
 from lossflow.usecases import training as steps
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -36,8 +36,12 @@ def _overrides(data_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def _tracker(data_dir: Path, experiment: str = "lossflow-flights") -> Tracker:
-    return Tracker(default_tracking_uri(data_dir), experiment, None)
+def _tracker(data_dir: Path, experiment: str = "lossflow-flights") -> Runs:
+    return Runs(default_tracking_uri(data_dir), experiment)
+
+
+def _registry(data_dir: Path) -> ModelRegistry:
+    return ModelRegistry(default_tracking_uri(data_dir))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,7 @@ def test_registered_onnx_reproduces_the_logged_test_metrics(
 ) -> None:
     data_dir, outcome = first_run
     tracker = _tracker(data_dir)
-    path = tracker.download_onnx("lossflow-flights", "champion", tmp_path)
+    path = _registry(data_dir).download_onnx("lossflow-flights", "champion", tmp_path)
     meta = read_metadata(path)
     assert meta["lossflow.loss_id"] == outcome.loss_id
     pre = Preprocessor.from_dict(json.loads(meta["lossflow.preprocessor"]))
@@ -103,11 +107,11 @@ def test_second_run_becomes_challenger_and_champion_stays(
         overrides=_overrides(data_dir, "loss=bce", "trainer.max_epochs=1"),
         config_dir=str(CONFIG_DIR),
     )
-    tracker = _tracker(data_dir)
+    registry = _registry(data_dir)
     assert outcome.model_version == "2"
     assert outcome.aliases == ("challenger",)
-    assert tracker.alias_version("lossflow-flights", "champion") == "1"
-    assert tracker.alias_version("lossflow-flights", "challenger") == "2"
+    assert registry.alias_version("lossflow-flights", "champion") == "1"
+    assert registry.alias_version("lossflow-flights", "challenger") == "2"
     assert outcome.loss_id != first.loss_id
 
 

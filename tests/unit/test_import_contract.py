@@ -200,6 +200,19 @@ def test_the_layer_check_sees_each_kind_of_violation(tmp_path: Path) -> None:
     assert [v for v in _layer_violations(probe, "predlog") if "sqlalchemy" in v] == []
 
 
+def test_only_the_tracking_adapter_imports_mlflow() -> None:
+    """MLflow sits behind ``lossflow.tracking`` (runs, the model registry): nothing else in the
+    library imports it, at module level or inside a function."""
+    found = sorted(
+        f"{path.relative_to(SRC)}:{line} imports {name}"
+        for path in SRC.rglob("*.py")
+        if path.relative_to(SRC).parts[0] != "tracking"
+        for line, name in _imports(path)
+        if name.split(".")[0] == "mlflow"
+    )
+    assert not found, "\n".join(found)
+
+
 # Each third-party system behind one module (DESIGN.md): who may import it, by path under SRC.
 SOLE_IMPORTER = {"optuna": "comparison/optuna_study.py"}
 

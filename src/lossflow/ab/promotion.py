@@ -22,7 +22,7 @@ from typing import Any, Literal
 from lossflow.ab.decision import AbDecision
 from lossflow.ab.setup import Setup
 from lossflow.contract import PREVIOUS
-from lossflow.tracking import Tracker
+from lossflow.tracking import WritableModelRegistry
 
 ActionKind = Literal["promote", "reject", "rollback", "none"]
 
@@ -111,7 +111,9 @@ def _by_config(source: str) -> Action:
     )  # fmt: skip
 
 
-def apply_moves(registry: Tracker, model: str, moves: list[Move]) -> tuple[list[Move], str | None]:
+def apply_moves(
+    registry: WritableModelRegistry, model: str, moves: list[Move]
+) -> tuple[list[Move], str | None]:
     """Make the moves if every alias of an arm is still where ``before`` says (``previous``
     is overwritten whatever it was); return the moves as made, or why none was."""
     current = registry.aliases(model)

@@ -16,6 +16,7 @@ Each model version an action touched gets ``lossflow.ab.<what>`` (``promoted``, 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -23,11 +24,20 @@ from lossflow.ab.decision import AbDecision
 from lossflow.ab.metrics import VariantMetrics
 from lossflow.ab.promotion import Action
 from lossflow.ab.setup import Setup
-from lossflow.tracking import Tracker
+from lossflow.tracking import Runs, WritableModelRegistry
 
 TAG_MODEL: Final = "lossflow.model"
 TAG_VERDICT: Final = "lossflow.ab.verdict"
 TAG_ACTION: Final = "lossflow.ab.action"
+
+
+@dataclass(frozen=True)
+class AuditTrail:
+    """Where an action is recorded: a run among the A/B experiment's ``runs``, tags on the
+    versions it touched in the ``registry``."""
+
+    runs: Runs
+    registry: WritableModelRegistry
 
 
 def run_metrics(measured: dict[str, VariantMetrics], decision: AbDecision) -> dict[str, float]:
@@ -51,7 +61,7 @@ def run_metrics(measured: dict[str, VariantMetrics], decision: AbDecision) -> di
 
 
 def record_decision(
-    registry: Tracker,
+    trail: AuditTrail,
     setup: Setup,
     measured: dict[str, VariantMetrics],
     decision: AbDecision,
@@ -77,11 +87,11 @@ def record_decision(
     }
     now = datetime.now(UTC)
     name = f"{setup.experiment}-{decision.verdict}-{now:%Y%m%dT%H%M%S}"
-    with registry.start_run(name, tags) as run_id:
-        registry.log_metrics(run_id, run_metrics(measured, decision))
-        registry.log_dict(run_id, decision_json(setup, measured, decision, action, actor, metric),
-                          "decision.json")  # fmt: skip
-    _tag_versions(registry, setup.model_name, action, run_id, now)
+    with trail.runs.start_run(name, tags) as run_id:
+        trail.runs.log_metrics(run_id, run_metrics(measured, decision))
+        trail.runs.log_dict(run_id, decision_json(setup, measured, decision, action, actor,
+                                                  metric), "decision.json")  # fmt: skip
+    _tag_versions(trail.registry, setup.model_name, action, run_id, now)
     return run_id
 
 
@@ -104,7 +114,7 @@ def decision_json(
     }
 
 
-def record_rollback(registry: Tracker, model: str, action: Action, actor: str) -> str:
+def record_rollback(trail: AuditTrail, model: str, action: Action, actor: str) -> str:
     """Log an operator's rollback (and tag its versions); return the run id."""
     tags = {
         TAG_MODEL: model,
@@ -115,14 +125,14 @@ def record_rollback(registry: Tracker, model: str, action: Action, actor: str) -
         "lossflow.ab.actor": actor,
     }
     now = datetime.now(UTC)
-    with registry.start_run(f"rollback-{now:%Y%m%dT%H%M%S}", tags) as run_id:
-        registry.log_dict(run_id, {"action": action.to_json(), "actor": actor}, "decision.json")
-    _tag_versions(registry, model, action, run_id, now)
+    with trail.runs.start_run(f"rollback-{now:%Y%m%dT%H%M%S}", tags) as run_id:
+        trail.runs.log_dict(run_id, {"action": action.to_json(), "actor": actor}, "decision.json")
+    _tag_versions(trail.registry, model, action, run_id, now)
     return run_id
 
 
 def _tag_versions(
-    registry: Tracker, model: str, action: Action, run_id: str, now: datetime
+    registry: WritableModelRegistry, model: str, action: Action, run_id: str, now: datetime
 ) -> None:
     """Tag each version an applied action touched with what happened, when, and the run."""
     if not action.applied:

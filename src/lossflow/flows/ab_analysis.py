@@ -74,9 +74,8 @@ def record(
     action: promotion.Action,
     metric: str,
 ) -> str:
-    return record_decision(
-        steps.tracker(cfg), setup, measured, decision, action, steps.actor(flow_run_label()), metric
-    )
+    actor = steps.actor(flow_run_label())
+    return record_decision(steps.audit_trail(cfg), setup, measured, decision, action, actor, metric)
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,7 @@ def retrain(
     tag_flow_run(
         [f"model:{parsed.model_name}", *(f"reason:{r}" for r in parsed.reasons or ["none"])]
     )
-    registry = steps.tracker(cfg)
+    runs = steps.runs_of(cfg)
     tags = {
         steps.TAG_MODEL: parsed.model_name,
         steps.TAG_KEY: parsed.dedup_key,
@@ -151,7 +151,7 @@ def retrain(
         "lossflow.model_version": parsed.model_version,
     }
     name = f"retrain-v{parsed.model_version}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    with registry.start_run(name, tags) as run_id:
+    with runs.start_run(name, tags) as run_id:
         refused = gate(cfg, parsed)
         if refused is not None:
             outcome = RetrainOutcome("skipped", refused, run_id)
@@ -161,9 +161,9 @@ def retrain(
         scratch = Path(tempfile.mkdtemp(prefix="lossflow-retrain-"))
         try:
             best = champion(cfg, parsed, scratch)
-            registry.set_tags(run_id, {"lossflow.retrain.recipe_run": best.recipe.run_id})
+            runs.set_tags(run_id, {"lossflow.retrain.recipe_run": best.recipe.run_id})
             pool = build_data(cfg, parsed, cfg.data_dir / "retrain" / run_id, best, directory)
-            registry.log_params(run_id, {f"data.{k}": v for k, v in pool.summary().items()})
+            runs.log_params(run_id, {f"data.{k}": v for k, v in pool.summary().items()})
             planned, skipped = plan_candidates(cfg, parsed, best, pool, directory)
             trained = [train_candidate(cfg, c, run_id) for c in planned]
             adjusted, posthoc_note = posthoc(cfg, parsed, best, run_id, scratch, directory)

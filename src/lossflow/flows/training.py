@@ -30,7 +30,7 @@ def prepare(cfg: TrainingConfig, directory: Path) -> PreparedData:
 
 @task(name="log-run-inputs", cache_policy=NO_CACHE, **RETRYING)
 def log_inputs(cfg: TrainingConfig, prepared: PreparedData, run_id: str) -> str:
-    return steps.log_run_inputs(cfg, prepared, steps.tracker_for(cfg), run_id)
+    return steps.log_run_inputs(cfg, prepared, steps.runs_of(cfg), run_id)
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -124,7 +124,7 @@ def training(
         progress_bar: show a live progress bar while fitting.
     """
     cfg = load_training_config(overrides or [], Path(config_dir))
-    tracker = steps.tracker_for(cfg)
+    runs = steps.runs_of(cfg)
     tags = {"lossflow.loss": cfg.loss.name, "lossflow.task": cfg.data.task}
     commit = git_commit()
     if commit is not None:
@@ -132,7 +132,7 @@ def training(
     if resume_run is not None:
         tags["lossflow.resumed_from"] = resume_run
     run_name = f"{cfg.loss.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    with tracker.start_run(run_name, tags) as run_id:
+    with runs.start_run(run_name, tags) as run_id:
         work = cfg.data_dir / "runs" / (resume_run or run_id)
         prepared = prepare(cfg, work / "prepared")
         lid = log_inputs(cfg, prepared, run_id)
@@ -152,7 +152,7 @@ def training(
         aliases=registration.aliases,
         metrics=evaluation.metrics,
         onnx_path=exported.onnx_path,
-        tracking_uri=tracker.tracking_uri,
+        tracking_uri=runs.tracking_uri,
         baseline=evaluation.baseline,
         project=cfg.project,
     )

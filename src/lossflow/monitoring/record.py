@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from lossflow.monitoring.analysis import Analysis
 from lossflow.monitoring.decision import Decision, PastRequest
-from lossflow.tracking import Tracker
+from lossflow.tracking import Runs
 
 TAG_MODEL: Final = "lossflow.model"
 TAG_VERSION: Final = "lossflow.model_version"
@@ -81,7 +81,7 @@ def analysis_json(analysis: Analysis | None) -> dict[str, Any]:
 
 
 def record_run(
-    tracker: Tracker,
+    runs: Runs,
     *,
     model_name: str,
     variant: str,
@@ -110,21 +110,21 @@ def record_run(
     if report_left_out:
         tags["lossflow.report.left_out"] = ",".join(report_left_out)
     name = f"{variant}-v{decision.model_version}-{end[:16].replace(':', '')}"
-    with tracker.start_run(name, tags) as run_id:
-        tracker.log_metrics(run_id, run_metrics(analysis, rows))
-        tracker.log_dict(run_id, decision.to_json(), "decision.json")
-        tracker.log_dict(run_id, analysis_json(analysis), "analysis.json")
+    with runs.start_run(name, tags) as run_id:
+        runs.log_metrics(run_id, run_metrics(analysis, rows))
+        runs.log_dict(run_id, decision.to_json(), "decision.json")
+        runs.log_dict(run_id, analysis_json(analysis), "analysis.json")
         if report_html is not None and report_html.is_file():
-            tracker.log_artifact(run_id, report_html, "report")
+            runs.log_artifact(run_id, report_html, "report")
     return run_id
 
 
-def past_requests(tracker: Tracker, model_name: str) -> list[PastRequest]:
-    """The retrains monitoring asked for ``model_name``, newest first."""
-    runs = tracker.runs_with_tags({TAG_MODEL: model_name, TAG_STATUS: "retrain"})
+def past_requests(runs: Runs, model_name: str) -> list[PastRequest]:
+    """The retrains monitoring asked for ``model_name`` (monitoring's ``runs``), newest first."""
+    asked = runs.runs_with_tags({TAG_MODEL: model_name, TAG_STATUS: "retrain"})
     return [
         PastRequest(datetime.fromtimestamp(r.start_ms / 1000, tz=UTC), r.tags.get(TAG_KEY, ""))
-        for r in runs
+        for r in asked
     ]
 
 

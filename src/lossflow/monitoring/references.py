@@ -15,7 +15,7 @@ from pathlib import Path
 from lossflow.data.prepare import PreparedData
 from lossflow.monitoring.performance import Costs
 from lossflow.monitoring.profile import ARTIFACT, TAG, ProfileError, ReferenceProfile, build_profile
-from lossflow.tracking import Tracker
+from lossflow.tracking import Runs, WritableModelRegistry
 
 CACHE_DIR = "reference-cache"
 
@@ -24,16 +24,23 @@ class ReferenceStore:
     """Reference profiles of one registered model.
 
     Args:
-        tracker: the MLflow tracker (registry and runs).
+        registry: the model registry (a profile built on demand tags its version).
+        runs: where a profile built on demand is logged (to the version's own run).
         model_name: the registered model.
         data_dir: the project data directory (cache, runs' prepared data).
         costs: the binary cost matrix, for the expected cost of a profile built on demand.
     """
 
     def __init__(
-        self, tracker: Tracker, model_name: str, data_dir: Path, costs: Costs | None = None
+        self,
+        registry: WritableModelRegistry,
+        runs: Runs,
+        model_name: str,
+        data_dir: Path,
+        costs: Costs | None = None,
     ) -> None:
-        self.tracker = tracker
+        self.registry = registry
+        self.runs = runs
         self.model_name = model_name
         self.data_dir = data_dir
         self.costs = costs
@@ -57,24 +64,23 @@ class ReferenceStore:
                 f"model version {version} is a local ONNX file, not a registry version: it has "
                 "no training run to profile; serve it from the registry to monitor it"
             )
-        self.tracker.version_tags(self.model_name, version)  # RegistryError when it is gone
-        run_id = self.tracker.run_of_version(self.model_name, version)
+        run_id = self.registry.run_of_version(self.model_name, version)  # RegistryError: gone
         with tempfile.TemporaryDirectory(prefix="lossflow-profile-") as tmp:
-            downloaded = self.tracker.download_run_artifact(run_id, ARTIFACT, Path(tmp))
+            downloaded = self.registry.download_run_artifact(run_id, ARTIFACT, Path(tmp))
             if downloaded is not None:
                 profile = ReferenceProfile.load(downloaded)
             else:
                 profile = self._build(version, run_id, Path(tmp))
                 local = profile.save(Path(tmp) / "built" / "profile.json")
-                self.tracker.log_artifact(run_id, local, Path(ARTIFACT).parent.as_posix())
-                self.tracker.set_version_tags(self.model_name, version, {TAG: ARTIFACT})
+                self.runs.log_artifact(run_id, local, Path(ARTIFACT).parent.as_posix())
+                self.registry.set_version_tags(self.model_name, version, {TAG: ARTIFACT})
         profile.save(cached)
         return profile
 
     def _build(self, version: str, run_id: str, tmp: Path) -> ReferenceProfile:
         prepared_dir = self.data_dir / "runs" / run_id / "prepared"
         prepared = PreparedData(prepared_dir, "", {}, None)
-        onnx = self.tracker.download_onnx(self.model_name, version, tmp / "model")
+        onnx = self.registry.download_onnx(self.model_name, version, tmp / "model")
         try:
             return build_profile(
                 prepared,

@@ -24,7 +24,7 @@ from lossflow.errors import UserError
 from lossflow.losses import TaskType
 from lossflow.serving.predictor import OnnxPredictor
 from lossflow.serving.router import Router, TrafficSplit
-from lossflow.tracking import Tracker, resolve_tracking_uri
+from lossflow.tracking import ModelRegistry, open_registry
 
 
 class ModelLoadError(UserError, RuntimeError):
@@ -142,7 +142,7 @@ class VariantLoader:
 
     def __init__(self, cfg: ServingConfig) -> None:
         self._cfg = cfg
-        self._tracker: Tracker | None = None
+        self._reader: ModelRegistry | None = None
         self._cache = (cfg.data_dir / "serving-cache").absolute()
 
     @property
@@ -150,14 +150,12 @@ class VariantLoader:
         """The registered model whose aliases and versions are served."""
         return self._cfg.tracking.registered_model
 
-    def _registry(self) -> Tracker:
-        if self._tracker is None:
-            uri = resolve_tracking_uri(self._cfg.tracking.tracking_uri, self._cfg.data_dir)
-            try:
-                self._tracker = Tracker(uri, self._cfg.tracking.experiment, None)
-            except Exception as err:
-                raise ModelLoadError(f"cannot open the MLflow registry at {uri}: {err}") from err
-        return self._tracker
+    def _registry(self) -> ModelRegistry:
+        """The registry, read-only: a replica writes nothing to the tracking store (it works
+        with read-only credentials, and never creates an experiment or an embedded store)."""
+        if self._reader is None:
+            self._reader = open_registry(self._cfg.tracking, self._cfg.data_dir)
+        return self._reader
 
     def _registry_version(self, source: ModelSource) -> str:
         if source.version is not None:

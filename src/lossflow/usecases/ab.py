@@ -29,6 +29,7 @@ from lossflow import predlog
 from lossflow.ab import promotion
 from lossflow.ab.decision import AbDecision, Policy, decide
 from lossflow.ab.metrics import RANKING_METRICS, VariantMetrics, variant_metrics
+from lossflow.ab.record import AuditTrail
 from lossflow.ab.setup import AbSetupError, Arm, Setup
 from lossflow.config.ab import AbConfig
 from lossflow.config.common import LogLocation, duration_seconds
@@ -39,7 +40,13 @@ from lossflow.evaluation.baseline import BASELINE_JSON_TAG, Baseline
 from lossflow.predlog import PredictionLog
 from lossflow.predlog.reader import failures, iter_outcomes, versions_in_window
 from lossflow.predlog.state import acquire_lock, check_log_owner, read_traffic, release_lock
-from lossflow.tracking import RegistryError, Tracker, resolve_tracking_uri
+from lossflow.tracking import (
+    ModelRegistry,
+    RegistryError,
+    WritableModelRegistry,
+    open_registry,
+    open_runs,
+)
 
 
 def serving_config(cfg: AbConfig, config_dir: Path = DEFAULT_CONFIG_DIR) -> ServingConfig:
@@ -68,13 +75,25 @@ def open_log(cfg: AbConfig, served: ServingConfig) -> PredictionLog:
     return predlog.open_log(where.url, where.db_schema, cfg.data_dir, existing=True)
 
 
-def tracker(cfg: AbConfig) -> Tracker:
-    """The tracker of the A/B experiment (registry included)."""
-    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
-    return Tracker(uri, cfg.tracking.experiment_of("ab"), None)
+def registry_of(cfg: AbConfig) -> ModelRegistry:
+    """The model registry as the analysis reads it (aliases, versions, their tags)."""
+    return open_registry(cfg.tracking, cfg.data_dir)
 
 
-def _sources(served: ServingConfig, registry: Tracker, model: str) -> dict[str, ModelSource]:
+def writable_registry_of(cfg: AbConfig) -> WritableModelRegistry:
+    """The model registry whose aliases an action moves and whose versions it tags."""
+    return open_registry(cfg.tracking, cfg.data_dir, writable=True)
+
+
+def audit_trail(cfg: AbConfig) -> AuditTrail:
+    """Where an action is recorded: the A/B experiment's runs and the versions' tags."""
+    return AuditTrail(open_runs(cfg.tracking, cfg.data_dir, "ab"), writable_registry_of(cfg))
+
+
+tracker = audit_trail  # the name lossflow.cli.ab still calls (for record_rollback)
+
+
+def _sources(served: ServingConfig, registry: ModelRegistry, model: str) -> dict[str, ModelSource]:
     """What the service routes to: its configured variants, else its default layout (champion,
     and challenger when that alias exists and differs)."""
     if served.variants:
@@ -88,7 +107,7 @@ def _sources(served: ServingConfig, registry: Tracker, model: str) -> dict[str, 
 
 
 def _resolve_version(
-    source: ModelSource, registry: Tracker, model: str
+    source: ModelSource, registry: ModelRegistry, model: str
 ) -> tuple[str | None, str | None]:
     """``(version, problem)`` of a source now."""
     if source.path is not None:
@@ -120,7 +139,7 @@ def resolve(
     end = (now or datetime.now(UTC)).astimezone(UTC)
     served = serving_config(cfg, config_dir)
     model = cfg.tracking.registered_model
-    registry = tracker(cfg)
+    registry = registry_of(cfg)
     sources = _sources(served, registry, model)
     if cfg.champion not in sources:
         raise AbSetupError(
@@ -206,7 +225,7 @@ METRICS: dict[str, tuple[str, ...]] = {
 
 
 def under_test(
-    registry: Tracker, log: PredictionLog, model: str, start: datetime, end: datetime
+    registry: ModelRegistry, log: PredictionLog, model: str, start: datetime, end: datetime
 ) -> str | None:
     """The challenger version an A/B test is deciding: its alias differs from the champion's and
     it answered traffic in ``[start, end)`` (an alias the service does not route to is not a
@@ -257,7 +276,7 @@ def champion_baseline(cfg: AbConfig, setup: Setup) -> Baseline | None:
     if version is None or version.startswith("file-"):
         return None
     try:
-        tags = tracker(cfg).version_tags(setup.model_name, version)
+        tags = registry_of(cfg).version_tags(setup.model_name, version)
     except RegistryError:
         return None
     raw = tags.get(BASELINE_JSON_TAG)
@@ -409,7 +428,7 @@ def act(
                 "another A/B analysis holds the lease on this model; nothing was moved",
                 plan.moves, plan.touched,
             )  # fmt: skip
-        made, stale = promotion.apply_moves(tracker(cfg), setup.model_name, plan.moves)
+        made, stale = promotion.apply_moves(writable_registry_of(cfg), setup.model_name, plan.moves)
     if stale is not None:
         return promotion.Action(plan.kind, False, False, stale, made, plan.touched)
     return promotion.Action(plan.kind, True, False, plan.message, made, plan.touched)
@@ -433,9 +452,9 @@ def rollback(
                 f"configs/serving/{cfg.serving}.yaml; roll back by editing that file"
             )
         alias = source.alias
-    registry = tracker(cfg)
+    writer = writable_registry_of(cfg)
     model = cfg.tracking.registered_model
-    aliases = registry.aliases(model)
+    aliases = writer.aliases(model)
     if PREVIOUS not in aliases:
         raise AbSetupError(
             f"registered model {model!r} has no {PREVIOUS!r} version to roll back to (only a "
@@ -454,7 +473,7 @@ def rollback(
                 "an A/B analysis holds the lease on this model; try again in a moment",
                 moves, touched,
             )  # fmt: skip
-        made, stale = promotion.apply_moves(registry, model, moves)
+        made, stale = promotion.apply_moves(writer, model, moves)
     if stale is not None:
         return promotion.Action("rollback", False, False, stale, made, touched)
     return promotion.Action("rollback", True, False, message, made, touched)

@@ -27,7 +27,7 @@ from lossflow.config.compare import ArmConfig, CompareConfig
 from lossflow.config.training import config_to_dict, load_training_config
 from lossflow.errors import UserError
 from lossflow.recipe import Recipe, project_changes
-from lossflow.tracking import Tracker, flatten, resolve_tracking_uri
+from lossflow.tracking import Runs, flatten, open_registry, open_runs
 from lossflow.usecases.recipe import fetch_recipe, recipe_config
 
 OVERLAY_FILE = "hpo_best.yaml"
@@ -72,8 +72,7 @@ def plan_comparison(settings: CompareConfig, config_dir: Path) -> ComparisonPlan
     """
     recipe = None
     if settings.version is not None:
-        uri = resolve_tracking_uri(settings.tracking.tracking_uri, settings.data_dir)
-        registry = Tracker(uri, settings.tracking.experiment_of("compare"), None)
+        registry = open_registry(settings.tracking, settings.data_dir)
         recipe = fetch_recipe(registry, settings.tracking.registered_model, settings.version)
     arms = tuple(
         resolve_arm(name, arm, settings, config_dir, recipe) for name, arm in settings.arms.items()
@@ -81,11 +80,10 @@ def plan_comparison(settings: CompareConfig, config_dir: Path) -> ComparisonPlan
     return build_plan(settings, arms, recipe)
 
 
-def tracker_for(plan: ComparisonPlan) -> Tracker:
-    """The MLflow tracker of the comparison's experiment, in the arms' tracking store."""
+def tracker_for(plan: ComparisonPlan) -> Runs:
+    """The comparison experiment's runs, in the arms' tracking store."""
     reference = plan.reference
-    uri = resolve_tracking_uri(reference.tracking.tracking_uri, reference.data_dir)
-    return Tracker(uri, reference.tracking.experiment_of("compare"), None)
+    return open_runs(reference.tracking, reference.data_dir, "compare")
 
 
 def _finite(metrics: Mapping[str, float | None]) -> dict[str, float]:
@@ -93,7 +91,7 @@ def _finite(metrics: Mapping[str, float | None]) -> dict[str, float]:
 
 
 def log_units(
-    tracker: Tracker, parent_run_id: str, plan: ComparisonPlan, results: Sequence[UnitResult]
+    tracker: Runs, parent_run_id: str, plan: ComparisonPlan, results: Sequence[UnitResult]
 ) -> list[str]:
     """One nested run per arm x fold: its config, per-epoch history, fold metrics, status."""
     ids = []
@@ -133,7 +131,7 @@ def log_units(
     return ids
 
 
-def log_trials(tracker: Tracker, parent_run_id: str, study: StudyResult) -> list[str]:
+def log_trials(tracker: Runs, parent_run_id: str, study: StudyResult) -> list[str]:
     """One nested run per trial: its parameters, objective, per-epoch values and state."""
     ids = []
     for trial in study.trials:
@@ -190,7 +188,7 @@ def write_overlay(
 
 
 def publish(
-    tracker: Tracker,
+    tracker: Runs,
     parent_run_id: str,
     plan: ComparisonPlan,
     folds: FoldSet,
@@ -219,7 +217,7 @@ def publish(
 
 
 def log_comparison(
-    tracker: Tracker,
+    tracker: Runs,
     parent_run_id: str,
     comparison: Comparison,
     figures: Mapping[str, Figure],

@@ -36,7 +36,7 @@ from lossflow.monitoring.window import WindowSummary, summarise_window
 from lossflow.predlog import PredictionLog
 from lossflow.predlog.reader import versions_in_window
 from lossflow.predlog.state import check_log_owner
-from lossflow.tracking import Tracker, resolve_tracking_uri
+from lossflow.tracking import ModelRegistry, Runs, open_registry, open_runs
 from lossflow.usecases.ab import under_test
 
 ANY_VARIANT = "*"
@@ -146,10 +146,14 @@ def plan(cfg: MonitoringConfig, window: Window, variants: list[str] | None = Non
     return targets
 
 
-def tracker(cfg: MonitoringConfig) -> Tracker:
-    """The tracker of the monitoring experiment (registry included)."""
-    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
-    return Tracker(uri, cfg.tracking.experiment_of("monitoring"), None)
+def runs_of(cfg: MonitoringConfig) -> Runs:
+    """The monitoring experiment's runs."""
+    return open_runs(cfg.tracking, cfg.data_dir, "monitoring")
+
+
+def registry_of(cfg: MonitoringConfig) -> ModelRegistry:
+    """The model registry as monitoring reads it (the aliases)."""
+    return open_registry(cfg.tracking, cfg.data_dir)
 
 
 def reference(cfg: MonitoringConfig, target: Target) -> ReferenceProfile:
@@ -158,7 +162,13 @@ def reference(cfg: MonitoringConfig, target: Target) -> ReferenceProfile:
     Raises:
         lossflow.monitoring.profile.ProfileError: none exists and none can be built.
     """
-    store = ReferenceStore(tracker(cfg), cfg.tracking.registered_model, cfg.data_dir, costs_of(cfg))
+    store = ReferenceStore(
+        open_registry(cfg.tracking, cfg.data_dir, writable=True),
+        runs_of(cfg),
+        cfg.tracking.registered_model,
+        cfg.data_dir,
+        costs_of(cfg),
+    )
     return store.get(target.model_version)
 
 
@@ -221,11 +231,12 @@ def judge(
 ) -> Judgement:
     """Analyse the window against the profile and decide (``problem``: why it cannot be)."""
     now = now or datetime.now(UTC)
-    registry = tracker(cfg)
-    history = past_requests(registry, cfg.tracking.registered_model)
+    history = past_requests(runs_of(cfg), cfg.tracking.registered_model)
     log = open_log(cfg)
     try:
-        testing = under_test(registry, log, cfg.tracking.registered_model, window.start, window.end)
+        testing = under_test(
+            registry_of(cfg), log, cfg.tracking.registered_model, window.start, window.end
+        )
     finally:
         log.dispose()
     if profile is None or summary is None or problem is not None:
@@ -293,7 +304,7 @@ def record(
         if profile is not None and summary is not None and judgement.analysis is not None:
             html, left_out = report_html(cfg, profile, summary, directory)
         return record_run(
-            tracker(cfg),
+            runs_of(cfg),
             model_name=cfg.tracking.registered_model,
             variant=target.variant,
             loss_id=target.loss_id,

@@ -15,19 +15,19 @@ from lossflow.config.training import TRAINING, TrainingConfig
 from lossflow.recipe import RECIPE_ARTIFACT, Recipe, RecipeError
 
 if TYPE_CHECKING:  # the MLflow adapter is imported by whoever opens the registry
-    from lossflow.tracking import Tracker
+    from lossflow.tracking import ModelRegistry
 
 
-def fetch_recipe(tracker: Tracker, model_name: str, version: str) -> Recipe:
-    """The recipe of ``model_name`` version ``version`` from its run in ``tracker``'s store.
+def fetch_recipe(registry: ModelRegistry, model_name: str, version: str) -> Recipe:
+    """The recipe of ``model_name`` version ``version`` from its run in ``registry``'s store.
 
     Raises:
         RecipeError: the version's run logged no configuration.
         lossflow.tracking.RegistryError: no such version.
     """
-    run_id = tracker.run_of_version(model_name, version)
+    run_id = registry.run_of_version(model_name, version)
     with tempfile.TemporaryDirectory(prefix="lossflow-recipe-") as scratch:
-        path = tracker.download_run_artifact(run_id, RECIPE_ARTIFACT, Path(scratch))
+        path = registry.download_run_artifact(run_id, RECIPE_ARTIFACT, Path(scratch))
         if path is None:
             raise RecipeError(
                 f"{model_name} v{version} has no recipe: its run {run_id} logged no "

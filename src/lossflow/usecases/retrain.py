@@ -40,7 +40,13 @@ from lossflow.retrain.posthoc import PROP, PosthocError, adjust_onnx, adjusted_p
 from lossflow.retrain.prescreen import Screened, choose, prescreen
 from lossflow.retrain.request import RetrainRequest
 from lossflow.serving.predictor import OnnxPredictor
-from lossflow.tracking import Tracker, resolve_tracking_uri
+from lossflow.tracking import (
+    ModelRegistry,
+    Runs,
+    WritableModelRegistry,
+    open_registry,
+    open_runs,
+)
 from lossflow.usecases import training as training_steps
 from lossflow.usecases.ab import under_test
 from lossflow.usecases.recipe import fetch_recipe, recipe_config
@@ -63,10 +69,19 @@ class RetrainError(UserError):
     """A retrain cannot go ahead as configured; the message says what to change."""
 
 
-def tracker(cfg: RetrainConfig) -> Tracker:
-    """The tracker of the retrain experiment (registry included)."""
-    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
-    return Tracker(uri, cfg.tracking.experiment_of("retrain"), None)
+def runs_of(cfg: RetrainConfig) -> Runs:
+    """The retrain experiment's runs (a retrain's run, its candidates' nested runs)."""
+    return open_runs(cfg.tracking, cfg.data_dir, "retrain")
+
+
+def registry_of(cfg: RetrainConfig) -> ModelRegistry:
+    """The model registry as a retrain reads it (the champion, its recipe)."""
+    return open_registry(cfg.tracking, cfg.data_dir)
+
+
+def writable_registry_of(cfg: RetrainConfig) -> WritableModelRegistry:
+    """The model registry a challenger is registered in."""
+    return open_registry(cfg.tracking, cfg.data_dir, writable=True)
 
 
 def gate(cfg: RetrainConfig, request: RetrainRequest, now: datetime | None = None) -> str | None:
@@ -74,7 +89,7 @@ def gate(cfg: RetrainConfig, request: RetrainRequest, now: datetime | None = Non
     the champion, a challenger is under A/B test, the same causes were already acted on, or
     another retrain of the model finished within the cooldown."""
     now = now or datetime.now(UTC)
-    registry = tracker(cfg)
+    registry = registry_of(cfg)
     aliases = registry.aliases(request.model_name)
     champion_now = aliases.get(CHAMPION)
     if champion_now is not None and champion_now != request.model_version:
@@ -96,7 +111,7 @@ def gate(cfg: RetrainConfig, request: RetrainRequest, now: datetime | None = Non
         )
     done = [
         r
-        for r in registry.runs_with_tags({TAG_MODEL: request.model_name})
+        for r in runs_of(cfg).runs_with_tags({TAG_MODEL: request.model_name})
         if r.tags.get(TAG_OUTCOME) in ACTED
     ]
     same = [r for r in done if r.tags.get(TAG_KEY) == request.dedup_key]
@@ -140,7 +155,7 @@ def champion(cfg: RetrainConfig, request: RetrainRequest, directory: Path) -> Ch
             f"({cfg.project}) registers {cfg.tracking.registered_model!r}; run the retrain of "
             f"{request.model_name}'s project (lossflow --project ...)"
         )
-    registry = tracker(cfg)
+    registry = registry_of(cfg)
     version = registry.alias_version(request.model_name, CHAMPION) or request.model_version
     path = registry.download_onnx(request.model_name, version, directory / f"champion-{version}")
     props = OnnxRunner(path).metadata
@@ -296,13 +311,13 @@ def train_candidate(cfg: RetrainConfig, candidate: Candidate, parent_run_id: str
     """Train, evaluate and export one candidate on the pool, in a run nested under the
     retrain's (the training flow's own steps, parity gate included)."""
     tcfg = candidate.training
-    registry = tracker(cfg)
+    runs = runs_of(cfg)
     tags = {"lossflow.loss": tcfg.loss.name, "lossflow.retrain.candidate": candidate.name,
             "lossflow.retrain.origin": candidate.origin}  # fmt: skip
-    with registry.start_run(f"candidate-{candidate.name}", tags, parent_run_id) as run_id:
+    with runs.start_run(f"candidate-{candidate.name}", tags, parent_run_id) as run_id:
         work = cfg.data_dir / "runs" / run_id
         prepared = prepare_data(tcfg, work / "prepared")
-        lid = training_steps.log_run_inputs(tcfg, prepared, registry, run_id)
+        lid = training_steps.log_run_inputs(tcfg, prepared, runs, run_id)
         trained = training_steps.train_model(tcfg, prepared, work / "checkpoints", run_id=run_id)
         evaluation = training_steps.evaluate_model(tcfg, prepared, trained, run_id=run_id)
         exported = training_steps.export_model(
@@ -343,13 +358,13 @@ def posthoc_candidate(
     expected = adjusted_probabilities(flat, reference, new).reshape(after.shape)
     parity = float(abs(expected - after).max())
     training = base_config(cfg, best, config_dir)
-    registry = tracker(cfg)
+    runs = runs_of(cfg)
     tags = {"lossflow.retrain.candidate": "posthoc", "lossflow.retrain.origin": "posthoc"}
-    with registry.start_run("candidate-posthoc", tags, parent_run_id) as run_id:
-        registry.log_params(run_id, {"posthoc.reference": reference, "posthoc.new": new,
-                                     "posthoc.from_version": best.version})  # fmt: skip
-        registry.log_metrics(run_id, {"posthoc/parity_max_abs_diff": parity}, None)
-        registry.log_dict(run_id, config_to_dict(training), RECIPE_ARTIFACT)
+    with runs.start_run("candidate-posthoc", tags, parent_run_id) as run_id:
+        runs.log_params(run_id, {"posthoc.reference": reference, "posthoc.new": new,
+                                 "posthoc.from_version": best.version})  # fmt: skip
+        runs.log_metrics(run_id, {"posthoc/parity_max_abs_diff": parity}, None)
+        runs.log_dict(run_id, config_to_dict(training), RECIPE_ARTIFACT)
     exported = training_steps.ExportResult(target, parity, int(after.shape[0]))
     return Trained("posthoc", meta.loss_id, target, run_id, "posthoc", {}, training, prepared,
                    exported), "adjusted"  # fmt: skip
@@ -410,7 +425,7 @@ def register_challenger(
     training_steps.store_reference_profile(
         tcfg, chosen.prepared, chosen.exported, chosen.run_id, name, version
     )
-    registry = tracker(cfg)
+    registry = writable_registry_of(cfg)
     registry.set_version_tags(
         name,
         version,
@@ -436,8 +451,8 @@ def register_challenger(
 
 def record(cfg: RetrainConfig, parent_run_id: str, outcome: dict[str, Any]) -> None:
     """The retrain's outcome on its run: tags and ``retrain.json``."""
-    registry = tracker(cfg)
-    registry.set_tags(
+    runs = runs_of(cfg)
+    runs.set_tags(
         parent_run_id,
         {
             TAG_OUTCOME: outcome["outcome"],
@@ -446,4 +461,4 @@ def record(cfg: RetrainConfig, parent_run_id: str, outcome: dict[str, Any]) -> N
             "lossflow.retrain.why": outcome.get("why", "")[:5000],
         },
     )
-    registry.log_dict(parent_run_id, outcome, "retrain.json")
+    runs.log_dict(parent_run_id, outcome, "retrain.json")

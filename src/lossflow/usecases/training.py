@@ -61,7 +61,14 @@ from lossflow.monitoring.profile import TAG as PROFILE_TAG
 from lossflow.monitoring.profile import build_profile
 from lossflow.onnx_runner import OnnxRunner
 from lossflow.recipe import RECIPE_ARTIFACT
-from lossflow.tracking import Tracker, resolve_tracking_uri
+from lossflow.tracking import (
+    ModelRegistry,
+    Runs,
+    WritableModelRegistry,
+    flatten,
+    open_registry,
+    open_runs,
+)
 
 PROFILE_ARTIFACT_DIR = str(Path(PROFILE_ARTIFACT).parent)
 BEATS_POPULARITY_TAG = "lossflow.beats_popularity"
@@ -80,23 +87,25 @@ def split_of(cfg: TrainingConfig, prepared: PreparedData, part: str) -> Split:
     return Split(features, target, lists)
 
 
-def tracker_for(cfg: TrainingConfig) -> Tracker:
-    """The MLflow tracker of ``cfg`` (server from env/config, else the embedded store)."""
-    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
-    return Tracker(uri, cfg.tracking.experiment, None)
+def runs_of(cfg: TrainingConfig) -> Runs:
+    """The training experiment's runs (server from env/config, else the embedded store)."""
+    return open_runs(cfg.tracking, cfg.data_dir, "training")
 
 
-def log_run_inputs(
-    cfg: TrainingConfig, prepared: PreparedData, tracker: Tracker, run_id: str
-) -> str:
+def writable_registry_of(cfg: TrainingConfig) -> WritableModelRegistry:
+    """The model registry training registers versions in and moves aliases of."""
+    return open_registry(cfg.tracking, cfg.data_dir, writable=True)
+
+
+def log_run_inputs(cfg: TrainingConfig, prepared: PreparedData, runs: Runs, run_id: str) -> str:
     """Log the resolved config, dataset description and loss decision; return the ``loss_id``."""
     spec = resolved_loss_spec(cfg, prepared.class_counts)
     lid = loss_id(spec, cfg.regularizers)
-    tracker.log_params(run_id, tracker.flatten(config_to_dict(cfg)))
-    tracker.log_params(run_id, {f"data.rows.{k}": v for k, v in prepared.sizes.items()})
-    tracker.log_dict(run_id, config_to_dict(cfg), RECIPE_ARTIFACT)
-    tracker.log_dict(run_id, spec_payload(spec), "loss_spec.json")
-    tracker.set_tags(
+    runs.log_params(run_id, flatten(config_to_dict(cfg)))
+    runs.log_params(run_id, {f"data.rows.{k}": v for k, v in prepared.sizes.items()})
+    runs.log_dict(run_id, config_to_dict(cfg), RECIPE_ARTIFACT)
+    runs.log_dict(run_id, spec_payload(spec), "loss_spec.json")
+    runs.set_tags(
         run_id,
         {"lossflow.loss_id": lid, "lossflow.dataset_fingerprint": prepared.fingerprint},
     )
@@ -108,20 +117,20 @@ def log_run_inputs(
 
 class RunMetrics:
     """Epoch metrics to one MLflow run; picklable, so a data-parallel rank 0 can log them (the
-    tracker is made where it is first used)."""
+    runs are opened where they are first used)."""
 
     def __init__(self, cfg: TrainingConfig, run_id: str) -> None:
         self.cfg = cfg
         self.run_id = run_id
-        self._tracker: Tracker | None = None
+        self._runs: Runs | None = None
 
     def __getstate__(self) -> dict[str, object]:
-        return {"cfg": self.cfg, "run_id": self.run_id, "_tracker": None}
+        return {"cfg": self.cfg, "run_id": self.run_id, "_runs": None}
 
     def __call__(self, metrics: Mapping[str, float], step: int) -> None:
-        if self._tracker is None:
-            self._tracker = tracker_for(self.cfg)
-        self._tracker.log_metrics(self.run_id, metrics, step)
+        if self._runs is None:
+            self._runs = runs_of(self.cfg)
+        self._runs.log_metrics(self.run_id, metrics, step)
 
 
 @dataclass(frozen=True)
@@ -221,11 +230,11 @@ def evaluate_model(
             ours, popular = metrics[f"test/{top}"], metrics[f"test/popularity_{top}"]
             line = Verdict(top, ours, popular, "max", POPULARITY).line()
         if run_id is not None:
-            tracker = tracker_for(cfg)
-            tracker.log_metrics(run_id, metrics, None)
+            runs = runs_of(cfg)
+            runs.log_metrics(run_id, metrics, None)
             if "test/beats_popularity" in metrics:
                 beats = str(bool(metrics["test/beats_popularity"])).lower()
-                tracker.set_tags(run_id, {BEATS_POPULARITY_TAG: beats, BEATS_BASELINE_TAG: beats,
+                runs.set_tags(run_id, {BEATS_POPULARITY_TAG: beats, BEATS_BASELINE_TAG: beats,
                                           BASELINE_TAG: line})  # fmt: skip
         return EvaluationResult(metrics, None, line)
     ev = cfg.evaluation
@@ -258,13 +267,13 @@ def evaluate_model(
     if threshold is not None:
         metrics["val/threshold"] = threshold
     if run_id is not None:
-        tracker = tracker_for(cfg)
-        tracker.log_metrics(run_id, metrics, None)
+        runs = runs_of(cfg)
+        runs.log_metrics(run_id, metrics, None)
         if line:
             beats = str(bool(metrics["test/beats_baseline"])).lower()
-            tracker.set_tags(run_id, {BEATS_BASELINE_TAG: beats, BASELINE_TAG: line})
+            runs.set_tags(run_id, {BEATS_BASELINE_TAG: beats, BASELINE_TAG: line})
         for name, figure in report.figures.items():
-            tracker.log_figure(run_id, figure, f"plots/{name}")
+            runs.log_figure(run_id, figure, f"plots/{name}")
     return EvaluationResult(metrics, threshold, line)
 
 
@@ -395,16 +404,16 @@ def model_schema(pre: Preprocessor) -> str:
     )
 
 
-def check_schema(tracker: Tracker, name: str, pre: Preprocessor) -> None:
+def check_schema(registry: ModelRegistry, name: str, pre: Preprocessor) -> None:
     """Refuse to register under ``name`` a model of another schema than its champion's.
 
     Raises:
         SchemaMismatchError: the champion takes other features, or predicts another target.
     """
-    champion = tracker.alias_version(name, CHAMPION)
+    champion = registry.alias_version(name, CHAMPION)
     if champion is None:
         return
-    theirs = tracker.version_tags(name, champion).get(SCHEMA_TAG)
+    theirs = registry.version_tags(name, champion).get(SCHEMA_TAG)
     if theirs is None or theirs == model_schema(pre):
         return
     them = json.loads(theirs)
@@ -425,21 +434,23 @@ def register_version(
     Raises:
         SchemaMismatchError: the model's champion takes other requests than this one.
     """
-    tracker = tracker_for(cfg)
+    registry = writable_registry_of(cfg)
     pre = prepared.preprocessor()
-    check_schema(tracker, cfg.tracking.registered_model, pre)
+    check_schema(registry, cfg.tracking.registered_model, pre)
     test_x, _ = prepared.arrays("test")
     example = {k: v[:5] for k, v in pre.model_inputs(test_x).items()}
     runner = OnnxRunner(exported.onnx_path)
     output = runner.run(example)
     name = cfg.tracking.registered_model
-    version = tracker.log_onnx_model(run_id, exported.onnx_path, example, output, name)
+    runs = runs_of(cfg)
+    logged = runs.log_onnx_model(run_id, exported.onnx_path, example, output)
+    version = registry.register(name, logged)
     tags = {SCHEMA_TAG: model_schema(pre)}
     baseline = ModelMetadata.from_props(runner.metadata, exported.onnx_path).baseline
     if baseline is not None:  # the A/B analysis reads it from the version
         tags[BASELINE_JSON_TAG] = json.dumps(baseline)
-    tracker.set_version_tags(name, version, tags)
-    tracker.log_metrics(
+    registry.set_version_tags(name, version, tags)
+    runs.log_metrics(
         run_id,
         {
             "export/parity_max_abs_diff": exported.parity_max_abs_diff,
@@ -477,9 +488,8 @@ def store_reference_profile(
         seed=cfg.data.seed,
     )
     path = profile.save(exported.onnx_path.parent / "reference" / "profile.json")
-    tracker = tracker_for(cfg)
-    tracker.log_artifact(run_id, path, PROFILE_ARTIFACT_DIR)
-    tracker.set_version_tags(name, version, {PROFILE_TAG: PROFILE_ARTIFACT})
+    runs_of(cfg).log_artifact(run_id, path, PROFILE_ARTIFACT_DIR)
+    writable_registry_of(cfg).set_version_tags(name, version, {PROFILE_TAG: PROFILE_ARTIFACT})
     return path
 
 
@@ -488,14 +498,14 @@ def assign_aliases(
 ) -> Registration:
     """Alias the version ``challenger`` (and ``champion`` when the model has none yet); tag it
     with whether it beats its trivial baseline (``evaluation``), so the registry says so."""
-    tracker = tracker_for(cfg)
+    registry = writable_registry_of(cfg)
     if evaluation is not None and evaluation.baseline:
         beats = str(evaluation.beats_baseline).lower()
-        tracker.set_version_tags(name, version, {BEATS_BASELINE_TAG: beats,
+        registry.set_version_tags(name, version, {BEATS_BASELINE_TAG: beats,
                                                  BASELINE_TAG: evaluation.baseline})  # fmt: skip
     aliases = [CHALLENGER]
-    tracker.set_alias(name, CHALLENGER, version)
-    if tracker.alias_version(name, CHAMPION) is None:
-        tracker.set_alias(name, CHAMPION, version)
+    registry.set_alias(name, CHALLENGER, version)
+    if registry.alias_version(name, CHAMPION) is None:
+        registry.set_alias(name, CHAMPION, version)
         aliases.append(CHAMPION)
     return Registration(name, version, tuple(aliases))

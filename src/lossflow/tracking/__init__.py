@@ -1,0 +1,112 @@
+"""MLflow adapter, the only package that imports ``mlflow``, in two concerns:
+
+- **runs** (:mod:`lossflow.tracking.runs`): one experiment's runs, their params, metrics, tags,
+  artifacts, figures and child runs, and an ONNX file logged as a run's model;
+- **the model registry** (:mod:`lossflow.tracking.model_registry`): registered models, versions,
+  aliases, version tags and the artifacts a version needs. :class:`ModelRegistry` only reads
+  (what the service and every reader use: it works with read-only credentials);
+  :class:`WritableModelRegistry` also registers versions and moves aliases and tags.
+
+Each is opened one way, from the project's tracking settings: :func:`open_runs` and
+:func:`open_registry`, which resolve the store's URI (:func:`resolve_tracking_uri`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, overload
+
+from lossflow.config.common import Process, TrackingConfig
+from lossflow.tracking.model_registry import (
+    ModelRegistry,
+    RegistrationError,
+    RegistryError,
+    WritableModelRegistry,
+)
+from lossflow.tracking.runs import (
+    ERROR_TAG,
+    PARENT_RUN_TAG,
+    LoggedModel,
+    Runs,
+    RunSummary,
+    flatten,
+    git_commit,
+)
+from lossflow.tracking.store import default_tracking_uri, resolve_tracking_uri, ui_command
+
+RunsOf = Literal["training"] | Process
+"""Whose runs: training's (``tracking.experiment``) or another process's
+(``tracking.experiments``, default ``<model>-<process>``)."""
+
+__all__ = [
+    "ERROR_TAG",
+    "PARENT_RUN_TAG",
+    "LoggedModel",
+    "ModelRegistry",
+    "RegistrationError",
+    "RegistryError",
+    "RunSummary",
+    "Runs",
+    "RunsOf",
+    "Tracker",
+    "WritableModelRegistry",
+    "default_tracking_uri",
+    "flatten",
+    "git_commit",
+    "open_registry",
+    "open_runs",
+    "resolve_tracking_uri",
+    "ui_command",
+]
+
+
+def open_runs(tracking: TrackingConfig, data_dir: Path, process: RunsOf) -> Runs:
+    """The runs of ``process``'s experiment (created when missing, with the embedded store).
+
+    Args:
+        tracking: The project's tracking settings.
+        data_dir: The project data directory (the embedded store's place).
+        process: Whose experiment.
+
+    Raises:
+        ValueError: the experiment exists but is deleted.
+    """
+    uri = resolve_tracking_uri(tracking.tracking_uri, data_dir)
+    experiment = tracking.experiment if process == "training" else tracking.experiment_of(process)
+    return Runs(uri, experiment)
+
+
+@overload
+def open_registry(
+    tracking: TrackingConfig, data_dir: Path, *, writable: Literal[False] = False
+) -> ModelRegistry: ...
+
+
+@overload
+def open_registry(
+    tracking: TrackingConfig, data_dir: Path, *, writable: Literal[True]
+) -> WritableModelRegistry: ...
+
+
+def open_registry(
+    tracking: TrackingConfig, data_dir: Path, *, writable: bool = False
+) -> ModelRegistry | WritableModelRegistry:
+    """The project's model registry: read-only (the default), or ``writable`` for registration
+    and promotion.
+
+    Args:
+        tracking: The project's tracking settings.
+        data_dir: The project data directory (the embedded store's place).
+        writable: Whether versions, aliases and tags will be written.
+    """
+    uri = resolve_tracking_uri(tracking.tracking_uri, data_dir)
+    return WritableModelRegistry(uri) if writable else ModelRegistry(uri)
+
+
+class Tracker(Runs, WritableModelRegistry):
+    """Transitional: one experiment's runs and the writable registry in one object at an
+    explicit URI, as ``lossflow.rehearsal`` still opens its own store; new code calls
+    :func:`open_runs` and :func:`open_registry`. To be removed with its last caller."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: None = None) -> None:
+        super().__init__(tracking_uri, experiment)
