@@ -57,7 +57,7 @@ from lossflow.predlog.store import default_log_url
 from lossflow.replay.client import run_traffic
 from lossflow.replay.requests import TrafficOptions
 from lossflow.replay.rows import production_rows
-from lossflow.tracking import Tracker, default_tracking_uri
+from lossflow.tracking import TRACKING_URI_ENV, ModelRegistry, Runs, default_tracking_uri
 
 READY_TIMEOUT_S: Final = 180.0
 RETRAIN_TIMEOUT_S: Final = 900.0
@@ -322,7 +322,7 @@ def run_rehearsal(
     Raises:
         RehearsalError: a step failed; the message names it and its log.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL
 
     if period not in PERIODS:
         raise RehearsalError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
@@ -333,6 +333,34 @@ def run_rehearsal(
     plan.root.mkdir(parents=True)
     timeline = Timeline(echo=echo)
     given = PREFECT_API_URL.value()
+    # Every store is the rehearsal's own: a production $MLFLOW_TRACKING_URI would win over the
+    # pinned tracking URI in this process's flows and in its children.
+    pinned = os.environ.pop(TRACKING_URI_ENV, None)
+    try:
+        _rehearse(plan, config_dir, str(given or ""), timeline, periods, period,
+                  rows_per_period, rate)  # fmt: skip
+    finally:
+        if pinned is not None:
+            os.environ[TRACKING_URI_ENV] = pinned
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(timeline.to_json(), indent=2, default=str))
+    return timeline
+
+
+def _rehearse(
+    plan: Plan,
+    config_dir: Path,
+    given: str,
+    timeline: Timeline,
+    periods: int | None,
+    period: str,
+    rows_per_period: int,
+    rate: float,
+) -> None:
+    """The loop, on the Prefect server at ``given``, else on a local one of its own."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     if given:
         _loop(plan, config_dir, str(given), timeline, periods, period, rows_per_period, rate)
     else:
@@ -342,10 +370,6 @@ def run_rehearsal(
         ):
             timeline.add("prefect", None, f"Prefect server on {local.ui_url} (UI)")
             _loop(plan, config_dir, local.api_url, timeline, periods, period, rows_per_period, rate)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(timeline.to_json(), indent=2, default=str))
-    return timeline
 
 
 def _sample(rows: pd.DataFrame, plan: Plan, most: int, seed: int) -> pd.DataFrame:
@@ -450,7 +474,8 @@ def _loop(
         _wait(lambda: bool(_served(url)), "the service", READY_TIMEOUT_S, service_log, children)
         waiting = f"retrain/{plan.model} waiting for lossflow.retrain.requested"
         timeline.add("served", None, f"service on {url} serving {_served(url)}; {waiting}")
-        registry = Tracker(plan.tracking_uri, plan.retrain_experiment, None)
+        registry = ModelRegistry(plan.tracking_uri)
+        retrains = Runs(plan.tracking_uri, plan.retrain_experiment)
         for k, (period, _) in enumerate(chosen):
             replayed = _sample(rows[period.rows(rows[plan.time])], plan, rows_per_period, seed=k)
             # One unit per request (most of them): the A/B test's units are independent.
@@ -464,8 +489,8 @@ def _loop(
                          f"({served}) of {len(replayed)} rows, {report.feedback_posted} "
                          f"labelled{failed}", by_variant=served, failed=report.failed)  # fmt: skip
             testing = CHALLENGER in _served(url)
-            _monitor(monitoring, plan, config_dir, timeline, period, monitoring_sets, registry, url,
-                     children)  # fmt: skip
+            _monitor(monitoring, plan, config_dir, timeline, period, monitoring_sets, retrains,
+                     url, children)  # fmt: skip
             if testing:
                 units = max(30, min(300, report.answered // 6))
                 _ab(ab_analysis, plan, config_dir, timeline, period, url, registry, units,
@@ -483,7 +508,7 @@ def _ab(
     timeline: Timeline,
     period: Period,
     url: str,
-    registry: Tracker,
+    registry: ModelRegistry,
     units: int,
     children: Mapping[str, subprocess.Popen[bytes]],
 ) -> None:
@@ -528,7 +553,7 @@ def _monitor(
     timeline: Timeline,
     period: Period,
     monitoring_sets: list[str],
-    registry: Tracker,
+    retrains: Runs,
     url: str,
     children: Mapping[str, subprocess.Popen[bytes]],
 ) -> None:
@@ -565,7 +590,7 @@ def _monitor(
     _wait(finished, "the triggered retrain flow run", RETRAIN_TIMEOUT_S,
           plan.root / "retrain-runner.log", children)  # fmt: skip
     run = done[0]
-    found = registry.runs_with_tags({"lossflow.dedup_key": str(decision["dedup_key"])})
+    found = retrains.runs_with_tags({"lossflow.dedup_key": str(decision["dedup_key"])})
     tags = found[0].tags if found else {}
     version = tags.get("lossflow.retrain.challenger_version", "none")
     timeline.add(
@@ -618,10 +643,10 @@ def _figure(plan: Plan, timeline: Timeline) -> None:
     bottom.set_ylabel(f"{metric or 'metric'} (labelled, 95% interval)")
     bottom.legend(loc="best", fontsize="small")
     figure.tight_layout()
-    tracker = Tracker(plan.tracking_uri, plan.experiment, None)
-    with tracker.start_run("rehearsal", {"lossflow.rehearsal": "timeline"}) as run_id:
-        tracker.log_figure(run_id, figure, "timeline.png")
-        tracker.log_dict(run_id, {"events": timeline.to_json()}, "timeline.json")
+    runs = Runs(plan.tracking_uri, plan.experiment)
+    with runs.start_run("rehearsal", {"lossflow.rehearsal": "timeline"}) as run_id:
+        runs.log_figure(run_id, figure, "timeline.png")
+        runs.log_dict(run_id, {"events": timeline.to_json()}, "timeline.json")
     plt.close(figure)
     timeline.add("figure", None, f"timeline figure and JSON in MLflow run {run_id} "
                  f"(experiment {plan.experiment})", run_id=run_id)  # fmt: skip

@@ -132,7 +132,7 @@ def ab_rollback(
     )
     if not dry_run:
         run_id = record_rollback(
-            steps.tracker(cfg), cfg.tracking.registered_model, action, steps.actor()
+            steps.audit_trail(cfg), cfg.tracking.registered_model, action, steps.actor()
         )
         experiment = cfg.tracking.experiment_of("ab")
         Console().print(f"audit run: {run_id} (MLflow experiment {experiment})")

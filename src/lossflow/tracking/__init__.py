@@ -32,7 +32,12 @@ from lossflow.tracking.runs import (
     flatten,
     git_commit,
 )
-from lossflow.tracking.store import default_tracking_uri, resolve_tracking_uri, ui_command
+from lossflow.tracking.store import (
+    TRACKING_URI_ENV,
+    default_tracking_uri,
+    resolve_tracking_uri,
+    ui_command,
+)
 
 RunsOf = Literal["training"] | Process
 """Whose runs: training's (``tracking.experiment``) or another process's
@@ -41,6 +46,7 @@ RunsOf = Literal["training"] | Process
 __all__ = [
     "ERROR_TAG",
     "PARENT_RUN_TAG",
+    "TRACKING_URI_ENV",
     "LoggedModel",
     "ModelRegistry",
     "RegistrationError",
@@ -48,7 +54,6 @@ __all__ = [
     "RunSummary",
     "Runs",
     "RunsOf",
-    "Tracker",
     "WritableModelRegistry",
     "default_tracking_uri",
     "flatten",
@@ -101,12 +106,3 @@ def open_registry(
     """
     uri = resolve_tracking_uri(tracking.tracking_uri, data_dir)
     return WritableModelRegistry(uri) if writable else ModelRegistry(uri)
-
-
-class Tracker(Runs, WritableModelRegistry):
-    """Transitional: one experiment's runs and the writable registry in one object at an
-    explicit URI, as ``lossflow.rehearsal`` still opens its own store; new code calls
-    :func:`open_runs` and :func:`open_registry`. To be removed with its last caller."""
-
-    def __init__(self, tracking_uri: str, experiment: str, artifact_root: None = None) -> None:
-        super().__init__(tracking_uri, experiment)

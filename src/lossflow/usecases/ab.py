@@ -90,9 +90,6 @@ def audit_trail(cfg: AbConfig) -> AuditTrail:
     return AuditTrail(open_runs(cfg.tracking, cfg.data_dir, "ab"), writable_registry_of(cfg))
 
 
-tracker = audit_trail  # the name lossflow.cli.ab still calls (for record_rollback)
-
-
 def _sources(served: ServingConfig, registry: ModelRegistry, model: str) -> dict[str, ModelSource]:
     """What the service routes to: its configured variants, else its default layout (champion,
     and challenger when that alias exists and differs)."""
