@@ -258,3 +258,14 @@ def test_binary_classes_take_the_obvious_positive_or_the_named_one(
 def test_binary_classes_refuse_a_positive_class_that_is_not_a_value() -> None:
     with pytest.raises(DataValidationError, match=r"'maybe' is not a value .*'no', 'yes'"):
         binary_classes(pd.Series(["no", "yes"], name="label"), "maybe")
+
+
+def test_a_count_loss_refuses_a_negative_target_where_the_data_is_validated() -> None:
+    # poisson_nll does not check its target on each call (that would sync a GPU every step).
+    frame = _frame()
+    frame["label"] = frame["label"].astype(float) * 3.0
+    validate_frame(frame, COLUMNS, "regression", nonnegative_for="poisson_nll")
+    frame.loc[4, "label"] = -1.0
+    validate_frame(frame, COLUMNS, "regression")  # any sign for other losses
+    with pytest.raises(DataValidationError, match=r"'label' is negative in 1 row.*'poisson_nll'"):
+        validate_frame(frame, COLUMNS, "regression", nonnegative_for="poisson_nll")

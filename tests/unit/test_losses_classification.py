@@ -15,12 +15,18 @@ from kornia.losses import binary_focal_loss_with_logits as kornia_binary_focal
 from kornia.losses import focal_loss as kornia_focal
 from numpy.typing import NDArray
 from pydantic import ValidationError
-from scipy.special import log_expit, log_softmax, logsumexp, softmax
+from scipy.special import expit, log_expit, log_softmax, logsumexp, softmax
 from scipy.stats import entropy
 from sklearn.metrics import log_loss
 from torch import Tensor, nn
 
-from lossflow.losses import LossConfigError, build_loss, check_task, parse_loss_spec
+from lossflow.losses import (
+    LossConfigError,
+    build_loss,
+    check_task,
+    parse_loss_spec,
+    target_checks,
+)
 from lossflow.losses.classification import (
     BCELoss,
     CELoss,
@@ -38,7 +44,7 @@ from lossflow.losses.classification import (
     kl_div_loss,
     logit_adjusted_loss,
 )
-from lossflow.losses.classification.focal import _binary_focal_hard, _binary_focal_soft
+from lossflow.losses.classification.focal import _binary_focal
 
 Array = NDArray[np.float64]
 REDUCTIONS = ("mean", "sum", "none")
@@ -139,7 +145,7 @@ def test_bce_rejects_bad_targets_and_options() -> None:
     x, y = _binary_data(8)
     with pytest.raises(ValueError, match=r"pos_weight must be a finite positive"):
         BCELoss(pos_weight=0.0)
-    with pytest.raises(ValueError, match=r"target values must lie in \[0, 1\]"):
+    with target_checks(), pytest.raises(ValueError, match=r"target values must lie in \[0, 1\]"):
         bce_loss(x, y + 0.5)
     with pytest.raises(ValueError, match="same shape"):
         bce_loss(x, y[:4])
@@ -183,7 +189,7 @@ def test_ce_rejects_bad_options_and_targets() -> None:
         CELoss(label_smoothing=1.0)
     with pytest.raises(ValueError, match="class_weights has 2 entries but the input has 3"):
         ce_loss(x, y, class_weights=[1.0, 2.0])
-    with pytest.raises(ValueError, match="class indices outside"):
+    with target_checks(), pytest.raises(ValueError, match="class indices outside"):
         ce_loss(x, y + 3)
     with pytest.raises(ValueError, match="must hold integer class indices"):
         ce_loss(x, y.double())
@@ -275,16 +281,23 @@ def test_focal_with_gamma_zero_is_ce_in_value_and_gradient() -> None:
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.3, 1.0, 2.5])
-def test_hard_and_soft_binary_paths_agree_on_hard_labels(gamma: float) -> None:
+def test_the_binary_path_is_exact_at_hard_labels(gamma: float) -> None:
+    # One computation serves hard and soft labels; at hard labels it equals the hard-label form
+    # (v = (1 - 2y) x, 1 - p_t = sigmoid(v), -log p_t = softplus(v)) in value and gradient,
+    # saturated logits included.
     x, y = _binary_data(64)
     x = torch.cat([x, torch.tensor([60.0, -60.0, 60.0, -60.0, 1e4, -1e4], dtype=torch.float64)])
     y = torch.cat([y, torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 0.0], dtype=torch.float64)])
-    hard_loss, hard_grad = _binary_focal_hard(x, y, 0.25, gamma, "none", True)
-    soft_loss, soft_grad = _binary_focal_soft(x, y, 0.25, gamma, "none", True)
-    torch.testing.assert_close(hard_loss, soft_loss, rtol=1e-12, atol=1e-300)
-    assert hard_grad is not None
-    assert soft_grad is not None
-    torch.testing.assert_close(hard_grad, soft_grad, rtol=1e-12, atol=1e-300)
+    loss, grad = _binary_focal(x, y, 0.25, gamma, "none", True)
+    xn, yn = x.numpy(), y.numpy()
+    v = (1 - 2 * yn) * xn
+    q, ce = expit(v), -log_expit(-v)
+    m = q**gamma
+    alpha_t = 0.25 * yn + 0.75 * (1 - yn)
+    _close(loss, alpha_t * m * ce)
+    assert grad is not None
+    expected = alpha_t * (1 - 2 * yn) * (m * q + gamma * expit(-v) * m * ce)
+    np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-10, atol=1e-300)
 
 
 @pytest.mark.parametrize("gamma", [0.2, 0.5, 0.9])
@@ -333,9 +346,9 @@ def test_focal_rejects_bad_options_and_targets() -> None:
         focal_loss(xb, yb, alpha=[0.5, 0.5])
     with pytest.raises(ValueError, match="alpha has 2 entries but the input has 3 classes"):
         focal_loss(xm, ym, alpha=[0.5, 0.5])
-    with pytest.raises(ValueError, match=r"target values must lie in \[0, 1\]"):
+    with target_checks(), pytest.raises(ValueError, match=r"target values must lie in \[0, 1\]"):
         focal_loss(xb, yb - 0.5)
-    with pytest.raises(ValueError, match=r"target values must lie in \[0, 1\]"):
+    with target_checks(), pytest.raises(ValueError, match=r"target values must lie in \[0, 1\]"):
         focal_loss(xb, torch.full_like(yb, float("nan")))
     with pytest.raises(ValueError, match="detach the target"):
         focal_loss(xb, yb.clone().requires_grad_(True))
@@ -609,9 +622,9 @@ def test_kl_div_matches_scipy_entropy_and_torch_batchmean() -> None:
 
 def test_kl_div_rejects_invalid_distributions() -> None:
     x, t = torch.zeros(3, 2), torch.full((3, 2), 0.5)
-    with pytest.raises(ValueError, match="rows must sum to 1"):
+    with target_checks(), pytest.raises(ValueError, match="rows must sum to 1"):
         kl_div_loss(x, t * 1.01)
-    with pytest.raises(ValueError, match="must be non-negative"):
+    with target_checks(), pytest.raises(ValueError, match="must be non-negative"):
         kl_div_loss(x, torch.tensor([[1.5, -0.5]] * 3))
     with pytest.raises(ValueError, match=r"must have shape \(N, C\)"):
         kl_div_loss(x.view(6), t.view(6))

@@ -20,7 +20,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.special import log_softmax, logsumexp, softmax
 from torch import Tensor
 
-from lossflow.losses import LOSS_SPECS, LossConfigError, build_loss
+from lossflow.losses import LOSS_SPECS, LossConfigError, build_loss, target_checks
 from lossflow.losses.ranking import (
     ListMLELoss,
     ListNetLoss,
@@ -544,14 +544,17 @@ _BAD_R = torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])
 def test_invalid_inputs_raise_naming_the_problem(
     name: str, scores: Tensor, relevance: Tensor, mask: Tensor | None, match: str
 ) -> None:
-    with pytest.raises(ValueError, match=match):
+    # Relevance values are checked only under target_checks (data is validated where it is
+    # prepared); shapes and dtypes always.
+    with target_checks(), pytest.raises(ValueError, match=match):
         FUNCTIONALS[name](scores, relevance, mask)
 
 
 def test_negative_relevance_is_allowed_on_padding_only() -> None:
     mask = torch.tensor([[True, False, True], [True, True, True]])
-    for loss in FUNCTIONALS.values():
-        assert torch.isfinite(loss(_S, _BAD_R, mask))
+    with target_checks():
+        for loss in FUNCTIONALS.values():
+            assert torch.isfinite(loss(_S, _BAD_R, mask))
 
 
 @pytest.mark.parametrize(

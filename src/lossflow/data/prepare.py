@@ -234,7 +234,12 @@ def load_checked(cfg: TrainingConfig) -> tuple[pd.DataFrame, ColumnSchema, int]:
                      columns.target)  # fmt: skip
             frame = frame.loc[labelled].reset_index(drop=True)
     validate_frame(
-        frame, columns, data_cfg.task, split=data_cfg.split, positive_class=data_cfg.positive_class
+        frame,
+        columns,
+        data_cfg.task,
+        split=data_cfg.split,
+        positive_class=data_cfg.positive_class,
+        nonnegative_for=cfg.loss.name if cfg.loss.nonnegative_target else None,
     )
     return frame, columns, dropped
 

@@ -218,6 +218,7 @@ def _check_target(
     task: TaskType,
     split: SplitConfig | None,
     positive_class: Label | None = None,
+    nonnegative_for: str | None = None,
 ) -> None:
     name = columns.target
     target = df[name]
@@ -245,6 +246,13 @@ def _check_target(
             raise DataValidationError(
                 f"target column {name!r} has +/-inf in {_rows(df.index[infinite])}; every label "
                 "must be finite"
+            )
+        negative = values < 0
+        if nonnegative_for is not None and negative.any():
+            raise DataValidationError(
+                f"target column {name!r} is negative in {_rows(df.index[negative])}; loss "
+                f"'{nonnegative_for}' models counts, which are >= 0: fix the target or choose "
+                "another loss"
             )
     if task == "binary":
         binary_classes(target, positive_class)
@@ -445,6 +453,7 @@ def validate_frame(
     *,
     split: SplitConfig | None = None,
     positive_class: Label | None = None,
+    nonnegative_for: str | None = None,
 ) -> None:
     """Raise ``DataValidationError`` unless ``df`` matches ``columns`` and ``task``.
 
@@ -454,8 +463,8 @@ def validate_frame(
     ids and timestamps are present; the target has no missing or infinite values and suits the
     task (binary: two values, one of them the positive class; at least two classes and, for a
     stratified ``split``, enough rows per class for every part; ranking relevance >= 0, every
-    group with two items or more and a relevant one); no feature equals the target; a
-    regression target varies.
+    group with two items or more and a relevant one; >= 0 for a count loss); no feature equals
+    the target; a regression target varies.
     Constant features, identifier-like categorical columns and very rare classes are warned
     about.
 
@@ -467,6 +476,9 @@ def validate_frame(
             stratified split.
         positive_class: Binary: the positive class (``None``: the obvious one, see
             :func:`binary_classes`).
+        nonnegative_for: The loss that needs a target >= 0 (``poisson_nll``: counts), named in
+            the error; ``None``: any sign. Losses do not check their targets' values on each
+            call (that would synchronise a GPU every step): the data is checked here, once.
 
     Raises:
         DataValidationError: The first problem found, naming the column.
@@ -478,7 +490,7 @@ def validate_frame(
         )
     _check_features(df, columns)
     _check_special_columns(df, columns, task)
-    _check_target(df, columns, task, split, positive_class)
+    _check_target(df, columns, task, split, positive_class, nonnegative_for)
     if task == "ranking":
         _check_ranking(df, columns)
     _check_learnable(df, columns, task)

@@ -6,12 +6,12 @@ that names the argument, so these helpers are the one place that behaviour is wr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from lossflow.losses.options import REDUCTIONS
+from lossflow.losses.options import REDUCTIONS, target_checks_enabled
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -63,17 +63,23 @@ def check_nonempty(name: str, x: Tensor) -> None:
         )
 
 
-def check_values(ok: Tensor, message: str) -> None:
-    """Raise ``ValueError(message)`` unless every element of the boolean tensor ``ok`` is true.
+def checking_targets() -> bool:
+    """Whether a loss checks its target's values on this call.
 
-    Value checks read data, which a ``torch.compile`` graph cannot do without breaking into
-    pieces; inside a compiled region they are skipped (shape and option checks still run), so
-    validate data in eager mode first when compiling a loss.
+    Only under :func:`lossflow.losses.target_checks` (a debugging aid, off by default) and never
+    inside a compiled region: a value check reads data back to the host, which synchronises a GPU
+    and breaks a ``torch.compile`` graph. Shape, dtype and option checks always run.
     """
-    if torch.compiler.is_compiling():
-        return
+    return target_checks_enabled() and not torch.compiler.is_compiling()
+
+
+def check_values(ok: Tensor, message: Callable[[], str]) -> None:
+    """Raise ``ValueError(message())`` unless every element of the boolean tensor ``ok`` is true.
+
+    Reads ``ok`` on the host: call it only where :func:`checking_targets` is true.
+    """
     if not bool(ok.all()):
-        raise ValueError(message)
+        raise ValueError(message())
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -122,10 +128,11 @@ def class_index_target(input: Tensor, target: Tensor) -> None:
             f"got {tuple(target.shape)}"
         )
     n_classes = input.shape[1]
-    check_values(
-        (target >= 0) & (target < n_classes),
-        f"multiclass target holds class indices outside [0, {n_classes - 1}]",
-    )
+    if checking_targets():
+        check_values(
+            (target >= 0) & (target < n_classes),
+            lambda: f"multiclass target holds class indices outside [0, {n_classes - 1}]",
+        )
 
 
 def check_class_count(name: str, values: Sequence[float], n_classes: int) -> None:

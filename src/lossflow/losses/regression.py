@@ -28,6 +28,7 @@ from lossflow.losses._base import (
     check_reduction,
     check_same_shape,
     check_values,
+    checking_targets,
     reduce,
 )
 from lossflow.losses.options import Reduction
@@ -665,13 +666,12 @@ class _PoissonNLL(_Elementwise):
 
     def values_and_state(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         m = self.max_log_rate
-        rate_slope = input.clamp(max=m).exp_()  # d rate / dx: exp(x), or exp(m) above m
-        loss = torch.addcmul(rate_slope, target, input, value=-1.0)
-        # Rare: add the tangent line's rise exp(m) (x - m) above m. A compiled graph cannot
-        # branch on data, so there it is always added (it is 0 below m).
-        if torch.compiler.is_compiling() or float(input.max()) > m:
-            loss.add_((input - m).clamp_(min=0.0), alpha=math.exp(m))
-        return loss, rate_slope.sub_(target)
+        clamped = input.clamp(max=m)
+        rate_slope = clamped.exp()  # d rate / dx: exp(x), or exp(m) above m
+        # rate(x) = exp(min(x, m)) (1 + x - min(x, m)): the tangent line's rise above m is added
+        # everywhere (it is 0 below m), so no branch reads the data.
+        loss = torch.addcmul(rate_slope, rate_slope, torch.sub(input, clamped, out=clamped))
+        return loss.addcmul_(target, input, value=-1.0), rate_slope.sub_(target)
 
     def formula(self, input: Tensor, target: Tensor) -> Tensor:
         clamped = input.clamp(max=self.max_log_rate)
@@ -734,10 +734,13 @@ def poisson_nll_loss(
     """
     _check_max_log_rate(max_log_rate)
     input, target = _check_pair(input, target, reduction)
-    check_values(
-        target.min() >= 0,
-        "poisson_nll target must hold non-negative counts; got a negative (or NaN) value",
-    )
+    if checking_targets():
+        check_values(
+            target.min() >= 0,
+            lambda: (
+                "poisson_nll target must hold non-negative counts; got a negative (or NaN) value"
+            ),
+        )
     out = _elementwise_loss(_PoissonNLL(max_log_rate), input, target, reduction)
     if full:
         out = out + reduce(torch.lgamma(target + 1.0), reduction)
@@ -767,6 +770,7 @@ class PoissonNLLSpec(LossSpecBase):
 
     tasks: ClassVar[frozenset[TaskType]] = _REGRESSION
     reference: ClassVar[str] = "torch.nn.functional.poisson_nll_loss(log_input=True)"
+    nonnegative_target: ClassVar[bool] = True
     name: Literal["poisson_nll"] = "poisson_nll"
     full: bool = Field(
         False, description="add log(target!) so the loss is the exact negative log-likelihood"

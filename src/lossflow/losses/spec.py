@@ -59,12 +59,15 @@ class LossSpecBase(BaseModel):
     Class attributes a subclass sets:
         tasks: the task types the loss fits.
         reference: the independent implementation it is tested and benchmarked against.
+        nonnegative_target: the loss models counts, so a target below 0 is invalid data (the
+            data is checked where it is prepared, not by the loss on each call).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tasks: ClassVar[frozenset[TaskType]] = frozenset()
     reference: ClassVar[str] = ""
+    nonnegative_target: ClassVar[bool] = False
 
     name: str
     reduction: Reduction = "mean"

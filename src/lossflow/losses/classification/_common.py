@@ -17,6 +17,7 @@ from lossflow.losses._base import (
     check_reduction,
     check_same_shape,
     check_values,
+    checking_targets,
     class_index_target,
 )
 from lossflow.losses.spec import TaskType
@@ -24,11 +25,6 @@ from lossflow.losses.spec import TaskType
 BINARY_TASKS: frozenset[TaskType] = frozenset({"binary", "multilabel"})
 MULTICLASS_TASKS: frozenset[TaskType] = frozenset({"multiclass"})
 CLASSIFICATION_TASKS: frozenset[TaskType] = BINARY_TASKS | MULTICLASS_TASKS
-
-
-# --------------------------------------------------------------------------------------------
-# Shared checks
-# --------------------------------------------------------------------------------------------
 
 
 def apply_function(function: type[torch.autograd.Function], *args: Any) -> Tensor:
@@ -51,7 +47,11 @@ def is_multiclass(input: Tensor, target: Tensor) -> bool:
 
 
 def binary_pair(input: Tensor, target: Tensor, reduction: str) -> tuple[Tensor, Tensor]:
-    """Check a binary/multilabel pair; return it in >= float32 and in one dtype (no range check)."""
+    """Check a binary/multilabel pair; return it in >= float32 and in one dtype.
+
+    The target's values are checked to lie in [0, 1] only under
+    :func:`lossflow.losses.target_checks`.
+    """
     check_reduction(reduction)
     check_floating("input", input)
     if not target.is_floating_point():
@@ -61,18 +61,17 @@ def binary_pair(input: Tensor, target: Tensor, reduction: str) -> tuple[Tensor, 
         )
     check_same_shape(input, target)
     check_nonempty("input", input)
+    if checking_targets():
+        low, high = torch.aminmax(target)
+        check_values(
+            (low >= 0) & (high <= 1),
+            lambda: (
+                "binary/multilabel target values must lie in [0, 1]; got values in "
+                f"[{low.item():g}, {high.item():g}]"
+            ),
+        )
     input = as_float(input)
     return input, target.to(input.dtype)
-
-
-def check_unit_target(target: Tensor) -> None:
-    """Raise ``ValueError`` unless every target value lies in [0, 1] (NaN fails)."""
-    low, high = torch.aminmax(target)
-    check_values(
-        (low >= 0) & (high <= 1),
-        f"binary/multilabel target values must lie in [0, 1]; got values in "
-        f"[{low.item():g}, {high.item():g}]",
-    )
 
 
 def multiclass_pair(input: Tensor, target: Tensor, reduction: str) -> tuple[Tensor, Tensor]:

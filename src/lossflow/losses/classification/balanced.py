@@ -26,7 +26,6 @@ from lossflow.losses.classification._common import (
     MULTICLASS_TASKS,
     binary_pair,
     check_half_open,
-    check_unit_target,
     is_multiclass,
     multiclass_pair,
 )
@@ -145,7 +144,6 @@ def class_balanced_loss(
         # w1 y + w0 (1 - y) = 2 alpha_t with alpha = w1 / 2, since w0 + w1 = 2.
         return 2.0 * focal_loss(input, target, alpha=w1 / 2.0, gamma=gamma, reduction=reduction)
     input, target = binary_pair(input, target, reduction)
-    check_unit_target(target)
     weight = torch.rsub(target, w0, alpha=w0 - w1)
     return F.binary_cross_entropy_with_logits(input, target, weight=weight, reduction=reduction)
 
@@ -289,7 +287,6 @@ def logit_adjusted_loss(
             f"[negative, positive]; got {len(priors)}"
         )
     input, target = binary_pair(input, target, reduction)
-    check_unit_target(target)
     return F.binary_cross_entropy_with_logits(
         input + tau * (log_prior[1] - log_prior[0]), target, reduction=reduction
     )

@@ -22,7 +22,6 @@ from lossflow.losses.classification._common import (
     CLASSIFICATION_TASKS,
     MULTICLASS_TASKS,
     binary_pair,
-    check_unit_target,
     is_multiclass,
     multiclass_pair,
 )
@@ -137,7 +136,6 @@ def cost_sensitive_loss(
                 "for class indices give cost_matrix"
             )
         input, target = binary_pair(input, target, reduction)
-        check_unit_target(target)
         fn = 1.0 if fn_cost is None else fn_cost
         fp = 1.0 if fp_cost is None else fp_cost
         pos_weight = torch.tensor(fn / fp, dtype=input.dtype, device=input.device)

@@ -21,7 +21,6 @@ from lossflow.losses.classification._common import (
     MULTICLASS_TASKS,
     binary_pair,
     check_half_open,
-    check_unit_target,
     multiclass_pair,
 )
 from lossflow.losses.options import Reduction
@@ -60,7 +59,6 @@ def bce_loss(
     """
     _check_pos_weight(pos_weight)
     input, target = binary_pair(input, target, reduction)
-    check_unit_target(target)
     weight = None
     if pos_weight is not None:
         weight = torch.tensor(pos_weight, dtype=input.dtype, device=input.device)

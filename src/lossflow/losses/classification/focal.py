@@ -29,11 +29,9 @@ from lossflow.losses.classification._common import (
     apply_function,
     binary_pair,
     check_unit_closed,
-    check_unit_target,
     class_tensor,
     is_multiclass,
     multiclass_pair,
-    softplus,
 )
 from lossflow.losses.options import Reduction
 from lossflow.losses.spec import LossSpecBase, TaskType, register_loss
@@ -53,89 +51,33 @@ def _check_focal_options(alpha: float | Sequence[float] | None, gamma: float) ->
 _FAST_POWERS = (0.5, 2.0, 3.0)
 
 
-def _focal_weight(q: Tensor, gamma: float, out: Tensor | None = None) -> Tensor | None:
+def _focal_weight(q: Tensor, gamma: float) -> Tensor | None:
     """``q ** gamma`` for ``0 <= q <= 1`` (``None`` for ``gamma == 0``), finite at ``q == 0``."""
     if gamma == 0:
         return None
     if gamma == 1:
         return q
     if gamma in _FAST_POWERS:
-        return torch.pow(q, gamma, out=out) if out is not None else torch.pow(q, gamma)
+        return torch.pow(q, gamma)
     # exp(gamma * log q): far cheaper than a general pow on CPU; log 0 = -inf gives exactly 0.
-    log_q = torch.log(q, out=out) if out is not None else torch.log(q)
-    return log_q.mul_(gamma).exp_()
+    return torch.log(q).mul_(gamma).exp_()
 
 
-def _binary_focal_hard(
-    x: Tensor,
-    y: Tensor,
-    alpha: float | None,
-    gamma: float,
-    reduction: str,
-    need_grad: bool,
-    buf: Tensor | None = None,
+def _binary_focal(
+    x: Tensor, y: Tensor, alpha: float | None, gamma: float, reduction: str, need_grad: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """Hard labels: with ``v = (1 - 2y) x``, ``1 - p_t = sigmoid(v)``, ``-log p_t = softplus(v)``.
-
-    d loss / dx = alpha_t (1 - 2y) [m q + gamma (1 - q) m ce] with ``q = sigmoid(v)``,
-    ``m = q^gamma``; no ``q^(gamma - 1)`` appears, so ``gamma < 1`` has finite gradients at
-    saturated logits. Three full-size buffers (``buf``, ``ce``, ``q``) are reused in place: fresh
-    memory is page-faulted on every call, so each one avoided is a pass saved.
-    """
-    v = torch.addcmul(x, x, y, value=-2.0, out=buf) if buf is not None else x - 2 * x * y
-    ce = softplus(v)
-    q = torch.sigmoid(v) if (need_grad or gamma != 0) else None
-    m: Tensor | None = None
-    if q is not None and gamma != 0:
-        if gamma == 1 or gamma in _FAST_POWERS:
-            m = _focal_weight(q, gamma, out=v)
-        else:  # log q = logsigmoid(v) = v - softplus(v): no extra transcendental pass
-            m = v.sub_(ce).mul_(gamma).exp_()
-    mce = ce if m is None else ce.mul_(m)  # ce itself is not needed again
-    if reduction == "none":
-        loss = mce if alpha is None else torch.rsub(y, 1.0 - alpha, alpha=1.0 - 2.0 * alpha)
-        if alpha is not None:
-            loss.mul_(mce)
-    else:
-        total = mce.sum()
-        if alpha is not None:  # sum alpha_t mce, alpha_t = (1 - alpha) + (2 alpha - 1) y
-            positives = torch.dot(y.reshape(-1), mce.reshape(-1))
-            total = total.mul(1.0 - alpha).add_(positives, alpha=2.0 * alpha - 1.0)
-        loss = total / mce.numel() if reduction == "mean" else total
-    if not need_grad or q is None:
-        return loss, None
-    if m is None:  # gamma == 0: d loss / dx = alpha_t (1 - 2y) q
-        inner, grad = q, v
-    else:  # m q + gamma (1 - q) m ce, into m's buffer (into v's when m is q)
-        inner = torch.mul(m, q, out=v) if m is q else m.mul_(q)
-        inner.add_(mce, alpha=gamma).addcmul_(q, mce, value=-gamma)
-        grad = q
-    # alpha_t (1 - 2y) is linear in a hard y: (1 - alpha) - y, or 1 - 2y without alpha.
-    start = 1.0 if alpha is None else 1.0 - alpha
-    slope = -2.0 if alpha is None else -1.0
-    torch.add(torch.tensor(start, dtype=y.dtype, device=y.device), y, alpha=slope, out=grad)
-    return loss, grad.mul_(inner)
-
-
-def _binary_focal_soft(
-    x: Tensor,
-    y: Tensor,
-    alpha: float | None,
-    gamma: float,
-    reduction: str,
-    need_grad: bool,
-    buf: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """Soft labels (torchvision): ``ce = softplus(x) - x y``, ``1 - p_t = lerp(p, 1 - p, y)``.
+    """Binary focal loss, reduced, and its gradient: ``ce = softplus(x) - x y`` (torchvision, soft
+    labels allowed), ``1 - p_t = lerp(p, 1 - p, y)``.
 
     d loss / dx = alpha_t [m (p - y) + gamma m ce (1 - 2y) p (1 - p) / q], ``m = q^gamma``.
-    Without cancellation at hard labels (a soft target may hold some): ``ce`` is
+    One computation for hard and soft labels alike (choosing by the target's values would read
+    them on the host), without cancellation at hard labels: ``ce`` is
     ``lerp(relu(x), relu(-x), y) + softplus(-|x|)`` with ``softplus(-|x|) =
     -log1p(-min(p, 1 - p))``, ``p - y = lerp(p, -(1 - p), y)``, ``p (1 - p)`` is
     ``sigmoid(x) sigmoid(-x)``. ``q`` is 0 only where a hard label is saturated, where ``m ce`` is
     0 too, so ``q`` is floored at the smallest normal number. Buffers are reused in place.
     """
-    x_neg = torch.neg(x, out=buf) if buf is not None else x.neg()
+    x_neg = x.neg()
     p = torch.sigmoid(x)
     p_neg = torch.sigmoid(x_neg)
     ce = torch.relu(x).lerp_(x_neg.relu_(), y)  # lerp is exact at y = 0 and y = 1
@@ -182,24 +124,6 @@ def _binary_focal_formula(x: Tensor, y: Tensor, alpha: float | None, gamma: floa
         q = torch.lerp(torch.sigmoid(x), torch.sigmoid(-x), y)
         ce = ce * q.clamp_min(torch.finfo(q.dtype).tiny).pow(gamma)
     return ce if alpha is None else ce * ((1.0 - alpha) + (2.0 * alpha - 1.0) * y)
-
-
-def _binary_focal(
-    x: Tensor, y: Tensor, alpha: float | None, gamma: float, reduction: str, need_grad: bool
-) -> tuple[Tensor, Tensor | None]:
-    """Check the target range and pick the hard- or soft-label computation.
-
-    One pass computes ``h = y - y^2``: ``h >= 0`` exactly on [0, 1] and ``h == 0`` exactly at 0
-    and 1, so the range check and the hard-label test share one ``aminmax``; both paths reuse
-    ``h``'s buffer.
-    """
-    h = torch.addcmul(y, y, y, value=-1.0)
-    low, high = torch.aminmax(h)
-    if not bool(low >= 0):
-        check_unit_target(y)  # raises with the offending range
-    if bool(high == 0):
-        return _binary_focal_hard(x, y, alpha, gamma, reduction, need_grad, h)
-    return _binary_focal_soft(x, y, alpha, gamma, reduction, need_grad, h)
 
 
 class _BinaryFocal(torch.autograd.Function):
