@@ -7,9 +7,11 @@ that names the argument, so these helpers are the one place that behaviour is wr
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from lossflow.losses.options import REDUCTIONS, target_checks_enabled
 
@@ -142,3 +144,36 @@ def check_class_count(name: str, values: Sequence[float], n_classes: int) -> Non
             f"{name} has {len(values)} entries but the input has {n_classes} classes; "
             "give one entry per class"
         )
+
+
+# compute(input, with_grad) -> (per-sample values (N, *), their gradient (N, C, *) if with_grad).
+ValueAndGrad = Callable[[Tensor, bool], tuple[Tensor, Tensor | None]]
+
+
+class _HandGradient(torch.autograd.Function):
+    """Per-sample losses whose gradient with respect to ``input`` is computed in the forward pass.
+
+    ``compute(input, True)`` returns the ``(N, *)`` losses (a list's, for ranking) and their
+    ``(N, C, *)`` gradient; only that gradient is kept for the backward pass, so no large
+    intermediate outlives the call, and the backward pass is one product. Differentiable once.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, input: Tensor, compute: ValueAndGrad) -> Tensor:
+        value, grad = compute(input, True)
+        ctx.save_for_backward(cast(Tensor, grad))  # with_grad=True always returns it
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_value: Tensor) -> tuple[Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        return grad_value.unsqueeze(1) * grad, None
+
+
+def with_hand_gradient(input: Tensor, compute: ValueAndGrad) -> Tensor:
+    """``compute``'s per-sample losses, differentiable in ``input`` when autograd needs it."""
+    if torch.is_grad_enabled() and input.requires_grad:
+        value: Tensor = _HandGradient.apply(input, compute)  # type: ignore[no-untyped-call]
+        return value
+    return compute(input, False)[0]

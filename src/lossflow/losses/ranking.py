@@ -14,15 +14,13 @@ are left out of the ``"mean"`` denominator (a batch where no query counts gives 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
-from typing import Any, ClassVar, Literal, cast
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
 
 from lossflow.losses._base import (
     as_float,
@@ -33,6 +31,7 @@ from lossflow.losses._base import (
     check_values,
     checking_targets,
     reduce,
+    with_hand_gradient,
 )
 from lossflow.losses.options import Reduction
 from lossflow.losses.spec import LossSpecBase, TaskType, register_loss
@@ -86,38 +85,6 @@ def _reduce_queries(per_query: Tensor, counts: Tensor, reduction: str) -> Tensor
     if reduction == "mean":
         return per_query.sum() / counts.sum().clamp_min(1)
     return reduce(per_query, reduction)
-
-
-# compute(scores, with_grad) -> (per-query value (Q,), d value_q / d scores (Q, L) if with_grad).
-_ValueAndGrad = Callable[[Tensor, bool], tuple[Tensor, Tensor | None]]
-
-
-class _HandGradient(torch.autograd.Function):
-    """Per-query losses whose gradient with respect to ``scores`` is computed in the forward pass.
-
-    ``compute(scores, True)`` returns the ``(Q,)`` losses and their ``(Q, L)`` gradient; only that
-    gradient is kept for the backward pass, so no large intermediate outlives the call.
-    """
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, scores: Tensor, compute: _ValueAndGrad) -> Tensor:
-        value, grad = compute(scores, True)
-        ctx.save_for_backward(cast(Tensor, grad))  # with_grad=True always returns it
-        return value
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_value: Tensor) -> tuple[Tensor, None]:
-        (grad,) = ctx.saved_tensors
-        return grad_value.unsqueeze(1) * grad, None
-
-
-def _with_hand_gradient(scores: Tensor, compute: _ValueAndGrad) -> Tensor:
-    """``compute``'s per-query losses, differentiable in ``scores`` when autograd needs it."""
-    if torch.is_grad_enabled() and scores.requires_grad:
-        value: Tensor = _HandGradient.apply(scores, compute)  # type: ignore[no-untyped-call]
-        return value
-    return compute(scores, False)[0]
 
 
 def _pair_sums(
@@ -247,7 +214,7 @@ def _pairwise(
     # Pairs per query without a (Q, L, L) pass: item i beats the items ranked strictly below it.
     beaten = torch.searchsorted(below.sort(dim=1).values, above.contiguous(), side="left")
     n_pairs = beaten.sum(1)
-    total = _with_hand_gradient(
+    total = with_hand_gradient(
         scores, partial(_pair_sums, above=above, below=below, kind=kind, margin=margin)
     )
     per_query = total / n_pairs.clamp_min(1).to(total.dtype)
@@ -450,7 +417,7 @@ def listmle_loss(
         scores = scores.where(mask, torch.finfo(scores.dtype).min)
     ranked = scores.gather(1, backwards)
     real = None if mask is None else mask.gather(1, backwards)
-    per_query = _with_hand_gradient(ranked, partial(_plackett_luce, real=real))
+    per_query = with_hand_gradient(ranked, partial(_plackett_luce, real=real))
     return _reduce_queries(per_query.where(counts, 0.0), counts, reduction)
 
 

@@ -121,6 +121,11 @@ class _ElementwiseLoss(torch.autograd.Function):
 def _elementwise_loss(
     kernel: _Elementwise, input: Tensor, target: Tensor, reduction: str
 ) -> Tensor:
+    """The kernel's loss, reduced: its closed-form gradient in eager mode; its plain formula
+    under ``torch.compile``, where Inductor fuses the formula and its autograd into fewer
+    passes than the hand-written ones."""
+    if torch.compiler.is_compiling():
+        return reduce(kernel.formula(input, target), reduction)
     # Function.apply is untyped in torch's stubs.
     apply = cast(Callable[..., Tensor], _ElementwiseLoss.apply)
     return apply(input, target, kernel, reduction)

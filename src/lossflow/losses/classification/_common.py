@@ -3,8 +3,7 @@ multiclass, option checks and a stable softplus."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +24,6 @@ from lossflow.losses.spec import TaskType
 BINARY_TASKS: frozenset[TaskType] = frozenset({"binary", "multilabel"})
 MULTICLASS_TASKS: frozenset[TaskType] = frozenset({"multiclass"})
 CLASSIFICATION_TASKS: frozenset[TaskType] = BINARY_TASKS | MULTICLASS_TASKS
-
-
-def apply_function(function: type[torch.autograd.Function], *args: Any) -> Tensor:
-    """Call a custom autograd function (``Function.apply`` is untyped in torch's stubs)."""
-    return cast(Callable[..., Tensor], function.apply)(*args)
 
 
 def is_multiclass(input: Tensor, target: Tensor) -> bool:

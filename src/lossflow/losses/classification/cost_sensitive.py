@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import ClassVar, Literal
 
 import torch
@@ -16,6 +17,7 @@ from lossflow.losses._base import (
     check_positive,
     check_reduction,
     reduce,
+    with_hand_gradient,
 )
 from lossflow.losses.classification._common import (
     BINARY_TASKS,
@@ -58,22 +60,38 @@ def _check_cost_options(
         check_positive("fp_cost", fp_cost)
 
 
-def _log_one_minus_softmax(x: Tensor) -> Tensor:
-    """``log(1 - softmax(x, 1))`` without cancellation.
+def _cost_matrix(x: Tensor, need_grad: bool, *, costs: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Per-sample ``-sum_k c_k log(1 - p_k)`` (``c = costs``, ``p = softmax(x, 1)``) and its
+    gradient in ``x``, without cancellation and with no branch on the data.
 
-    With ``m`` the row maximum, ``e = exp(x - m)`` and ``S = sum(e) >= 1``: for every entry but
-    the argmax, ``S - e_k >= 1`` and ``log(1 - p_k) = log(S - e_k) - log S``; for the argmax it is
-    ``logsumexp`` of the other entries minus ``logsumexp`` of all.
+    With ``m`` the largest logit of a row (at ``top``), ``m2`` the largest of the others,
+    ``e_k = exp(x_k - m2)`` off ``top`` (0 at ``top``), ``S = sum_k e_k >= 1`` and ``t = exp(m2 -
+    m) <= 1``: ``p_top = 1 / (1 + S t)`` and ``p_k = e_k t p_top`` elsewhere. Off ``top``,
+    ``p_k <= 1/2`` and ``log1p(-p_k)`` is exact; at ``top``, ``log(1 - p_top) = log S + m2 - m -
+    log1p(S t)``, finite for any logits. The gradient ``d/dx_j = r_j - p_j sum_k r_k`` with
+    ``r_k = c_k p_k / (1 - p_k)`` becomes ``r_j - w e_j`` off ``top`` (``w`` one number per row)
+    and ``p_top (c_top - sum_{k != top} r_k)`` at ``top``, so no ``1 / (1 - p_top)`` is formed.
     """
-    m = x.detach().amax(1, keepdim=True)
-    top = x.detach().argmax(1, keepdim=True)
-    e = (x - m).exp()
+    m, top = x.max(1, keepdim=True)
+    d = (x - m).scatter_(1, top, float("-inf"))
+    gap = d.amax(1, keepdim=True)  # m2 - m
+    e = d.sub_(gap).exp_()
     s = e.sum(1, keepdim=True)
-    log_s = s.log()
-    # The argmax entry gets a placeholder 1 (its gradient is dropped by the scatter below).
-    rest = (s - e).scatter(1, top, 1.0).log() - log_s
-    others = torch.logsumexp(x.scatter(1, top, float("-inf")), 1, keepdim=True)
-    return rest.scatter(1, top, others - m - log_s)
+    t = gap.exp()
+    st = s * t
+    p_top = st.add(1.0).reciprocal_()
+    minus_p = torch.mul(e, -(t * p_top))  # -p_k off top, 0 at top
+    c_top = costs.gather(1, top)
+    total = (costs * torch.log1p(minus_p)).sum(1, keepdim=True)
+    total.addcmul_(c_top, s.log().add_(gap).sub_(st.log1p()))  # c_top log(1 - p_top)
+    loss = total.squeeze(1).neg_()
+    if not need_grad:
+        return loss, None
+    r = torch.div(minus_p, torch.rsub(minus_p, -1.0), out=minus_p).mul_(costs)  # 0 at top
+    r_sum = r.sum(1, keepdim=True)
+    w = (t * r_sum).add_(c_top / s).mul_(p_top)
+    grad = r.addcmul_(e, w, value=-1.0)
+    return loss, grad.scatter_(1, top, p_top * (c_top - r_sum))
 
 
 def cost_sensitive_loss(
@@ -104,7 +122,8 @@ def cost_sensitive_loss(
 
     i.e. each wrong class is pushed down in proportion to the cost of predicting it. With
     ``C = [[0, fp], [fn, 0]]`` it is exactly the binary loss of the logit :math:`x_1 - x_0`.
-    :math:`\log(1 - p_k)` is computed without cancellation (see ``_log_one_minus_softmax``).
+    :math:`\log(1 - p_k)` is computed without cancellation (see ``_cost_matrix``), and the
+    forward pass computes the gradient too: the loss is differentiable once in the logits.
 
     Reference: the formulas above in numpy float64.
 
@@ -152,8 +171,7 @@ def cost_sensitive_loss(
     check_class_count("cost_matrix", cost_matrix[0], input.shape[1])  # square: checked
     costs = torch.tensor([list(row) for row in cost_matrix], dtype=input.dtype, device=input.device)
     row_costs = costs[target].movedim(-1, 1)  # (N, C, *): C[y_i][k]
-    per_sample = (row_costs * _log_one_minus_softmax(input)).sum(1).neg()
-    return reduce(per_sample, reduction)
+    return reduce(with_hand_gradient(input, partial(_cost_matrix, costs=row_costs)), reduction)
 
 
 class CostSensitiveLoss(nn.Module):
