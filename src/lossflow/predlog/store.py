@@ -60,7 +60,8 @@ def open_log(
         url: the configured ``log.url`` (``None``: the embedded file).
         db_schema: the configured ``log.db_schema``.
         data_dir: the project's data directory.
-        existing: a reader's call: the embedded file must exist already.
+        existing: a reader's call: the embedded file must exist already (else a writer's: the
+            data directory is created).
 
     Raises:
         LogNotFoundError: ``existing`` and the embedded file does not exist.
@@ -73,6 +74,7 @@ def open_log(
                 "start `lossflow serve` (it logs every prediction there, then send traffic) or "
                 "set log.url"
             )
+        data_dir.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
         url = default_log_url(data_dir)
     return PredictionLog(url, db_schema)
 

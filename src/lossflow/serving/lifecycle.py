@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lossflow import terminal
 from lossflow.errors import UserError
-from lossflow.predlog import BatchWriter, LogWriteError, PredictionLog, default_log_url
+from lossflow.predlog import BatchWriter, LogWriteError, open_log
 from lossflow.predlog.state import claim_log, read_traffic
 from lossflow.serving.router import TrafficSplit
 from lossflow.serving.shadow import ShadowScorer
@@ -63,10 +63,7 @@ async def start(state: ServiceState) -> None:
     try:
         deployment = await run_in_threadpool(state.loader.deployment)
         if cfg.log.enabled:
-            url = cfg.log.url or default_log_url(cfg.data_dir)
-            if cfg.log.url is None:
-                cfg.data_dir.mkdir(parents=True, exist_ok=True)
-            state.log = PredictionLog(url, cfg.log.db_schema)
+            state.log = open_log(cfg.log.url, cfg.log.db_schema, cfg.data_dir)
             await run_in_threadpool(state.log.create_schema)
             await run_in_threadpool(claim_log, state.log, cfg.tracking.registered_model)
     except UserError as err:
