@@ -38,9 +38,7 @@ def resolve(cfg: AbConfig, now: datetime, config_dir: Path) -> Setup:
 
 
 @task(name="measure-arms", cache_policy=NO_CACHE)
-def measure(
-    cfg: AbConfig, setup: Setup, config_dir: Path
-) -> tuple[str, dict[str, VariantMetrics]]:
+def measure(cfg: AbConfig, setup: Setup, config_dir: Path) -> tuple[str, dict[str, VariantMetrics]]:
     if setup.problems:
         return cfg.primary_metric or "-", {}
     metric = steps.primary_metric(cfg, setup, config_dir)
