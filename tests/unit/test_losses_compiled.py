@@ -25,6 +25,8 @@ SPECS: list[tuple[dict[str, Any], str]] = [
         "classes",
     ),
     ({"name": "listmle"}, "lists"),
+    ({"name": "ranknet", "sigma": 2.0}, "lists"),
+    ({"name": "margin_ranking"}, "lists"),
 ]
 
 

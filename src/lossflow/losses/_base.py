@@ -1,7 +1,8 @@
-"""Shared argument checks and reductions for the loss functions.
+"""Shared argument checks, reductions and the hand-gradient autograd function of the losses.
 
 Every loss in this package reduces the same way and rejects bad arguments with a ``ValueError``
-that names the argument, so these helpers are the one place that behaviour is written.
+that names the argument, so these helpers are the one place that behaviour is written. Checks of a
+target's values read data on the host and run only under :func:`lossflow.losses.target_checks`.
 """
 
 from __future__ import annotations
