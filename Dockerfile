@@ -8,9 +8,9 @@
 #   docker build --target worker -t lossflow-worker .
 #
 # Every Python package is pinned by constraints.txt (the lock the Makefile installs from too) and
-# installed by uv, as in the Makefile (faster than pip: README "Container images"), with its
-# bytecode compiled as pip would. uv has a venv of its own in the build stages; no runtime image
-# has uv or pip.
+# installed by uv as in the Makefile (one installer, the same torch-first rule), its bytecode
+# compiled as pip would. uv has a venv of its own in the build stages; no runtime image has uv
+# or pip.
 # Build arguments:
 #   BASE_IMAGE        a Debian-based image with python3 (3.11) and its venv module; where no image
 #                     registry is reachable, import one (README "Container images")

@@ -4,12 +4,10 @@ missing daemon or base image fails them. Containers use the host network only an
 so no traffic leaves 127.0.0.1. Each image is built once per session, when its first test runs.
 
 Where no image registry is reachable, point the build at a local base image and pass the
-build arguments the Dockerfile documents; ``.ci/docker.sh up`` starts a daemon, imports the base
-and prepares the build context as CI does (README "Container images")::
+build arguments the Dockerfile documents; ``.ci/docker.sh up`` starts a daemon, imports the base,
+prepares the build context as CI does and prints the settings (README "Container images")::
 
-    .ci/docker.sh up
-    LOSSFLOW_TEST_BASE_IMAGE=lossflow-base:bookworm \\
-    LOSSFLOW_TEST_BUILD_ARGS="TORCH_INDEX_URL= PIP_CERT_FILE=host-ca.crt" \\
+    eval "$(.ci/docker.sh up)"     # DOCKER_HOST, LOSSFLOW_TEST_BASE_IMAGE, LOSSFLOW_TEST_BUILD_ARGS
     pytest tests/integration/test_images.py
     .ci/docker.sh down
 """
