@@ -60,8 +60,11 @@ def test_dockerfile_has_a_target_per_process_and_runs_them_as_a_numeric_non_root
     assert all(re.fullmatch(r"[1-9]\d*:[1-9]\d*", u) for u in users), users
     assert "HEALTHCHECK" in text
     assert "/health" in text
-    assert text.count("-c constraints.txt") == 2, "both dependency sets install from the lock"
-    assert text.count("pip install --no-cache-dir --no-deps .") == 2, "the project comes last"
+    locked = "-c constraints.txt -r requirements.txt"
+    assert text.count(locked) == 2, "both dependency sets install from the lock"
+    torch_first = "-c constraints.txt \\\n        \"$(grep -E '^torch==' constraints.txt)\""
+    assert text.count(torch_first) == 1, "torch alone, from the lock, first"
+    assert text.count("uv pip install --no-deps .") == 2, "the project comes last"
 
 
 # --- compose ---------------------------------------------------------------------------------
