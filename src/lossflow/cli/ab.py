@@ -5,17 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-
-from lossflow.config import DEFAULT_CONFIG_DIR
-
-if TYPE_CHECKING:
-    pass
-
 
 from lossflow.cli.common import (
     ConfigDir,
@@ -24,6 +18,7 @@ from lossflow.cli.common import (
     settings,
     user_errors,
 )
+from lossflow.config import DEFAULT_CONFIG_DIR
 
 ab_app = typer.Typer(
     help="A/B analysis of loss variants: status, decide (promote/reject), rollback.",

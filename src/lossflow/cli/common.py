@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,10 +16,6 @@ from rich.markup import escape
 from lossflow import terminal
 from lossflow.errors import UserError
 from lossflow.telemetry import TELEMETRY_OFF
-
-if TYPE_CHECKING:
-    pass
-
 
 # Telemetry stays off; Prefect's temporary local server gets time to start on a busy machine.
 ENVIRONMENT = {

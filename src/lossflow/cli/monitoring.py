@@ -6,16 +6,10 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
-
-from lossflow.config import DEFAULT_CONFIG_DIR
-
-if TYPE_CHECKING:
-    pass
-
 
 from lossflow.cli.common import (
     ConfigDir,
@@ -25,6 +19,7 @@ from lossflow.cli.common import (
     user_errors,
     utc_option,
 )
+from lossflow.config import DEFAULT_CONFIG_DIR
 
 
 @user_errors

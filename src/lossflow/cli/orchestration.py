@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-
-from lossflow.config import DEFAULT_CONFIG_DIR
-from lossflow.config.serving import load_serving_config
-from lossflow.processes import run_attached
-
-if TYPE_CHECKING:
-    pass
-
 
 from lossflow.cli.common import (
     ConfigDir,
@@ -31,6 +23,9 @@ from lossflow.cli.common import (
     stderr,
     user_errors,
 )
+from lossflow.config import DEFAULT_CONFIG_DIR
+from lossflow.config.serving import load_serving_config
+from lossflow.processes import run_attached
 
 
 @user_errors

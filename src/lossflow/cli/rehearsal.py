@@ -5,19 +5,13 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from lossflow import terminal
-from lossflow.config import DEFAULT_CONFIG_DIR
-
-if TYPE_CHECKING:
-    pass
-
-
 from lossflow.cli.common import (
     PROJECT,
     ConfigDir,
@@ -26,6 +20,7 @@ from lossflow.cli.common import (
     settings,
     user_errors,
 )
+from lossflow.config import DEFAULT_CONFIG_DIR
 
 RehearsalOverrides = Annotated[
     list[str] | None,

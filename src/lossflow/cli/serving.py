@@ -7,7 +7,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,19 +15,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from lossflow import terminal
-from lossflow.config import DEFAULT_CONFIG_DIR
-from lossflow.config.serving import ServingConfig, load_serving_config
-
-if TYPE_CHECKING:
-    pass
-
-
 from lossflow.cli.common import (
     ConfigDir,
     settings,
     stderr,
     user_errors,
 )
+from lossflow.config import DEFAULT_CONFIG_DIR
+from lossflow.config.serving import ServingConfig, load_serving_config
 
 
 @user_errors

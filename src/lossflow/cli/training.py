@@ -6,20 +6,12 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, get_args
+from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from lossflow.config import DEFAULT_CONFIG_DIR
-from lossflow.config.training import load_training_config
-from lossflow.losses import TaskType
-
-if TYPE_CHECKING:
-    pass
-
 
 from lossflow.cli.common import (
     ConfigDir,
@@ -29,6 +21,9 @@ from lossflow.cli.common import (
     settings,
     user_errors,
 )
+from lossflow.config import DEFAULT_CONFIG_DIR
+from lossflow.config.training import load_training_config
+from lossflow.losses import TaskType
 
 
 def losses(
