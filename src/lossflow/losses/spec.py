@@ -61,6 +61,8 @@ class LossSpecBase(BaseModel):
         reference: the independent implementation it is tested and benchmarked against.
         nonnegative_target: the loss models counts, so a target below 0 is invalid data (the
             data is checked where it is prepared, not by the loss on each call).
+        task_options: for a task among ``tasks`` that only some option values fit, what to set
+            (said when a configuration does not fit the task).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -68,6 +70,7 @@ class LossSpecBase(BaseModel):
     tasks: ClassVar[frozenset[TaskType]] = frozenset()
     reference: ClassVar[str] = ""
     nonnegative_target: ClassVar[bool] = False
+    task_options: ClassVar[Mapping[TaskType, str]] = {}
 
     name: str
     reduction: Reduction = "mean"
@@ -296,9 +299,12 @@ def check_task(spec: LossSpecBase, task: TaskType) -> None:
     fits = spec.task_types()
     if task not in fits:
         fitting = sorted(n for n, c in LOSS_SPECS.items() if task in c.tasks)
+        hint = type(spec).task_options.get(task)
+        how = f"; for a {task} task set {hint}" if hint else ""
         raise LossConfigError(
-            f"loss '{spec.name}' fits {', '.join(sorted(fits)) or 'no task'} tasks, "
-            f"not a {task} task; losses for {task}: {', '.join(fitting)}"
+            f"loss '{spec.name}'{' as configured' if hint else ''} fits "
+            f"{', '.join(sorted(fits)) or 'no task'} tasks, not a {task} task{how}; "
+            f"losses for {task}: {', '.join(fitting)}"
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal
 
 import torch
@@ -185,6 +185,11 @@ class ClassBalancedSpec(LossSpecBase):
     """Class-balanced loss (Cui et al. 2019): base loss weighted by inverse effective counts."""
 
     tasks: ClassVar[frozenset[TaskType]] = CLASSIFICATION_TASKS
+    task_options: ClassVar[Mapping[TaskType, str]] = {
+        "multiclass": "base: ce",
+        "binary": "base: bce",
+        "multilabel": "base: bce",
+    }
     reference: ClassVar[str] = "numpy weights (1-beta)/(1-beta^n) times the unweighted base loss"
     name: Literal["class_balanced"] = "class_balanced"
     class_counts: list[int] | None = Field(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import ClassVar, Literal
 
@@ -203,6 +203,11 @@ class CostSensitiveSpec(LossSpecBase):
     """Cost-weighted log loss: false-negative/false-positive costs, or a cost matrix."""
 
     tasks: ClassVar[frozenset[TaskType]] = CLASSIFICATION_TASKS
+    task_options: ClassVar[Mapping[TaskType, str]] = {
+        "multiclass": "a cost_matrix (cost_matrix[true][pred], zero diagonal)",
+        "binary": "fn_cost/fp_cost without a cost_matrix",
+        "multilabel": "fn_cost/fp_cost without a cost_matrix",
+    }
     reference: ClassVar[str] = "numpy float64 cost-weighted log loss"
     name: Literal["cost_sensitive"] = "cost_sensitive"
     fn_cost: float | None = Field(

@@ -8,7 +8,7 @@ differentiable once (a second derivative raises instead of silently being wrong)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, Literal, cast
 
@@ -292,6 +292,9 @@ class FocalSpec(LossSpecBase):
     """Focal loss (Lin et al. 2017): cross-entropy down-weighting easy examples by (1-p_t)^gamma."""
 
     tasks: ClassVar[frozenset[TaskType]] = CLASSIFICATION_TASKS
+    task_options: ClassVar[Mapping[TaskType, str]] = {
+        "multiclass": "alpha to null or to a list of one weight per class (loss.alpha=null)"
+    }
     reference: ClassVar[str] = (
         "torchvision.ops.sigmoid_focal_loss (numpy), kornia.losses.binary_focal_loss_with_logits, "
         "kornia.losses.focal_loss"
