@@ -141,3 +141,26 @@ def running(
         yield server
     finally:
         server.stop()
+
+
+def fuzz(schema: str, base_url: str | None, cwd: Path, seconds: int = 25) -> None:
+    """Fuzz a live API with schemathesis from ``schema`` (a URL, or a file with ``base_url``):
+    no 5xx, and status codes, content types and bodies as the schema says."""
+    command = [str(BIN / "schemathesis"), "run", schema]
+    if base_url is not None:
+        command += ["--url", base_url]
+    checks = (
+        "not_a_server_error,status_code_conformance,content_type_conformance,"
+        "response_schema_conformance"
+    )
+    command += ["--checks", checks, "--max-time", str(seconds), "--workers", "2", "--seed", "1"]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

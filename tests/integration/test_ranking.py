@@ -1,7 +1,8 @@
 """Ranking end to end on real data: train with each list-level loss on whole lists, report NDCG
 beside the popularity baseline in a real MLflow store, export to ONNX (parity gate), register,
-and rank a list over HTTP (`lossflow serve` under uvicorn on loopback) with the scores that
-onnxruntime gives directly; the list is one row of the prediction log, its feedback graded."""
+and rank a list over HTTP (`lossflow serve` under uvicorn on loopback; ``/rank`` and the Open
+Inference Protocol's ``/v2/models/{name}/infer``) with the scores that onnxruntime gives
+directly; the list is one row of the prediction log, its feedback graded."""
 
 from __future__ import annotations
 
@@ -157,6 +158,26 @@ def test_the_served_model_ranks_a_list_with_the_scores_of_onnxruntime(trained: T
         assert body["model_version"] == trained.version
         same = client.post("/predict", json={"unit_id": "traveller-1", "records": items})
         assert [p["value"] for p in same.json()["predictions"]] == pytest.approx(body["scores"])
+        # The Open Inference Protocol: one request is one list, as /rank; one tensor per column.
+        numeric = set(trained.prepared.preprocessor().numeric_columns)
+        tensors = [
+            {
+                "name": name,
+                "shape": [len(items)],
+                "datatype": "FP64" if name in numeric else "BYTES",
+                "data": [item[name] for item in items],
+            }
+            for name in items[0]
+        ]
+        v2 = client.post(
+            f"/v2/models/{MODEL}/infer",
+            json={"parameters": {"unit_id": "traveller-1"}, "inputs": tensors},
+        )
+        assert v2.status_code == 200, v2.text
+        outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
+        assert outputs["score"] == pytest.approx(body["scores"])
+        assert outputs["rank"] == [body["order"].index(i) + 1 for i in range(len(items))]
+        v2_id = v2.json()["parameters"]["request_id"]
         bad = client.post("/rank", json={"unit_id": "u", "items": [{**items[0], "ttme": "x"}]})
         assert bad.status_code == 422
         assert bad.json()["detail"][0]["loc"] == ["body", "items", 0, "ttme"]
@@ -177,6 +198,7 @@ def test_the_served_model_ranks_a_list_with_the_scores_of_onnxruntime(trained: T
         log.dispose()
     rows = frame.loc[frame["request_id"] == body["request_id"]]
     assert len(rows) == 1, "one row per list"
+    assert len(frame.loc[frame["request_id"] == v2_id]) == 1, "a V2 list is one row too"
     row = rows.iloc[0]
     assert row["features"] == items
     assert [o["score"] for o in row["outputs"]] == pytest.approx(body["scores"])

@@ -1219,7 +1219,7 @@ def test_a_poison_batch_is_dead_lettered_counted_and_the_service_keeps_serving(
         first = _predict(client, "unit-1", registry.records[:1])
         _state(client).writer.flush(timeout=10)  # type: ignore[union-attr]
         repeated = type("Fixed", (), {"hex": first["request_id"]})()
-        monkeypatch.setattr("lossflow.serving.routes.predict.uuid.uuid4", lambda: repeated)
+        monkeypatch.setattr("lossflow.serving.answering.uuid.uuid4", lambda: repeated)
         for unit in ("unit-2", "unit-3"):
             _predict(client, unit, registry.records[:1])  # answered: the log write fails later
         monkeypatch.undo()

@@ -5,7 +5,10 @@
 - ``schemas`` — the documented request and answer bodies;
 - ``state`` — what the routes share (``app.state.service``) and the dependencies that reach it;
 - ``routes`` — ``predict`` (``/predict``, ``/rank``), ``feedback``, ``probes`` (``/health``,
-  ``/ready``, ``/info``, ``/metrics``) and ``admin`` (``/admin/reload``, ``/admin/traffic``);
+  ``/ready``, ``/info``, ``/metrics``), ``admin`` (``/admin/reload``, ``/admin/traffic``) and
+  ``v2`` (the Open Inference Protocol: ``/v2/...``, codec in ``oip``);
+- ``answering`` — one request's routing, scoring, log record, shadow and metrics, whatever
+  protocol it came in;
 - ``lifecycle`` — start, reload, registry watch, drain;
 - ``shadow`` — the model scored and logged off the event loop, never returned.
 """
@@ -17,11 +20,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from lossflow.config.serving import ServingConfig
 from lossflow.serving import lifecycle
-from lossflow.serving.routes import admin, feedback, predict, probes
+from lossflow.serving.routes import admin, feedback, predict, probes, v2
 from lossflow.serving.schemas import JSON, RecordsField, records_body_schema
 from lossflow.serving.state import ServiceState
 from lossflow.serving.variants import Deployment, VariantLoader
@@ -48,8 +52,9 @@ def create_app(
     )
     state = ServiceState(cfg, loader or VariantLoader(cfg))
     app.state.service = state
-    for router in (predict.router, feedback.router, probes.router, admin.router):
+    for router in (predict.router, feedback.router, probes.router, admin.router, v2.router):
         app.include_router(router)
+    app.add_exception_handler(StarletteHTTPException, v2.http_error)
     if predict_fast_path:
         app.fast_predict = predict.predict
     app.openapi = _openapi(app, state)  # type: ignore[method-assign]

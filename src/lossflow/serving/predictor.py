@@ -90,7 +90,8 @@ def logged_output(
     return {"value": prediction.value}
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters for an error message."""
     text = repr(value)
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
@@ -260,13 +261,13 @@ class OnnxPredictor:
     def _check_category(index: int, name: str, value: Any) -> None:
         if not isinstance(value, str):
             raise RecordError(
-                index, name, f"categorical value must be a string or null (got {_shown(value)})"
+                index, name, f"categorical value must be a string or null (got {shown(value)})"
             )
 
     @staticmethod
     def _check_number(index: int, name: str, value: Any) -> None:
         if not _is_number(value):
-            raise RecordError(index, name, f"not a number (got {_shown(value)})")
+            raise RecordError(index, name, f"not a number (got {shown(value)})")
         try:
             number = float(value)
         except OverflowError as err:

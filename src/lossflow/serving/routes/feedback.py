@@ -22,7 +22,7 @@ from lossflow.predlog import (
     PredictionLog,
     UnknownRequestError,
 )
-from lossflow.serving.routes.predict import REPLAY_ONLY
+from lossflow.serving.answering import REPLAY_ONLY
 from lossflow.serving.schemas import FeedbackRequest, FeedbackResponse, errors
 from lossflow.serving.shadow import label_shadow
 from lossflow.serving.state import Service, ServiceState
