@@ -14,7 +14,7 @@ export ORT_DISABLE_TELEMETRY := 1
 TYPED := src
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock images run serve traffic monitor demo losses ui test test-fast lint format typecheck bench clean
+.PHONY: help install lock images run serve traffic monitor demo losses ui test test-fast lint format typecheck peers bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -92,7 +92,20 @@ test: lint typecheck ## Everything CI runs: lint, types, all tests (images: a Do
 test-fast: $(STAMP) ## Tests without the slow ones
 	$(BIN)/pytest -m "not slow"
 
-bench: $(STAMP) ## Benchmarks: losses; training throughput; service vs mlflow serve; monitoring vs Evidently
+# The serving benchmark's KServe and MLServer peers do not install beside the lock (current
+# kserve and mlserver need protobuf<7, the lock has 7; no kserve resolves at all, only mlserver
+# 1.2.1), so each runs from a venv of its own, made by the project's uv from its pinned
+# requirements (benchmarks/peers/NAME.txt, compiled from NAME.in), anew when they change.
+PEERS_VENV := .venv-peers
+PEERS := kserve mlserver
+$(PEERS_VENV)/%/.installed: benchmarks/peers/%.txt | $(STAMP)
+	$(BIN)/uv venv --quiet --clear --python $(BIN)/python $(PEERS_VENV)/$*
+	$(BIN)/uv pip install --quiet --system-certs --python $(PEERS_VENV)/$*/bin/python -r $<
+	touch $@
+
+peers: $(foreach p,$(PEERS),$(PEERS_VENV)/$(p)/.installed) ## The serving benchmark's peer venvs: .venv-peers/kserve, mlserver
+
+bench: $(STAMP) peers ## Benchmarks: losses; training throughput; service vs mlflow serve; monitoring vs Evidently
 	$(BIN)/python benchmarks/losses.py --json benchmarks/results/losses.json
 	$(BIN)/python benchmarks/training_throughput.py --json benchmarks/results/training_throughput.json
 	$(BIN)/python benchmarks/serving.py --json benchmarks/results/serving.json
