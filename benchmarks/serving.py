@@ -1,10 +1,14 @@
-"""Requests/s and latency of lossflow's service beside `mlflow models serve` and in-process ORT.
+"""Requests/s and latency of lossflow's service beside serving peers and in-process ORT.
 
 One run, the same registered ONNX model, one-record requests, ``--clients`` concurrent
 keep-alive connections on loopback, one server at a time:
 
 - (a) ``lossflow serve`` as deployed: A/B split between ``champion`` and ``challenger`` (when the
   registry has both) and every answer written to the prediction log (SQLite in the data dir);
+  also measured over the Open Inference Protocol (V2): the same server, the same records sent to
+  ``POST /v2/models/<model>/infer`` as a shape-[1] tensor per raw feature column (numeric FP32,
+  categorical BYTES, null for missing) with the unit id in ``parameters``; those answers are
+  logged too. ``--skip-peers lossflow_v2`` leaves this row out (a lossflow without that route);
 - (b) the same service with ``log.enabled=false``;
 - (c) ``mlflow models serve -m models:/<model>@champion --env-manager local``, the server a user
   would otherwise pick, fed the model's encoded inputs (it has no preprocessing);
@@ -20,6 +24,23 @@ keep-alive connections on loopback, one server at a time:
   a change to the shadow path is measured before and after in one run. After each round the
   benchmark waits until the shadow has scored or dropped every request (``/metrics``) and
   reports both counts;
+- (g) KServe's Python ``ModelServer`` (``benchmarks/peers/kserve_peer.py``) and (h) MLServer
+  (``benchmarks/peers/mlserver_peer.py``), the servers a Kubernetes user would pick, fed the same
+  V2 bodies as (a) over V2. Neither ships an ONNX runtime of its own (KServe sends ONNX to
+  Triton; MLServer's runtimes are sklearn, xgboost, mlflow, ...), so each serves the champion
+  through a minimal custom model (a ``kserve.Model``; an ``MLModel`` that MLServer loads from
+  the settings files the script writes) that turns the tensors into one record and scores it
+  with lossflow's ``OnnxPredictor`` (imported from ``src``: validation, the encoding the model
+  file carries, onnxruntime on one thread), so per request they do what lossflow does. Both
+  speak REST only, on loopback, on uvicorn with uvloop and httptools and without per-request log
+  lines, as lossflow (KServe has no option for its host or its access log: the peer sets them on
+  its uvicorn config); MLServer scores in its server process (``parallel_workers: 0``: 2 to 4
+  times the req/s of its default, one inference worker process fed over IPC, at 16 clients on
+  this machine) and puts gRPC and metrics on free ports (it always starts both). Neither
+  installs beside the project's lock (both need protobuf<7; no kserve resolves, only mlserver
+  1.2.1), so each runs from its own venv, ``make peers`` (``.venv-peers/kserve``,
+  ``.venv-peers/mlserver``, pinned in ``benchmarks/peers/*.txt``, the lock's onnxruntime);
+  without them the benchmark stops and says so, unless ``--skip-peers kserve,mlserver``;
 - (d) in process, one call at a time: ``OnnxPredictor.predict([record])`` (validation, encoding
   and onnxruntime, what the service does per request) and ``OnnxRunner.run`` on encoded inputs.
 
@@ -38,13 +59,16 @@ small machine it shares the cores with the server, as a real client on the same 
 
 Also measured: batch-1 latency of onnxruntime (``OnnxRunner.run``) against the same network in
 torch eager (rebuilt from the run's checkpoint and config, checked equal to the ONNX output),
-both on one thread. The last line is the headline ratio, (a) / (c) in requests/s; the JSON also
-has (a) / each peer under ``ratios``.
+both on one thread. The last line is the headline ratio, (a) / the best peer in requests/s (the
+peer with the most req/s among (c), (e), (g) and (h)); the JSON also has (a) / each peer under
+``ratios`` (and ``p99_ratios``), (a) over V2 / each peer under ``ratios_v2`` and / the best
+under ``ratio_v2``, and the former headline, (a) / (c), as ``ratio_mlflow_serve``.
 
     python benchmarks/serving.py                          # trains a small registry first
     python benchmarks/serving.py --data-dir /tmp/lf       # copies an existing data dir
     python benchmarks/serving.py --quick --json out.json
     python benchmarks/serving.py --before-src /tmp/before --json out.json  # (f) before and after
+    python benchmarks/serving.py --quick --skip-peers lossflow_v2,kserve   # rows left out
 """
 
 from __future__ import annotations
@@ -80,6 +104,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 LOADGEN = Path(__file__).with_name("loadgen.py")
 LITSERVE = Path(__file__).with_name("litserve_peer.py")
+# Peers that do not install beside the project's lock: each runs from its own venv
+# (`make peers`) with its script here; lossflow's predictor comes from src/ (PYTHONPATH).
+PEERS_VENV = ROOT / ".venv-peers"
+PEER_SCRIPTS = {
+    "kserve": Path(__file__).parent / "peers" / "kserve_peer.py",
+    "mlserver": Path(__file__).parent / "peers" / "mlserver_peer.py",
+}
+# Each peer in its best configuration here: MLServer scoring in its server process answered 2 to
+# 4 times the req/s of its default, one inference worker process (IPC per request), at 16 clients.
+PEER_OPTIONS = {"kserve": [], "mlserver": ["--parallel-workers", "0"]}
 BIN = Path(sys.executable).parent
 # What the copy of a data dir leaves out: files a service writes there.
 SERVICE_OUTPUTS = ("predictions.db*", "serving-cache", "unlogged-*.jsonl")
@@ -104,6 +138,7 @@ class Settings:
     batch1_rounds: int
     subsample: int
     before_src: Path | None = None
+    skip: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -123,6 +158,7 @@ class Workload:
     records: list[dict[str, Any]]
     lossflow_bodies: list[bytes]
     mlflow_bodies: list[bytes]
+    v2_bodies: list[bytes]  # Open Inference Protocol V2: one tensor per raw feature column
     inputs: list[dict[str, np.ndarray]]  # each record encoded for the champion
 
 
@@ -200,8 +236,25 @@ def _plain(array: np.ndarray) -> list[Any]:
     ]
 
 
+def v2_body(unit_id: str, record: Mapping[str, Any], numeric: frozenset[str]) -> bytes:
+    """One record as an Open Inference Protocol (V2) infer request: a shape-[1] tensor per raw
+    feature column (numeric FP32, categorical BYTES, null for a missing value), the unit id as
+    a request parameter (lossflow's A/B split reads it; the peers ignore it)."""
+    inputs = [
+        {
+            "name": name,
+            "shape": [1],
+            "datatype": "FP32" if name in numeric else "BYTES",
+            "data": [value],
+        }
+        for name, value in record.items()
+    ]
+    return orjson.dumps({"parameters": {"unit_id": unit_id}, "inputs": inputs})
+
+
 def make_workload(models: Models, count: int) -> Workload:
-    """``count`` production records, their /predict bodies and their encoded mlflow bodies."""
+    """``count`` production records, their /predict and V2 bodies and their encoded mlflow
+    bodies."""
     from lossflow.replay.rows import records_of
     from lossflow.serving.predictor import OnnxPredictor
 
@@ -219,15 +272,19 @@ def make_workload(models: Models, count: int) -> Workload:
         raise BenchmarkError(
             f"{parquet} has {len(records)} rows; ask for at most that many records"
         )
+    numeric = frozenset(predictor.preprocessor.numeric_columns)
     lossflow_bodies: list[bytes] = []
     mlflow_bodies: list[bytes] = []
+    v2_bodies: list[bytes] = []
     inputs: list[dict[str, np.ndarray]] = []
     for i, record in enumerate(records):
-        lossflow_bodies.append(orjson.dumps({"unit_id": f"user-{i:06d}", "records": [record]}))
+        unit = f"user-{i:06d}"
+        lossflow_bodies.append(orjson.dumps({"unit_id": unit, "records": [record]}))
+        v2_bodies.append(v2_body(unit, record, numeric))
         encoded = predictor.preprocessor.model_inputs(predictor.encode([record]))
         inputs.append(encoded)
         mlflow_bodies.append(orjson.dumps({"inputs": {k: _plain(v) for k, v in encoded.items()}}))
-    return Workload(records, lossflow_bodies, mlflow_bodies, inputs)
+    return Workload(records, lossflow_bodies, mlflow_bodies, v2_bodies, inputs)
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -330,6 +387,52 @@ def verify_peer(label: str, port: int, work: Workload, scorer: Callable[..., Any
         (got,) = answer["predictions"]
         (expected,) = scorer([record])
         _check(label, i, got, expected)
+
+
+def _v2_prediction(label: str, i: int, answer: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``probability`` (and ``label`` when answered) of a one-record V2 infer answer."""
+    outputs = {output["name"]: output for output in answer.get("outputs", ())}
+    if "probability" not in outputs:
+        raise BenchmarkError(f"record {i}: {label} answered no probability output: {answer}")
+    got = {"probability": float(outputs["probability"]["data"][0])}
+    if "label" in outputs:
+        got["label"] = outputs["label"]["data"][0]
+    return got
+
+
+def verify_v2(
+    label: str,
+    port: int,
+    path: str,
+    work: Workload,
+    champion: Callable[..., Any],
+    versions: Mapping[str, Callable[..., Any]] | None = None,
+) -> Counter[str]:
+    """Send every V2 body once to ``path``; each answer must be 200 with the probability (and
+    label, when answered) of the champion, or with ``versions`` (lossflow) of the model version
+    that answered (``model_version``). Returns how many requests each variant answered
+    (lossflow's ``parameters.variant``; none for a peer)."""
+    variants: Counter[str] = Counter()
+    for i, record, answer in _answers(label, port, path, work, work.v2_bodies):
+        scorer = champion
+        if versions is not None:
+            version = answer.get("model_version")
+            if version not in versions:
+                raise BenchmarkError(f"{label} answered with unknown model version {version!r}")
+            scorer = versions[version]
+        (expected,) = scorer([record])
+        got = _v2_prediction(label, i, answer)
+        if (
+            abs(got["probability"] - expected.probability) > PROBABILITY_ATOL
+            or got.get("label", expected.label) != expected.label
+        ):
+            raise BenchmarkError(
+                f"record {i}: {label} answered {got}, the same model in process {expected}"
+            )
+        variant = (answer.get("parameters") or {}).get("variant")
+        if variant is not None:
+            variants[variant] += 1
+    return variants
 
 
 def verify_mlflow(port: int, work: Workload, scorer: Callable[..., Any]) -> None:
@@ -521,16 +624,25 @@ def _torch_model(models: Models, tmp: Path) -> tuple[Any, str]:
 
 SERVERS = {
     "lossflow_ab_log": "(a) lossflow serve, A/B + prediction log",
+    "lossflow_v2": "(a) the same server, V2 /infer requests",
     "lossflow_no_log": "(b) lossflow serve, log.enabled=false",
     "mlflow_serve": "(c) mlflow models serve (champion)",
     "litserve_default": "(e) LitServe, defaults (champion)",
     "litserve_best": "(e) LitServe, batching + fast queue",
     "lossflow_shadow": "(f) lossflow serve, A/B + log + shadow",
+    "kserve": "(g) KServe ModelServer (champion, own venv)",
+    "mlserver": "(h) MLServer, in-process (champion, own venv)",
 }
 SHADOW_BEFORE = "lossflow_shadow_before"
 SHADOW_BEFORE_LABEL = "(f) the same, from --before-src"
 SHADOWED = ("lossflow_shadow", SHADOW_BEFORE)
-PEERS = ("mlflow_serve", "litserve_default", "litserve_best")
+PEERS = ("mlflow_serve", "litserve_default", "litserve_best", "kserve", "mlserver")
+# Rows --skip-peers may leave out: the peers from their own venvs, and the V2 row (a lossflow
+# without the V2 route).
+SKIPPABLE = ("kserve", "mlserver", "lossflow_v2")
+# Rows answered by another row's server: the V2 row is (a)'s server, its log included.
+SAME_SERVER = {"lossflow_v2": "lossflow_ab_log"}
+LOGGED = ("lossflow_ab_log", "lossflow_v2")
 IN_PROCESS = {
     "predictor_predict": "(d) in process: OnnxPredictor.predict([record])",
     "runner_run": "(d) in process: OnnxRunner.run(encoded)",
@@ -554,6 +666,16 @@ def _server_commands(
     ]  # fmt: skip
     champion = str(models.paths[models.versions["champion"]])
     litserve = [sys.executable, str(LITSERVE), "--model", champion, "--port"]
+    ready_v2 = f"/v2/models/{models.name}/ready"
+    own_venv = {
+        key: (
+            [str(peer_python(key)), str(PEER_SCRIPTS[key]), "--onnx", champion, "--name",
+             models.name, "--port", str(port[key]), *PEER_OPTIONS[key]],
+            ready_v2,
+        )
+        for key in PEER_SCRIPTS
+        if key in port
+    }  # fmt: skip
     return {
         "lossflow_ab_log": ([*base, f"port={port['lossflow_ab_log']}"], "/ready"),
         "lossflow_no_log": (
@@ -564,7 +686,26 @@ def _server_commands(
         "litserve_default": ([*litserve, str(port["litserve_default"])], "/health"),
         "litserve_best": ([*litserve, str(port["litserve_best"]), "--best"], "/health"),
         **shadowed,
+        **own_venv,
     }
+
+
+def peer_python(key: str) -> Path:
+    """The python of the venv ``make peers`` made for peer ``key``."""
+    return PEERS_VENV / key / "bin" / "python"
+
+
+def missing_peer_venvs(keys: Sequence[str]) -> list[str]:
+    """The peers among ``keys`` whose venv ``make peers`` has not (fully) made."""
+    return [key for key in keys if not (PEERS_VENV / key / ".installed").is_file()]
+
+
+def peer_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a peer in its own venv: no trace of the project's venv, lossflow from src/
+    (the same tree the project's venv has installed in editable mode)."""
+    peer = {k: v for k, v in env.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    peer["PYTHONPATH"] = str(ROOT / "src")
+    return peer
 
 
 def wait_logged(data_dir: Path, expected: int, timeout: float = 120.0) -> float:
@@ -653,20 +794,26 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
     champion = predictors[models.versions["champion"]]
     env = _env(MLFLOW_TRACKING_URI=models.tracking_uri)
     env.pop("LOSSFLOW_ADMIN_TOKEN", None)
-    servers_run = dict(SERVERS)
+    servers_run = {k: v for k, v in SERVERS.items() if k not in settings.skip}
     envs = dict.fromkeys(servers_run, env)
+    for key in PEER_SCRIPTS:
+        envs[key] = peer_env(env)
     if settings.before_src is not None:
         servers_run[SHADOW_BEFORE] = SHADOW_BEFORE_LABEL
         envs[SHADOW_BEFORE] = {**env, "PYTHONPATH": str(settings.before_src / "src")}
-    ports = {key: free_port() for key in servers_run}
+    ports = {key: free_port() for key in servers_run if key not in SAME_SERVER}
     commands = _server_commands(models, ports, tmp)
+    ports.update({key: ports[of] for key, of in SAME_SERVER.items() if key in servers_run})
+    infer_v2 = f"/v2/models/{models.name}/infer"
     bodies = {
         "lossflow_ab_log": ("/predict", work.lossflow_bodies),
+        "lossflow_v2": (infer_v2, work.v2_bodies),
         "lossflow_no_log": ("/predict", work.lossflow_bodies),
         "mlflow_serve": ("/invocations", work.mlflow_bodies),
         "litserve_default": ("/predict", work.lossflow_bodies),
         "litserve_best": ("/predict", work.lossflow_bodies),
         **dict.fromkeys(SHADOWED, ("/predict", work.lossflow_bodies)),
+        **dict.fromkeys(PEER_SCRIPTS, (infer_v2, work.v2_bodies)),
     }
     rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in servers_run}
     checks: dict[str, Any] = {}
@@ -677,9 +824,17 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
             procs[key] = stack.enter_context(
                 running(key, command, envs[key], ports[key], ready, tmp / f"{key}.log")
             )
+        procs.update({key: procs[of] for key, of in SAME_SERVER.items() if key in servers_run})
         print("checking every benchmark request against the models in process", flush=True)
         scorers = {v: p.predict for v, p in predictors.items()}
         variants = verify_lossflow(ports["lossflow_ab_log"], work, scorers)
+        answered = len(work.records)  # the check above, on (a)
+        if "lossflow_v2" in servers_run:
+            label = "lossflow over V2 (--skip-peers lossflow_v2 where it has no V2 route)"
+            port = ports["lossflow_v2"]
+            v2_variants = verify_v2(label, port, infer_v2, work, champion.predict, scorers)
+            checks["variants_v2"] = dict(v2_variants)
+            answered += len(work.records)
         verify_lossflow(ports["lossflow_no_log"], work, scorers)
         shadow_answered = {}
         for key in SHADOWED:
@@ -689,8 +844,10 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
         verify_mlflow(ports["mlflow_serve"], work, champion.predict)
         for key in ("litserve_default", "litserve_best"):
             verify_peer(SERVERS[key], ports[key], work, champion.predict)
+        for key in PEER_SCRIPTS:
+            if key in servers_run:
+                verify_v2(SERVERS[key], ports[key], infer_v2, work, champion.predict)
         checks["variants"] = dict(variants)
-        answered = len(work.records)  # the check above, on (a)
         wait_logged(work_dir, answered)
         for index in range(settings.repeats):  # one server at a time, interleaved rounds
             for key in servers_run:
@@ -699,7 +856,7 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
                 cpu_before = process_group_cpu_s(procs[key].pid)
                 figures = load(ports[key], path, payload, settings, tmp)
                 cpu = process_group_cpu_s(procs[key].pid) - cpu_before
-                if key == "lossflow_ab_log":
+                if key in LOGGED:
                     answered += figures["completed_total"]
                     figures["log_catch_up_s"] = round(wait_logged(work_dir, answered), 3)
                     cpu = process_group_cpu_s(procs[key].pid) - cpu_before
@@ -727,6 +884,9 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
 
     servers = {key: _median_figures(rounds[key]) for key in servers_run}
     a, b, c = (servers[k] for k in ("lossflow_ab_log", "lossflow_no_log", "mlflow_serve"))
+    peers = [peer for peer in PEERS if peer in servers]
+    best = max(peers, key=lambda peer: servers[peer]["rps"])
+    v2 = servers.get("lossflow_v2")
     return {
         "model": models.name,
         "versions": models.versions,
@@ -746,8 +906,20 @@ def run(settings: Settings, data_dir: Path | None, tmp: Path) -> dict[str, Any]:
         "p99_ratio": round(a["p99_ms"] / c["p99_ms"], 4),
         "ort_vs_torch_batch1": batch["ratio_torch_over_ort"],
         "shadow": shadow_summary(servers),
-        "ratios": {peer: round(a["rps"] / servers[peer]["rps"], 4) for peer in PEERS},
-        "ratio": round(a["rps"] / c["rps"], 4),
+        "ratios": {peer: round(a["rps"] / servers[peer]["rps"], 4) for peer in peers},
+        "p99_ratios": {peer: round(a["p99_ms"] / servers[peer]["p99_ms"], 4) for peer in peers},
+        **(
+            {}
+            if v2 is None
+            else {
+                "ratios_v2": {peer: round(v2["rps"] / servers[peer]["rps"], 4) for peer in peers},
+                "ratio_v2": round(v2["rps"] / servers[best]["rps"], 4),
+            }
+        ),
+        "skipped": sorted(settings.skip),
+        "best_peer": best,
+        "ratio_mlflow_serve": round(a["rps"] / c["rps"], 4),
+        "ratio": round(a["rps"] / servers[best]["rps"], 4),
     }
 
 
@@ -785,6 +957,8 @@ def report(summary: dict[str, Any]) -> None:
         f"{summary['repeats']} interleaved round(s) (median shown), {summary['cpus']} CPUs shared "
         "with the client"
     )
+    if summary["skipped"]:
+        print(f"left out (--skip-peers): {', '.join(SERVERS[k] for k in summary['skipped'])}")
     print(f"{'setup':<50} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/req':>18}")
     labels = {**SERVERS, SHADOW_BEFORE: SHADOW_BEFORE_LABEL}
     rows = [*((labels[k], v) for k, v in summary["servers"].items())]
@@ -805,10 +979,12 @@ def report(summary: dict[str, Any]) -> None:
     log = summary["checks"]["log"]
     state = "ok" if log["ok"] else "MISMATCH"
     catch_up = max(r["log_catch_up_s"] for r in summary["servers"]["lossflow_ab_log"]["rounds"])
+    split = f"{summary['checks']['variants']}"
+    if "variants_v2" in summary["checks"]:
+        split += f" (/predict), {summary['checks']['variants_v2']} (V2)"
     print(
         f"prediction log of (a): {log['logged']} rows for {log['answered']} answers ({state}), "
-        f"at most {catch_up:.2f} s behind after a round; A/B split of the check requests: "
-        f"{summary['checks']['variants']}"
+        f"at most {catch_up:.2f} s behind after a round; A/B split of the check requests: {split}"
     )
     print(f"logging cost, 1 - (a)/(b) req/s: {summary['logging_cost']:.1%}")
     print(f"p99 (a) / (c): {summary['p99_ratio']:.3f}")
@@ -830,9 +1006,14 @@ def report(summary: dict[str, Any]) -> None:
             f"{shadow['shadow_dropped_before']:,.0f})"
         )
     for peer, ratio in summary["ratios"].items():
-        if peer != "mlflow_serve":
-            print(f"lossflow (a) / {SERVERS[peer]} req/s: {ratio:.3f}x")
-    print(f"lossflow (a) / mlflow models serve (c) req/s: {summary['ratio']:.3f}x")
+        print(
+            f"lossflow (a) / {SERVERS[peer]}: req/s {ratio:.3f}x, "
+            f"p99 {summary['p99_ratios'][peer]:.3f}"
+        )
+    best = SERVERS[summary["best_peer"]]
+    if "ratio_v2" in summary:
+        print(f"lossflow (a) over V2 / the best peer, {best}, req/s: {summary['ratio_v2']:.3f}x")
+    print(f"lossflow (a) / the best peer, {best}, req/s: {summary['ratio']:.3f}x")
 
 
 def main() -> None:
@@ -859,6 +1040,11 @@ def main() -> None:
         "--before-src", type=Path,
         help="a lossflow source tree (e.g. a worktree of an earlier commit): also run (f) from it",
     )  # fmt: skip
+    parser.add_argument(
+        "--skip-peers", default="", metavar="ROW,...",
+        help=f"leave these rows out: {', '.join(SKIPPABLE)} (lossflow_v2: a lossflow without "
+        "the V2 route)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
@@ -875,6 +1061,17 @@ def main() -> None:
         parser.error(f"--data-dir {args.data_dir} is not a directory")
     if args.before_src is not None and not (args.before_src / "src" / "lossflow").is_dir():
         parser.error(f"--before-src {args.before_src} has no src/lossflow")
+    skip = frozenset(filter(None, (key.strip() for key in args.skip_peers.split(","))))
+    if unknown := sorted(skip - set(SKIPPABLE)):
+        parser.error(f"--skip-peers: unknown {', '.join(unknown)}; known: {', '.join(SKIPPABLE)}")
+    if missing := missing_peer_venvs([key for key in PEER_SCRIPTS if key not in skip]):
+        venvs = ", ".join(str((PEERS_VENV / key).relative_to(ROOT)) for key in missing)
+        print(
+            f"benchmark failed: no venv for the {' and '.join(missing)} peer ({venvs}): run "
+            f"`make peers` in {ROOT}, or leave them out with --skip-peers {','.join(missing)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     settings = Settings(
@@ -888,6 +1085,7 @@ def main() -> None:
         batch1_rounds=args.batch1_rounds,
         subsample=args.subsample,
         before_src=None if args.before_src is None else args.before_src.resolve(),
+        skip=skip,
     )
     tmp = Path(tempfile.mkdtemp(prefix="lossflow-bench-serving-"))
     summary: dict[str, Any] | None = None
