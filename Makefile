@@ -86,16 +86,17 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 typecheck: $(STAMP) ## mypy (strict) on the library and the flows
 	$(BIN)/mypy $(TYPED)
 
-test: lint typecheck ## Everything CI runs: lint, types, all tests (images: a Docker daemon, .ci/docker.sh)
+test: lint typecheck peers ## Everything CI runs: lint, types, all tests (images: a Docker daemon, .ci/docker.sh; KServe/MLServer: make peers)
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## Tests without the slow ones
 	$(BIN)/pytest -m "not slow"
 
-# The serving benchmark's KServe and MLServer peers do not install beside the lock (current
-# kserve and mlserver need protobuf<7, the lock has 7; no kserve resolves at all, only mlserver
-# 1.2.1), so each runs from a venv of its own, made by the project's uv from its pinned
-# requirements (benchmarks/peers/NAME.txt, compiled from NAME.in), anew when they change.
+# KServe and MLServer (the serving benchmark's peers; their clients and codecs in the tests of
+# the /v2 routes) do not install beside the lock (current kserve and mlserver need
+# protobuf<7, the lock has 7; no kserve resolves at all, only mlserver 1.2.1), so each runs from
+# a venv of its own, made by the project's uv from its pinned requirements
+# (benchmarks/peers/NAME.txt, compiled from NAME.in), anew when they change.
 PEERS_VENV := .venv-peers
 PEERS := kserve mlserver
 $(PEERS_VENV)/%/.installed: benchmarks/peers/%.txt | $(STAMP)
@@ -103,7 +104,7 @@ $(PEERS_VENV)/%/.installed: benchmarks/peers/%.txt | $(STAMP)
 	$(BIN)/uv pip install --quiet --system-certs --python $(PEERS_VENV)/$*/bin/python -r $<
 	touch $@
 
-peers: $(foreach p,$(PEERS),$(PEERS_VENV)/$(p)/.installed) ## The serving benchmark's peer venvs: .venv-peers/kserve, mlserver
+peers: $(foreach p,$(PEERS),$(PEERS_VENV)/$(p)/.installed) ## KServe's and MLServer's venvs: .venv-peers/kserve, mlserver (benchmark peers, V2 tests)
 
 bench: $(STAMP) peers ## Benchmarks: losses; training throughput; service vs mlflow serve; monitoring vs Evidently
 	$(BIN)/python benchmarks/losses.py --json benchmarks/results/losses.json

@@ -949,11 +949,26 @@ def test_the_fast_path_skips_the_middleware_stack_for_predict_only(
 
         app.middleware_stack = counting
         _predict(c, "stack", registry.records[:1])
+        v2 = c.post(f"/v2/models/{cfg.tracking.registered_model}/infer", json=_v2(registry))
+        assert v2.status_code == 200, v2.text
+        assert c.post("/v2/models/x/infer/more", json={}).json() == {"error": "Not Found"}
         assert c.post("/rank", json={"unit_id": "u", "items": registry.records[:1]}).status_code
         assert c.get("/predict").status_code == 405  # only POST takes the fast path
         assert c.get("/health").status_code == 200
-    routed = ["POST /rank", "GET /predict", "GET /health"]
-    assert through_stack == (routed if fast_path else ["POST /predict", *routed])
+    routed = ["POST /v2/models/x/infer/more", "POST /rank", "GET /predict", "GET /health"]
+    fast = ["POST /predict", f"POST /v2/models/{cfg.tracking.registered_model}/infer"]
+    assert through_stack == (routed if fast_path else [*fast, *routed])
+
+
+def _v2(registry: Registry) -> dict[str, Any]:
+    """An Open Inference Protocol request for the first record: a tensor per column."""
+    record = registry.records[0]
+    inputs = [
+        {"name": k, "shape": [1], "datatype": "BYTES" if isinstance(v, str) else "FP64"}
+        | {"data": [v]}
+        for k, v in record.items()
+    ]
+    return {"parameters": {"unit_id": "stack"}, "inputs": inputs}
 
 
 def test_a_middleware_added_by_the_user_sees_predict_too(

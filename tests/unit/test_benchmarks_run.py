@@ -57,8 +57,8 @@ SERVING = ROOT / "benchmarks" / "serving.py"
 
 @pytest.mark.slow
 def test_serving_benchmark_quick_run(tmp_path: Path) -> None:
-    # Trains its own two-version registry (focal champion, bce challenger), then loads three real
-    # servers for a second each: about two to three minutes on two cores.
+    # Trains its own two-version registry (focal champion, bce challenger), then loads each real
+    # server (KServe and MLServer from .venv-peers: `make test` makes them) for a second.
     out = tmp_path / "figures.json"
     proc = subprocess.run(
         [sys.executable, str(SERVING), "--quick", "--json", str(out)],
@@ -70,28 +70,36 @@ def test_serving_benchmark_quick_run(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     lines = proc.stdout.strip().splitlines()
-    assert lines[-1].startswith("lossflow (a) / mlflow models serve (c) req/s: ")
+    assert lines[-1].startswith("lossflow (a) / the best peer, ")
 
     figures = json.loads(out.read_text())
+    peers = ("mlflow_serve", "litserve_default", "litserve_best", "kserve", "mlserver")
     assert set(figures["servers"]) == {
-        "lossflow_ab_log", "lossflow_no_log", "mlflow_serve", "litserve_default", "litserve_best",
-        "lossflow_shadow",
+        "lossflow_ab_log", "lossflow_no_log", "lossflow_shadow", "lossflow_v2", *peers,
     }  # fmt: skip
+    assert figures["skipped"] == []
     assert set(figures["in_process"]) == {"predictor_predict", "runner_run"}
     for r in [*figures["servers"].values(), *figures["in_process"].values()]:
         assert r["rps"] > 0
         assert 0 < r["p50_ms"] <= r["p99_ms"]
     for r in figures["servers"].values():
         assert all(one["errors"] == 0 for one in r["rounds"])
-    a, b, c = (
-        figures["servers"][k] for k in ("lossflow_ab_log", "lossflow_no_log", "mlflow_serve")
+    a, b, c, v2 = (
+        figures["servers"][k]
+        for k in ("lossflow_ab_log", "lossflow_no_log", "mlflow_serve", "lossflow_v2")
     )
-    assert figures["ratio"] == pytest.approx(a["rps"] / c["rps"], rel=1e-3)
+    best = max(peers, key=lambda peer: figures["servers"][peer]["rps"])
+    assert figures["best_peer"] == best
+    assert figures["ratio"] == pytest.approx(a["rps"] / figures["servers"][best]["rps"], rel=1e-3)
+    assert figures["ratio_v2"] == pytest.approx(
+        v2["rps"] / figures["servers"][best]["rps"], rel=1e-3
+    )
+    assert figures["ratio_mlflow_serve"] == pytest.approx(a["rps"] / c["rps"], rel=1e-3)
     assert figures["logging_cost"] == pytest.approx(1 - a["rps"] / b["rps"], abs=1e-3)
-    for peer in ("mlflow_serve", "litserve_default", "litserve_best"):
+    for peer in peers:
         want = a["rps"] / figures["servers"][peer]["rps"]
         assert figures["ratios"][peer] == pytest.approx(want, rel=1e-3)
-    assert figures["ratios"]["mlflow_serve"] == figures["ratio"]
+    assert figures["ratios"][best] == figures["ratio"]
     assert f"{figures['ratio']:.3f}x" in lines[-1]
     # Both registered versions answered, and every answer of (a) is in the prediction log.
     assert set(figures["versions"]) == {"champion", "challenger"}

@@ -57,39 +57,48 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, v2.http_error)
     if predict_fast_path:
         app.fast_predict = predict.predict
+        app.fast_infer = v2.infer_request
     app.openapi = _openapi(app, state)  # type: ignore[method-assign]
     return app
 
 
 class ServiceApp(FastAPI):
-    """FastAPI with an explicit fast path for ``POST /predict``.
+    """FastAPI with an explicit fast path for ``POST /predict`` and the V2 ``infer``.
 
-    With ``fast_predict`` set, a ``POST /predict`` goes from the server straight to that
-    endpoint: it skips Starlette's ``ServerErrorMiddleware`` and ``ExceptionMiddleware``, the
-    router and dependency resolution, which cost about 30 % of a one-record request. Nothing
-    the endpoint needs is among them: it reads and limits its body itself, has no dependencies,
-    and answers every error itself as JSON (a 500 logged with its traceback, counted in the
-    metrics) without raising, so its answers, metrics and logs are those of the routed path
-    (tests pin both). Middleware a user adds (``app.add_middleware``) is honoured: with any,
-    every request takes the full stack. Every other path, and the OpenAPI description of
-    ``/predict``, stay FastAPI's.
+    With ``fast_predict`` set, a ``POST /predict`` (and with ``fast_infer``, a ``POST
+    /v2/models/{name}[/versions/{v}]/infer``) goes from the server straight to its endpoint: it
+    skips Starlette's ``ServerErrorMiddleware`` and ``ExceptionMiddleware``, the router and
+    dependency resolution, which cost about 30 % of a one-record request. Nothing the endpoint
+    needs is among them: it reads and limits its body itself, has no dependencies, and answers
+    every error itself (a 500 logged with its traceback, counted in the metrics) without
+    raising, so its answers, metrics and logs are those of the routed path (tests pin both).
+    Middleware a user adds (``app.add_middleware``) is honoured: with any, every request takes
+    the full stack. Every other path, and the OpenAPI description of ``/predict``, stay
+    FastAPI's.
     """
 
     fast_predict: Callable[[Request], Awaitable[Response]] | None = None
+    fast_infer: Callable[[Request, str, str | None], Awaitable[Response]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch one ASGI connection."""
         if (
             self.fast_predict is not None
             and scope["type"] == "http"
-            and scope["path"] == "/predict"
             and scope["method"] == "POST"
             and not self.user_middleware
         ):
-            scope["app"] = self
-            response = await self.fast_predict(Request(scope, receive))
-            await response(scope, receive, send)
-            return
+            path = scope["path"]
+            response = None
+            if path == "/predict":
+                scope["app"] = self
+                response = await self.fast_predict(Request(scope, receive))
+            elif self.fast_infer is not None and (model := v2.infer_path(path)) is not None:
+                scope["app"] = self
+                response = await self.fast_infer(Request(scope, receive), *model)
+            if response is not None:
+                await response(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 

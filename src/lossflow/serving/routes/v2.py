@@ -59,6 +59,9 @@ PREFIX: Final = "/v2"
 PLATFORM: Final = "onnxruntime_onnx"
 BINARY: Final = "application/octet-stream"
 
+_MODELS: Final = f"{PREFIX}/models/"
+_INFER: Final = "/infer"
+
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
@@ -133,6 +136,32 @@ async def model_ready(
 @router.post("/models/{model_name}/versions/{model_version}/infer")
 async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
     """Score the records the input tensors hold with the variant the unit is assigned to."""
+    return await infer_request(request, model_name, model_version)
+
+
+def infer_path(path: str) -> tuple[str, str | None] | None:
+    """The model name and version of an ``infer`` path (``None``: not one), for the app's fast
+    path; the same paths as the routes above.
+
+    Example:
+        >>> infer_path("/v2/models/penguins/versions/2/infer")
+        ('penguins', '2')
+        >>> infer_path("/v2/models/penguins/infer"), infer_path("/v2/models//infer")
+        (('penguins', None), None)
+    """
+    if not path.startswith(_MODELS) or not path.endswith(_INFER):
+        return None
+    parts = path[len(_MODELS) : -len(_INFER)].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+        return parts[0], parts[2]
+    return None
+
+
+async def infer_request(request: Request, model_name: str, model_version: str | None) -> Response:
+    """``infer`` for a request routed by FastAPI or by the app's fast path: reads its own body,
+    answers every error itself and never raises (a 500 is logged with its traceback)."""
     started = time.perf_counter()
     state = service(request)
     try:
