@@ -36,8 +36,14 @@ def ui(
     config_dir: ConfigDir = DEFAULT_CONFIG_DIR,
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
 ) -> None:
-    """Open the MLflow UI on the project's tracking store."""
-    from lossflow.tracking import resolve_tracking_uri, ui_command
+    """Open the MLflow UI on the project's tracking store, with a link to each of the project's
+    experiments that opens on its runs."""
+    from lossflow.tracking import (
+        experiment_page,
+        project_experiments,
+        resolve_tracking_uri,
+        ui_command,
+    )
 
     cfg = load_serving_config(settings(overrides), config_dir)
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, cfg.data_dir)
@@ -46,7 +52,11 @@ def ui(
     except (ValueError, FileNotFoundError) as err:
         stderr().print(f"[red]lossflow ui:[/red] {escape(str(err))}")
         raise typer.Exit(2) from None
-    Console().print(f"MLflow UI on http://127.0.0.1:{port} for {uri}")
+    address = f"http://127.0.0.1:{port}"
+    console = Console(soft_wrap=True)
+    console.print(f"MLflow UI on {address} for {uri}")
+    for name, experiment_id in project_experiments(cfg.tracking, cfg.data_dir).items():
+        console.print(f"  {escape(name)}: {experiment_page(address, experiment_id)}")
     raise typer.Exit(run_attached(command))
 
 

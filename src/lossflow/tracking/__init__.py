@@ -14,7 +14,7 @@ Each is opened one way, from the project's tracking settings: :func:`open_runs` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, overload
+from typing import Literal, get_args, overload
 
 from lossflow.config.common import Process, TrackingConfig
 from lossflow.tracking.model_registry import (
@@ -25,16 +25,20 @@ from lossflow.tracking.model_registry import (
 )
 from lossflow.tracking.runs import (
     ERROR_TAG,
+    EXPERIMENT_KIND_TAG,
     PARENT_RUN_TAG,
+    TRAINING_KIND,
     LoggedModel,
     Runs,
     RunSummary,
     flatten,
     git_commit,
+    mark_experiments,
 )
 from lossflow.tracking.store import (
     TRACKING_URI_ENV,
     default_tracking_uri,
+    experiment_page,
     resolve_tracking_uri,
     ui_command,
 )
@@ -45,8 +49,10 @@ RunsOf = Literal["training"] | Process
 
 __all__ = [
     "ERROR_TAG",
+    "EXPERIMENT_KIND_TAG",
     "PARENT_RUN_TAG",
     "TRACKING_URI_ENV",
+    "TRAINING_KIND",
     "LoggedModel",
     "ModelRegistry",
     "RegistrationError",
@@ -56,10 +62,12 @@ __all__ = [
     "RunsOf",
     "WritableModelRegistry",
     "default_tracking_uri",
+    "experiment_page",
     "flatten",
     "git_commit",
     "open_registry",
     "open_runs",
+    "project_experiments",
     "resolve_tracking_uri",
     "ui_command",
 ]
@@ -79,6 +87,20 @@ def open_runs(tracking: TrackingConfig, data_dir: Path, process: RunsOf) -> Runs
     uri = resolve_tracking_uri(tracking.tracking_uri, data_dir)
     experiment = tracking.experiment if process == "training" else tracking.experiment_of(process)
     return Runs(uri, experiment)
+
+
+def project_experiments(tracking: TrackingConfig, data_dir: Path) -> dict[str, str]:
+    """The project's experiments that exist (name -> id): training's, then each process's,
+    each given lossflow's kind if it has none (:func:`lossflow.tracking.runs.mark_kind`).
+    Nothing is created: not an experiment, nor an embedded store.
+
+    Args:
+        tracking: The project's tracking settings.
+        data_dir: The project data directory (the embedded store's place).
+    """
+    uri = resolve_tracking_uri(tracking.tracking_uri, data_dir)
+    names = [tracking.experiment, *(tracking.experiment_of(p) for p in get_args(Process))]
+    return mark_experiments(uri, names)
 
 
 @overload

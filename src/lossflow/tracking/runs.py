@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 import mlflow.onnx
 import numpy as np
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunStatus, RunTag
+from mlflow.entities import (
+    Experiment,
+    LoggedModelOutput,
+    LoggedModelStatus,
+    Metric,
+    Param,
+    RunStatus,
+    RunTag,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 from mlflow.utils.validation import (
@@ -31,6 +39,7 @@ from lossflow.tracking.store import (
     Store,
     chunks,
     is_server,
+    sqlite_database,
     truncate,
 )
 
@@ -40,6 +49,11 @@ if TYPE_CHECKING:
 ERROR_TAG: Final[str] = "lossflow.error"
 PARENT_RUN_TAG: Final[str] = "mlflow.parentRunId"
 MODEL_ARTIFACT_NAME: Final[str] = "model"
+EXPERIMENT_KIND_TAG: Final[str] = "mlflow.experimentKind"
+"""The experiment tag in which MLflow records what an experiment is for."""
+TRAINING_KIND: Final[str] = "custom_model_development"
+"""The kind of every lossflow experiment: models trained, their runs and metrics (the UI's
+"Machine learning"), not a GenAI application's traces (``genai_development``)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,29 @@ def flatten(d: Mapping[Any, Any], prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def mark_kind(client: mlflow.MlflowClient, experiment: Experiment) -> None:
+    """Record :data:`TRAINING_KIND` on ``experiment`` unless it has a kind (a kind chosen by
+    hand stays); ``experiment`` as read from the store, with its tags."""
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+
+
+def mark_experiments(tracking_uri: str, names: Sequence[str]) -> dict[str, str]:
+    """The active experiments among ``names`` (name -> id, in the order given), each marked
+    with :func:`mark_kind`; none is created, nor is an embedded store that does not exist."""
+    database = sqlite_database(tracking_uri)
+    if database is not None and not database.is_file():
+        return {}
+    client = Store(tracking_uri).client
+    found: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage == "active":
+            mark_kind(client, experiment)
+            found[name] = str(experiment.experiment_id)
+    return found
+
+
 class Runs(Store):
     """The runs of one experiment in one MLflow store (which is created when missing).
 
@@ -93,7 +130,8 @@ class Runs(Store):
         experiment: Experiment name; created when missing, its artifacts under
             ``<db dir>/mlartifacts/<experiment>`` for a ``sqlite:///`` store, where the server
             chooses for an ``http(s)`` server, the store's default otherwise. An existing
-            experiment keeps the artifact location it was created with.
+            experiment keeps the artifact location it was created with. Either way it is of
+            lossflow's kind (:func:`mark_kind`).
 
     Raises:
         ValueError: If the experiment exists but is deleted.
@@ -112,7 +150,9 @@ class Runs(Store):
         existing = self.client.get_experiment_by_name(name)
         if existing is None:
             try:
-                return self.client.create_experiment(name, artifact_location=location)
+                return self.client.create_experiment(
+                    name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
+                )
             except MlflowException as exc:
                 if exc.error_code != ALREADY_EXISTS:
                     raise
@@ -125,6 +165,7 @@ class Runs(Store):
                 f"`mlflow experiments restore --experiment-id {existing.experiment_id}` "
                 "or use another experiment name"
             )
+        mark_kind(self.client, existing)
         return str(existing.experiment_id)
 
     def _create_run(self, run_name: str, tags: Mapping[str, str], parent_run_id: str | None) -> str:

@@ -27,6 +27,8 @@ TRACKING_URI_ENV: Final[str] = "MLFLOW_TRACKING_URI"
 DB_FILE: Final[str] = "mlflow.db"
 ARTIFACTS_DIR: Final[str] = "mlartifacts"
 TRUNCATION_MARKER: Final[str] = "...[truncated]"
+TRAINING_VIEW: Final[str] = "workflowType=machine_learning"
+"""The query that opens an experiment in the MLflow UI's model-training view."""
 
 NOT_FOUND: Final[str] = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 ALREADY_EXISTS: Final[str] = ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
@@ -139,3 +141,19 @@ def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> 
     if database is not None:
         command += ["--default-artifact-root", (database.parent / ARTIFACTS_DIR).as_uri()]
     return [*command, "--host", host, "--port", str(port)]
+
+
+def experiment_page(ui_url: str, experiment_id: str) -> str:
+    """The address of an experiment in the MLflow UI at ``ui_url``, opening on its runs.
+
+    MLflow 3's UI (3.17) shows an experiment either as a GenAI application (an overview of
+    traces and token usage, evaluation runs) or as model training (runs, charts, models). It
+    picks by its workflow type: the ``workflowType`` query parameter, else the choice last made
+    in that browser (GenAI at first); it does not read the experiment's ``mlflow.experimentKind``
+    for that. The parameter opens the page on the runs whatever the browser chose before.
+
+    Example:
+        >>> experiment_page("http://127.0.0.1:5000", "3")
+        'http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning'
+    """
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}?{TRAINING_VIEW}"
