@@ -221,8 +221,9 @@ async def _infer(
         records = oip.records_of(
             parsed.inputs, deployment.features, frozenset(predictor.preprocessor.numeric_columns)
         )
-        outputs = oip.output_metadata(deployment.task, predictor.label_names)
-        oip.check_requested(parsed.outputs, [o["name"] for o in outputs])
+        if parsed.outputs is not None:
+            outputs = oip.output_metadata(deployment.task, predictor.label_names)
+            oip.check_requested(parsed.outputs, [o["name"] for o in outputs])
     except oip.ProtocolError as err:
         return _refuse(state, Refusal(422, "invalid", str(err)), started)
     result = await answer(
