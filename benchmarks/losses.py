@@ -404,6 +404,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     only = RANKING if args.only == "ranking" else tuple(filter(None, args.only.split(",")))
+    unknown = sorted(set(only) - {bench.name for bench in benches()})
+    if unknown:
+        names = ", ".join(repr(bench.name) for bench in benches())
+        parser.error(f"--only: no loss named {', '.join(map(repr, unknown))}; the losses: {names}")
     if args.quick:
         args.size, args.repeats, args.no_compile = 1 << 18, 7, True
     if args.threads:
