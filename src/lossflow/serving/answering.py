@@ -151,10 +151,10 @@ async def answer(
         loc: Where the records are in the native body, for a refusal's ``loc``.
     """
     limits = state.cfg.limits
-    field = loc[-1]
     if isinstance(records, list) and len(records) > limits.max_records:
         too_many = (
-            f"{len(records)} {field} exceed the limit of {limits.max_records} per request; "
+            f"{len(records)} {'items' if ranking else 'records'} exceed the limit of "
+            f"{limits.max_records} per request; "
             "split the request"
         )
         return Refusal(422, "invalid", too_many, loc)
