@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lossflow.predlog import LogBackpressureError, PredictionRecord
 from lossflow.serving.metrics import UNROUTED
-from lossflow.serving.predictor import Prediction, RecordError, logged_output
+from lossflow.serving.predictor import RecordError, logged_output
 from lossflow.serving.ranking import ranked, ranked_outputs
 from lossflow.serving.state import ServiceState
 from lossflow.serving.variants import Deployment, Variant
@@ -75,14 +75,12 @@ class Answered:
     Attributes:
         request_id: The log's id of the answer (``/feedback`` joins on it).
         variant: The variant that answered.
-        predictions: One per record, in order.
-        outputs: What the log holds per record (``/predict``'s ``predictions``).
+        outputs: What the log holds per record, in order (``/predict``'s ``predictions``).
         ranking: For a list (``/rank``): ``scores`` and ``order``; else ``None``.
     """
 
     request_id: str
     variant: Variant
-    predictions: list[Prediction]
     outputs: list[dict[str, Any]]
     ranking: dict[str, list[Any]] | None
 
@@ -254,7 +252,7 @@ async def answer(
                 "latency_ms": round(elapsed * 1000.0, 3),
             },
         )
-    return Answered(request_id, variant, predictions, outputs, order)
+    return Answered(request_id, variant, outputs, order)
 
 
 def _wrong_version(deployment: Deployment, variant: Variant, unit_id: str, version: str) -> Refusal:
