@@ -174,6 +174,11 @@ class OnnxPredictor:
         return self._features
 
     @property
+    def numeric_features(self) -> frozenset[str]:
+        """The fields that take numbers (the others take strings)."""
+        return self._numeric
+
+    @property
     def threshold(self) -> float | None:
         """Binary decision threshold: predict positive iff probability >= threshold."""
         return self._threshold

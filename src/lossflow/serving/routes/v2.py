@@ -100,7 +100,7 @@ async def model_metadata(
     if isinstance(found, Response):
         return found
     predictor = found.predictor
-    numeric = set(predictor.preprocessor.numeric_columns)
+    numeric = predictor.numeric_features
     classes = predictor.label_names
     properties = {"task": found.task, "unit_id": "required request parameter: the A/B unit"}
     if classes:
@@ -218,9 +218,7 @@ async def _infer(
         return _refuse(state, Refusal(503, "starting", STARTING), started)
     predictor = deployment.predictor
     try:
-        records = oip.records_of(
-            parsed.inputs, deployment.features, frozenset(predictor.preprocessor.numeric_columns)
-        )
+        records = oip.records_of(parsed.inputs, deployment.features, predictor.numeric_features)
         if parsed.outputs is not None:
             outputs = oip.output_metadata(deployment.task, predictor.label_names)
             oip.check_requested(parsed.outputs, [o["name"] for o in outputs])
